@@ -1,0 +1,109 @@
+// Package nstest builds throwaway network namespaces for tests that need real kernel
+// networking: two namespaces joined by a veth pair, removed when the test ends.
+package nstest
+
+import (
+	"fmt"
+	"net"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"runtime"
+	"sync/atomic"
+	"testing"
+
+	"github.com/vishvananda/netlink"
+	"github.com/vishvananda/netns"
+)
+
+// Pair is two network namespaces, A and B, linked by a veth (A: 10.x.y.1/24, B: 10.x.y.2/24),
+// each with lo up.
+type Pair struct {
+	A, B     string     // bind-mounted netns paths, usable with intercept.Do and intercept.Config
+	AIP, BIP netip.Addr // addresses of the veth ends
+}
+
+var seq atomic.Uint32
+
+// NewPair creates the namespaces or skips the test when not root; cleanup is registered on t.
+func NewPair(t testing.TB) *Pair {
+	t.Helper()
+	if os.Geteuid() != 0 {
+		t.Skip("needs root: creates network namespaces, veth links and nftables rules")
+	}
+	n := seq.Add(1)
+	pid := os.Getpid()
+	tag := fmt.Sprintf("%d%d", pid%100000, n)
+	nameA, nameB := "mgt"+tag+"a", "mgt"+tag+"b"
+	hA := newNamed(t, nameA)
+	hB := newNamed(t, nameB)
+
+	// 10.200-253.x.0/24 from the pid and sequence, so parallel test binaries rarely collide;
+	// the namespaces are private anyway, so a collision would be harmless.
+	third := byte(n)
+	second := byte(200 + pid%50)
+	p := &Pair{
+		A:   filepath.Join("/var/run/netns", nameA),
+		B:   filepath.Join("/var/run/netns", nameB),
+		AIP: netip.AddrFrom4([4]byte{10, second, third, 1}),
+		BIP: netip.AddrFrom4([4]byte{10, second, third, 2}),
+	}
+	vethA, vethB := "v"+tag+"a", "v"+tag+"b"
+	la := &netlink.Veth{LinkAttrs: netlink.LinkAttrs{Name: vethA, Namespace: netlink.NsFd(hA)}, PeerName: vethB, PeerNamespace: netlink.NsFd(hB)}
+	if err := netlink.LinkAdd(la); err != nil {
+		t.Fatalf("nstest: add veth: %v", err)
+	}
+	setup(t, hA, vethA, p.AIP)
+	setup(t, hB, vethB, p.BIP)
+	return p
+}
+
+func newNamed(t testing.TB, name string) netns.NsHandle {
+	t.Helper()
+	runtime.LockOSThread()
+	defer runtime.UnlockOSThread()
+	orig, err := netns.Get()
+	if err != nil {
+		t.Fatalf("nstest: current netns: %v", err)
+	}
+	defer orig.Close()
+	h, err := netns.NewNamed(name) // also switches this thread into it
+	if err != nil {
+		t.Fatalf("nstest: new netns %s: %v", name, err)
+	}
+	if err := netns.Set(orig); err != nil {
+		t.Fatalf("nstest: back to original netns: %v", err)
+	}
+	t.Cleanup(func() {
+		h.Close()
+		_ = netns.DeleteNamed(name) // deleting the namespace deletes its veth end too
+	})
+	return h
+}
+
+func setup(t testing.TB, h netns.NsHandle, link string, ip netip.Addr) {
+	t.Helper()
+	nh, err := netlink.NewHandleAt(h)
+	if err != nil {
+		t.Fatalf("nstest: netlink handle: %v", err)
+	}
+	defer nh.Close()
+	lo, err := nh.LinkByName("lo")
+	if err != nil {
+		t.Fatalf("nstest: lo: %v", err)
+	}
+	if err := nh.LinkSetUp(lo); err != nil {
+		t.Fatalf("nstest: lo up: %v", err)
+	}
+	l, err := nh.LinkByName(link)
+	if err != nil {
+		t.Fatalf("nstest: %s: %v", link, err)
+	}
+	addr := &netlink.Addr{IPNet: &net.IPNet{IP: ip.AsSlice(), Mask: net.CIDRMask(24, 32)}}
+	if err := nh.AddrAdd(l, addr); err != nil {
+		t.Fatalf("nstest: address %v on %s: %v", ip, link, err)
+	}
+	if err := nh.LinkSetUp(l); err != nil {
+		t.Fatalf("nstest: %s up: %v", link, err)
+	}
+}
