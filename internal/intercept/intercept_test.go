@@ -6,6 +6,7 @@ import (
 	"errors"
 	"net"
 	"net/netip"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -38,7 +39,7 @@ func listen(t *testing.T, ns, name string, port int, hits chan<- hit) {
 	t.Helper()
 	var ln net.Listener
 	err := intercept.Do(ns, func() (err error) {
-		ln, err = net.Listen("tcp", net.JoinHostPort("0.0.0.0", itoa(port)))
+		ln, err = net.Listen("tcp", net.JoinHostPort("0.0.0.0", strconv.Itoa(port)))
 		return err
 	})
 	if err != nil {
@@ -58,8 +59,6 @@ func listen(t *testing.T, ns, name string, port int, hits chan<- hit) {
 		}
 	}()
 }
-
-func itoa(p int) string { return netip.AddrPortFrom(netip.IPv4Unspecified(), uint16(p)).String()[len("0.0.0.0:"):] }
 
 // dial connects from inside ns, optionally with SO_MARK, and returns the first line answered.
 func dial(t *testing.T, ns string, to netip.AddrPort, mark int) (string, error) {
