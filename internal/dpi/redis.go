@@ -108,9 +108,9 @@ var errRedisGarbage = errors.New("redis: malformed RESP")
 
 type redisDir struct {
 	line    []byte
-	drop    bool         // inside an over-long line
-	bulk    int          // payload bytes (plus CRLF) still to read, 0 when reading lines
-	bulkLen int          // payload length of the current bulk string
+	drop    bool // inside an over-long line
+	bulk    int  // payload bytes (plus CRLF) still to read, 0 when reading lines
+	bulkLen int  // payload length of the current bulk string
 	stack   [redisMaxDepth]int
 	depth   int
 	top     byte // type byte of the current top-level value
