@@ -1,0 +1,5 @@
+package identity_test
+
+import "runtime"
+
+func runtimeGosched() { runtime.Gosched() }
