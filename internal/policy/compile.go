@@ -1,0 +1,269 @@
+package policy
+
+import (
+	"fmt"
+	"sort"
+	"strings"
+	"sync"
+	"sync/atomic"
+)
+
+// GroupID is a compact group number used on the decision path. IDs come from a GroupIDs
+// table and stay stable across compiles that share the table, so a sidecar may cache the IDs
+// of its peers across policy updates.
+type GroupID uint32
+
+// GroupIDs hands out stable IDs for group keys; it only grows. Safe for concurrent use.
+type GroupIDs struct {
+	mu   sync.Mutex
+	ids  map[string]GroupID
+	keys []string
+}
+
+// NewGroupIDs returns an empty table.
+func NewGroupIDs() *GroupIDs { return &GroupIDs{ids: map[string]GroupID{}} }
+
+// ID returns the ID of key, assigning the next one if key is new.
+func (t *GroupIDs) ID(key string) GroupID {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if id, ok := t.ids[key]; ok {
+		return id
+	}
+	id := GroupID(len(t.keys))
+	t.ids[key] = id
+	t.keys = append(t.keys, key)
+	return id
+}
+
+// CompileOptions tunes Compile.
+type CompileOptions struct {
+	// IDs keeps group IDs stable across compiles; nil uses a fresh table.
+	IDs *GroupIDs
+	// DefaultMode decides traffic to destinations that are in no group (unknown egress).
+	// Empty means monitor: allowed, never silently.
+	DefaultMode Mode
+}
+
+// Policy is a compiled, immutable policy. It is safe for concurrent use; replace it as a whole
+// (Engine does, atomically) rather than changing it.
+type Policy struct {
+	groups      []cgroup // by GroupID; holes (valid=false) for IDs of groups not in this policy
+	ids         map[string]GroupID
+	byDst       []map[GroupID]*ruleList // by destination GroupID, then source GroupID
+	rules       []crule                 // sorted by (priority, key): index order is evaluation order
+	defaultMode Mode
+	set         *Set
+	noPolicy    bool // the engine's initial placeholder: nothing loaded yet
+}
+
+type cgroup struct {
+	key   string
+	mode  Mode
+	valid bool
+}
+
+type ruleList struct{ deny, allow []int32 }
+
+type crule struct {
+	id       string
+	action   Action
+	priority int
+	learned  bool
+	from, to GroupID
+	anyPort  bool
+	ports    []PortRange
+	anyApp   bool
+	apps     []string
+	l7       *cl7
+	doc      *NetworkRule
+}
+
+// Compile turns a validated set into a Policy. Call Validate first: Compile reports only the
+// problems it cannot compile around.
+func Compile(s *Set, opts CompileOptions) (*Policy, error) {
+	ids := opts.IDs
+	if ids == nil {
+		ids = NewGroupIDs()
+	}
+	dm := opts.DefaultMode
+	if dm == "" {
+		dm = ModeMonitor
+	}
+	if !validMode(dm) {
+		return nil, fmt.Errorf("policy: compile: default mode %q is not a mode (allowed: %s)", dm, strings.Join(Modes(), ", "))
+	}
+	p := &Policy{ids: make(map[string]GroupID, len(s.Groups)), defaultMode: dm, set: s}
+	r := resolver{groups: make(map[string]*Group, len(s.Groups))}
+	for i := range s.Groups {
+		g := &s.Groups[i]
+		key := g.Metadata.Key()
+		r.groups[key] = g
+		id := ids.ID(key)
+		for int(id) >= len(p.groups) {
+			p.groups = append(p.groups, cgroup{})
+		}
+		mode := g.Spec.Mode
+		if !validMode(mode) {
+			return nil, fmt.Errorf("policy: compile: group %s: mode %q is not a mode; run Validate first", key, mode)
+		}
+		p.groups[id] = cgroup{key: key, mode: mode, valid: true}
+		p.ids[key] = id
+	}
+	p.rules = make([]crule, 0, len(s.NetworkRules))
+	for i := range s.NetworkRules {
+		nr := &s.NetworkRules[i]
+		cr, err := compileRule(nr, &r, p.ids)
+		if err != nil {
+			return nil, err
+		}
+		p.rules = append(p.rules, cr)
+	}
+	sort.Slice(p.rules, func(a, b int) bool {
+		if p.rules[a].priority != p.rules[b].priority {
+			return p.rules[a].priority < p.rules[b].priority
+		}
+		return p.rules[a].id < p.rules[b].id
+	})
+	p.byDst = make([]map[GroupID]*ruleList, len(p.groups))
+	for i := range p.rules {
+		cr := &p.rules[i]
+		m := p.byDst[cr.to]
+		if m == nil {
+			m = map[GroupID]*ruleList{}
+			p.byDst[cr.to] = m
+		}
+		l := m[cr.from]
+		if l == nil {
+			l = &ruleList{}
+			m[cr.from] = l
+		}
+		if cr.action == ActionDeny {
+			l.deny = append(l.deny, int32(i))
+		} else {
+			l.allow = append(l.allow, int32(i))
+		}
+	}
+	return p, nil
+}
+
+func compileRule(nr *NetworkRule, r *resolver, ids map[string]GroupID) (crule, error) {
+	key := nr.Metadata.Key()
+	fail := func(format string, args ...any) (crule, error) {
+		return crule{}, fmt.Errorf("policy: compile: network rule %s: %s; run Validate first", key, fmt.Sprintf(format, args...))
+	}
+	fromKey, ok := r.resolve(nr.Metadata.Namespace, nr.Spec.From)
+	if !ok {
+		return fail("unknown from group %q", nr.Spec.From.Group)
+	}
+	toKey, ok := r.resolve(nr.Metadata.Namespace, nr.Spec.To)
+	if !ok {
+		return fail("unknown to group %q", nr.Spec.To.Group)
+	}
+	if nr.Spec.Action != ActionAllow && nr.Spec.Action != ActionDeny {
+		return fail("action %q", nr.Spec.Action)
+	}
+	cr := crule{id: key, action: nr.Spec.Action, priority: nr.Spec.Priority, learned: nr.Spec.Learned,
+		from: ids[fromKey], to: ids[toKey], doc: nr}
+	if len(nr.Spec.Ports) == 0 {
+		cr.anyPort = true
+	}
+	for _, ps := range nr.Spec.Ports {
+		pr, err := ParsePort(ps)
+		if err != nil {
+			return fail("%v", err)
+		}
+		if pr.Transport == "" {
+			cr.anyPort = true
+		}
+		cr.ports = append(cr.ports, pr)
+	}
+	if len(nr.Spec.Applications) == 0 {
+		cr.anyApp = true
+	}
+	for _, a := range nr.Spec.Applications {
+		if a == "any" {
+			cr.anyApp = true
+		}
+		cr.apps = append(cr.apps, a)
+	}
+	if nr.Spec.L7 != nil {
+		cr.l7 = compileL7(nr.Spec.L7)
+	}
+	return cr, nil
+}
+
+// GroupID returns the ID of a group of this policy by key ("ns/name" or "name").
+func (p *Policy) GroupID(key string) (GroupID, bool) {
+	id, ok := p.ids[key]
+	return id, ok
+}
+
+// GroupIDsOf appends the IDs of the given group keys that exist in this policy to dst
+// (sidecars resolve a peer's groups once per policy version and reuse the slice).
+func (p *Policy) GroupIDsOf(dst []GroupID, keys ...string) []GroupID {
+	for _, k := range keys {
+		if id, ok := p.ids[k]; ok {
+			dst = append(dst, id)
+		}
+	}
+	return dst
+}
+
+// GroupKey returns the key of an ID, or "" if the ID is not a group of this policy.
+func (p *Policy) GroupKey(id GroupID) string {
+	if int(id) < len(p.groups) && p.groups[id].valid {
+		return p.groups[id].key
+	}
+	return ""
+}
+
+// GroupMode returns a group's mode by key.
+func (p *Policy) GroupMode(key string) (Mode, bool) {
+	id, ok := p.ids[key]
+	if !ok {
+		return "", false
+	}
+	return p.groups[id].mode, true
+}
+
+// Set returns the documents this policy was compiled from (read-only).
+func (p *Policy) Set() *Set { return p.set }
+
+// NumRules is the number of compiled network rules.
+func (p *Policy) NumRules() int { return len(p.rules) }
+
+// Engine holds the current Policy behind an atomic pointer: Decide never takes a lock, and an
+// update is one pointer swap. Its group ID table is shared by every compile it does.
+type Engine struct {
+	ids  *GroupIDs
+	cur  atomic.Pointer[Policy]
+	opts CompileOptions
+}
+
+// NewEngine returns an engine whose initial policy denies everything (a sidecar that has never
+// received config admits nothing) until the first Update.
+func NewEngine(opts CompileOptions) *Engine {
+	if opts.IDs == nil {
+		opts.IDs = NewGroupIDs()
+	}
+	e := &Engine{ids: opts.IDs, opts: opts}
+	e.cur.Store(&Policy{ids: map[string]GroupID{}, defaultMode: ModeProtect, set: &Set{}, noPolicy: true})
+	return e
+}
+
+// Update compiles s and makes it current. s must have passed Validate.
+func (e *Engine) Update(s *Set) (*Policy, error) {
+	p, err := Compile(s, e.opts)
+	if err != nil {
+		return nil, err
+	}
+	e.cur.Store(p)
+	return p, nil
+}
+
+// Policy returns the current policy. Resolve group IDs and decide against the same Policy.
+func (e *Engine) Policy() *Policy { return e.cur.Load() }
+
+// Decide evaluates in against the current policy.
+func (e *Engine) Decide(in *Input) Decision { return e.cur.Load().Decide(in) }

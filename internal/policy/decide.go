@@ -1,0 +1,252 @@
+package policy
+
+import (
+	"github.com/meshguard/meshguard/internal/dpi"
+)
+
+// Verdict is the outcome of a decision.
+type Verdict uint8
+
+const (
+	Deny Verdict = iota // the zero value denies
+	Allow
+)
+
+func (v Verdict) String() string {
+	if v == Allow {
+		return "allow"
+	}
+	return "deny"
+}
+
+// Reason says what decided.
+type Reason uint8
+
+const (
+	ReasonNoPolicy  Reason = iota // nothing loaded yet: default deny
+	ReasonDenyRule                // an explicit deny rule matched
+	ReasonAllowRule               // an allow rule matched
+	ReasonMode                    // no rule matched; the destination group's mode decided
+	ReasonNoGroup                 // the destination is in no group; the default mode decided
+)
+
+// Input is one question to the policy: may this source reach this destination with this
+// application (and this request)? Group IDs must come from the same Policy (or from an Engine
+// whose table produced them).
+type Input struct {
+	SrcGroups []GroupID     // every group the source is in (its automatic group included)
+	DstGroups []GroupID     // every group the destination is in
+	Port      uint16        // destination port
+	Transport dpi.Transport // dpi.TCP or dpi.UDP
+	App       string        // detected application ("http", "redis"...); "" if unknown
+	// L7 is the request being decided, or nil to decide the connection. With nil, allow
+	// rules with an l7 section admit the connection (each request is then decided on its
+	// own) and deny rules with an l7 section do not apply. Server-to-client messages are
+	// treated as nil: L7 rules are about requests.
+	L7 *dpi.Message
+}
+
+// Decision is the answer. Its strings point into the compiled policy: building a Decision
+// allocates nothing; String and Explain build text on demand.
+type Decision struct {
+	Verdict   Verdict
+	Violation bool   // report a violation event (monitor-mode misses and every deny)
+	Learn     bool   // report an observation for learning (discover-mode misses)
+	Mode      Mode   // the mode of Group
+	Reason    Reason // what decided
+	RuleID    string // "ns/name" of the deciding rule, if a rule decided
+	Learned   bool   // the deciding rule was learned
+	Group     string // key of the destination group whose rule or mode decided
+	// NearMiss is an allow rule that matched the connection but not this request (its l7
+	// section); set when such a rule exists and nothing allowed the request.
+	NearMiss string
+}
+
+// String is the one-line reason shown to users and put into native refusals.
+func (d Decision) String() string {
+	switch d.Reason {
+	case ReasonNoPolicy:
+		return "no policy received yet: denied until the controller sends one"
+	case ReasonDenyRule:
+		return "denied by rule " + d.RuleID
+	case ReasonAllowRule:
+		return "allowed by rule " + d.RuleID
+	case ReasonNoGroup:
+		return "no rule matched: destination is in no group; default mode is " + string(d.Mode)
+	}
+	s := "no rule matched: group " + d.Group + " is in " + string(d.Mode) + " mode"
+	if d.NearMiss != "" {
+		s += " (rule " + d.NearMiss + " allows the connection but not this request)"
+	}
+	return s
+}
+
+// Decide evaluates in: explicit deny rules first (lowest priority value first), then allow
+// rules, then the strictest mode among the destination's groups. It allocates nothing.
+func (p *Policy) Decide(in *Input) Decision {
+	if p.noPolicy {
+		return Decision{Verdict: Deny, Violation: true, Mode: ModeProtect, Reason: ReasonNoPolicy}
+	}
+	msg := in.L7
+	if msg != nil && msg.Dir != dpi.ClientToServer {
+		msg = nil
+	}
+	best := int32(-1)
+	for _, dg := range in.DstGroups {
+		if int(dg) >= len(p.byDst) || p.byDst[dg] == nil {
+			continue
+		}
+		m := p.byDst[dg]
+		for _, sg := range in.SrcGroups {
+			l := m[sg]
+			if l == nil {
+				continue
+			}
+			for _, ri := range l.deny {
+				if best >= 0 && ri >= best {
+					break
+				}
+				if p.rules[ri].matches(in, msg, false) == matchYes {
+					best = ri
+					break
+				}
+			}
+		}
+	}
+	if best >= 0 {
+		r := &p.rules[best]
+		g := p.groups[r.to]
+		return Decision{Verdict: Deny, Violation: true, Mode: g.mode, Reason: ReasonDenyRule, RuleID: r.id, Learned: r.learned, Group: g.key}
+	}
+	near := int32(-1)
+	for _, dg := range in.DstGroups {
+		if int(dg) >= len(p.byDst) || p.byDst[dg] == nil {
+			continue
+		}
+		m := p.byDst[dg]
+		for _, sg := range in.SrcGroups {
+			l := m[sg]
+			if l == nil {
+				continue
+			}
+			for _, ri := range l.allow {
+				if best >= 0 && ri >= best {
+					break
+				}
+				switch p.rules[ri].matches(in, msg, true) {
+				case matchYes:
+					best = ri
+				case matchL7Miss:
+					if near < 0 || ri < near {
+						near = ri
+					}
+					continue
+				default:
+					continue
+				}
+				break
+			}
+		}
+	}
+	if best >= 0 {
+		r := &p.rules[best]
+		g := p.groups[r.to]
+		return Decision{Verdict: Allow, Mode: g.mode, Reason: ReasonAllowRule, RuleID: r.id, Learned: r.learned, Group: g.key}
+	}
+	// No rule: the strictest destination group's mode decides.
+	found := false
+	var g cgroup
+	for _, dg := range in.DstGroups {
+		if int(dg) >= len(p.groups) || !p.groups[dg].valid {
+			continue
+		}
+		c := p.groups[dg]
+		if !found || c.mode.strictness() > g.mode.strictness() {
+			g, found = c, true
+		}
+	}
+	d := Decision{Reason: ReasonMode, Mode: g.mode, Group: g.key}
+	if !found {
+		d.Reason, d.Mode = ReasonNoGroup, p.defaultMode
+	}
+	if near >= 0 {
+		d.NearMiss = p.rules[near].id
+	}
+	switch d.Mode {
+	case ModeDiscover:
+		d.Verdict = Allow
+		// A request refused only by an allow rule's l7 section is not new behaviour to
+		// learn: learning it would widen a deliberate restriction.
+		d.Learn = near < 0 && found
+	case ModeMonitor:
+		d.Verdict, d.Violation = Allow, true
+	default:
+		d.Verdict, d.Violation = Deny, true
+	}
+	return d
+}
+
+type matchResult uint8
+
+const (
+	matchNo     matchResult = iota // from/port/app do not match
+	matchYes                       // the rule applies
+	matchL7Miss                    // connection matches, the request does not
+)
+
+// matches checks port, transport, application and l7 (the caller has matched from and to).
+func (r *crule) matches(in *Input, msg *dpi.Message, allow bool) matchResult {
+	if !r.anyPort {
+		ok := false
+		for i := range r.ports {
+			pr := &r.ports[i]
+			if in.Port >= pr.Lo && in.Port <= pr.Hi && transportIs(in.Transport, pr.Transport) {
+				ok = true
+				break
+			}
+		}
+		if !ok {
+			return matchNo
+		}
+	}
+	if !r.anyApp {
+		ok := false
+		for _, a := range r.apps {
+			if a == in.App {
+				ok = true
+				break
+			}
+		}
+		if !ok {
+			return matchNo
+		}
+	}
+	if r.l7 == nil {
+		return matchYes
+	}
+	if !r.l7.appliesTo(in.App) {
+		return matchNo
+	}
+	if msg == nil {
+		if allow {
+			return matchYes
+		}
+		return matchNo
+	}
+	if r.l7.match(in.App, msg, allow) {
+		return matchYes
+	}
+	return matchL7Miss
+}
+
+func transportIs(t dpi.Transport, want string) bool {
+	switch want {
+	case "":
+		return true
+	case "tcp":
+		return t == dpi.TCP
+	case "udp":
+		return t == dpi.UDP
+	}
+	return false
+}

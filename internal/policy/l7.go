@@ -1,0 +1,321 @@
+package policy
+
+import (
+	"strings"
+
+	"github.com/meshguard/meshguard/internal/dpi"
+)
+
+// Compiled L7 sections. Matching works on the dpi.Message byte views without copying.
+//
+// Semantics per section, for a request:
+//   - http, grpc, dns select requests: every non-empty list must contain the request's value.
+//     An allow rule allows the selected requests; a deny rule denies them.
+//   - redis, sql filter requests: a request is permitted when it is in allowCommands/verbs (if
+//     given) and not in denyCommands/denyVerbs. An allow rule allows permitted requests; a deny
+//     rule denies the others (so `deny` + `denyCommands: [FLUSHALL]` denies FLUSHALL).
+type cl7 struct {
+	http   *chttp
+	grpc   *cgrpc
+	dns    []namePattern
+	hasDNS bool
+	redis  *cfilter
+	sql    *cfilter
+}
+
+type chttp struct {
+	methods []string
+	paths   []string
+	hosts   []namePattern
+}
+
+type cgrpc struct {
+	services []string
+	methods  []string // "svc/Method" or "Method"
+}
+
+type cfilter struct{ allow, deny []string }
+
+// namePattern is an exact name, or with suffix set, "*.example.com" stored as ".example.com".
+type namePattern struct {
+	s      string
+	suffix bool
+}
+
+func compileL7(l *L7) *cl7 {
+	c := &cl7{}
+	if l.HTTP != nil {
+		h := &chttp{paths: l.HTTP.Paths}
+		for _, m := range l.HTTP.Methods {
+			h.methods = append(h.methods, strings.ToUpper(m))
+		}
+		h.hosts = compileNames(l.HTTP.Hosts)
+		c.http = h
+	}
+	if l.GRPC != nil {
+		c.grpc = &cgrpc{services: l.GRPC.Services, methods: l.GRPC.Methods}
+	}
+	if l.DNS != nil {
+		c.hasDNS = true
+		c.dns = compileNames(l.DNS.Names)
+	}
+	if l.Redis != nil {
+		c.redis = &cfilter{allow: upper(l.Redis.AllowCommands), deny: upper(l.Redis.DenyCommands)}
+	}
+	if l.SQL != nil {
+		c.sql = &cfilter{allow: upper(l.SQL.Verbs), deny: upper(l.SQL.DenyVerbs)}
+	}
+	return c
+}
+
+func upper(in []string) []string {
+	out := make([]string, len(in))
+	for i, s := range in {
+		out[i] = strings.ToUpper(s)
+	}
+	return out
+}
+
+func compileNames(in []string) []namePattern {
+	out := make([]namePattern, 0, len(in))
+	for _, n := range in {
+		n = strings.TrimSuffix(strings.ToLower(n), ".")
+		if strings.HasPrefix(n, "*.") {
+			out = append(out, namePattern{s: n[1:], suffix: true})
+		} else {
+			out = append(out, namePattern{s: n})
+		}
+	}
+	return out
+}
+
+func isHTTP(app string) bool { return app == "http" || app == "http2" || app == "grpc" }
+func isGRPC(app string) bool { return app == "grpc" || app == "http2" }
+func isSQL(app string) bool {
+	return app == "postgres" || app == "postgresql" || app == "mysql" || app == "mariadb"
+}
+
+// appliesTo reports whether any section is about app (else the rule is not about this traffic).
+func (c *cl7) appliesTo(app string) bool {
+	return (c.http != nil && isHTTP(app)) || (c.grpc != nil && isGRPC(app)) ||
+		(c.hasDNS && app == "dns") || (c.redis != nil && app == "redis") || (c.sql != nil && isSQL(app))
+}
+
+// match reports whether the request satisfies every section that applies to app.
+func (c *cl7) match(app string, m *dpi.Message, allow bool) bool {
+	if c.http != nil && isHTTP(app) && !c.http.match(m, allow) {
+		return false
+	}
+	if c.grpc != nil && isGRPC(app) && !c.grpc.match(m) {
+		return false
+	}
+	if c.hasDNS && app == "dns" && !matchNames(c.dns, m.Get(dpi.AttrName)) {
+		return false
+	}
+	if c.redis != nil && app == "redis" && !c.redis.match(m.Get(dpi.AttrCommand), allow) {
+		return false
+	}
+	if c.sql != nil && isSQL(app) && !c.sql.match(m.Get(dpi.AttrVerb), allow) {
+		return false
+	}
+	return true
+}
+
+func (h *chttp) match(m *dpi.Message, allow bool) bool {
+	if len(h.methods) > 0 && !inFold(h.methods, m.Get(dpi.AttrMethod)) {
+		return false
+	}
+	if len(h.paths) > 0 {
+		path := m.Get(dpi.AttrPath)
+		if path == nil {
+			return false
+		}
+		path = pathPart(path)
+		if ambiguousPath(path) {
+			// Encoded or dot/double-slash paths may resolve elsewhere on the server: fail
+			// closed (an allow rule does not match, a deny rule does).
+			return !allow
+		}
+		ok := false
+		for _, p := range h.paths {
+			if hasPrefix(path, p) {
+				ok = true
+				break
+			}
+		}
+		if !ok {
+			return false
+		}
+	}
+	if len(h.hosts) > 0 && !matchNames(h.hosts, stripPort(m.Get(dpi.AttrHost))) {
+		return false
+	}
+	return true
+}
+
+func (g *cgrpc) match(m *dpi.Message) bool {
+	svc, rpc := m.Get(dpi.AttrService), m.Get(dpi.AttrRPC)
+	if svc == nil || rpc == nil {
+		// Fall back to the HTTP/2 path "/pkg.Service/Method".
+		p := m.Get(dpi.AttrPath)
+		if len(p) < 2 || p[0] != '/' {
+			return false
+		}
+		p = p[1:]
+		i := indexByte(p, '/')
+		if i <= 0 {
+			return false
+		}
+		svc, rpc = p[:i], p[i+1:]
+	}
+	if len(g.services) > 0 {
+		ok := false
+		for _, s := range g.services {
+			if string(svc) == s {
+				ok = true
+				break
+			}
+		}
+		if !ok {
+			return false
+		}
+	}
+	if len(g.methods) > 0 {
+		ok := false
+		for _, s := range g.methods {
+			if i := strings.IndexByte(s, '/'); i >= 0 {
+				if string(svc) == s[:i] && string(rpc) == s[i+1:] {
+					ok = true
+				}
+			} else if string(rpc) == s {
+				ok = true
+			}
+			if ok {
+				break
+			}
+		}
+		if !ok {
+			return false
+		}
+	}
+	return true
+}
+
+func (f *cfilter) match(v []byte, allow bool) bool {
+	if v == nil {
+		return false
+	}
+	permitted := (len(f.allow) == 0 || inFold(f.allow, v)) && !inFold(f.deny, v)
+	return permitted == allow
+}
+
+func matchNames(pats []namePattern, name []byte) bool {
+	if name == nil {
+		return len(pats) == 0
+	}
+	if n := len(name); n > 0 && name[n-1] == '.' {
+		name = name[:n-1]
+	}
+	if len(pats) == 0 {
+		return true
+	}
+	for _, p := range pats {
+		if p.suffix {
+			if len(name) > len(p.s) && equalFold(name[len(name)-len(p.s):], p.s) {
+				return true
+			}
+		} else if equalFold(name, p.s) {
+			return true
+		}
+	}
+	return false
+}
+
+func inFold(list []string, v []byte) bool {
+	for _, s := range list {
+		if equalFold(v, s) {
+			return true
+		}
+	}
+	return false
+}
+
+// equalFold is ASCII case-insensitive equality without allocation.
+func equalFold(b []byte, s string) bool {
+	if len(b) != len(s) {
+		return false
+	}
+	for i := 0; i < len(b); i++ {
+		x, y := b[i], s[i]
+		if x == y {
+			continue
+		}
+		if 'A' <= x && x <= 'Z' {
+			x += 'a' - 'A'
+		}
+		if 'A' <= y && y <= 'Z' {
+			y += 'a' - 'A'
+		}
+		if x != y {
+			return false
+		}
+	}
+	return true
+}
+
+func hasPrefix(b []byte, s string) bool { return len(b) >= len(s) && string(b[:len(s)]) == s }
+
+func indexByte(b []byte, c byte) int {
+	for i, x := range b {
+		if x == c {
+			return i
+		}
+	}
+	return -1
+}
+
+func pathPart(p []byte) []byte {
+	for i, c := range p {
+		if c == '?' || c == '#' {
+			return p[:i]
+		}
+	}
+	return p
+}
+
+// ambiguousPath reports paths a server may normalise to something else: percent-encoding,
+// backslashes, empty, "." and ".." segments.
+func ambiguousPath(p []byte) bool {
+	for i, c := range p {
+		switch c {
+		case '%', '\\':
+			return true
+		case '/':
+			if i+1 < len(p) && p[i+1] == '/' {
+				return true
+			}
+			if i+1 < len(p) && p[i+1] == '.' {
+				rest := p[i+2:]
+				if len(rest) == 0 || rest[0] == '/' || (rest[0] == '.' && (len(rest) == 1 || rest[1] == '/')) {
+					return true
+				}
+			}
+		}
+	}
+	return false
+}
+
+// stripPort removes ":port" from a host ("[::1]:80" -> "[::1]", "a:80" -> "a").
+func stripPort(h []byte) []byte {
+	i := len(h) - 1
+	for i >= 0 && h[i] >= '0' && h[i] <= '9' {
+		i--
+	}
+	if i < 0 || i == len(h)-1 || h[i] != ':' {
+		return h
+	}
+	if len(h) > 0 && h[0] == '[' && (i == 0 || h[i-1] != ']') {
+		return h // a bare IPv6 literal
+	}
+	return h[:i]
+}
