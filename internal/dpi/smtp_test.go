@@ -1,0 +1,86 @@
+package dpi
+
+import "testing"
+
+func TestTextMailDetect(t *testing.T) {
+	cases := []struct {
+		name, client, server string
+		want                 [4]Verdict // smtp, ftp, pop3, imap
+	}{
+		{"postfix banner", "", "220 mx.example.com ESMTP Postfix (Debian/GNU)\r\n", [4]Verdict{Yes, No, No, No}},
+		{"vsftpd banner", "", "220 (vsFTPd 3.0.3)\r\n", [4]Verdict{No, Yes, No, No}},
+		{"bare 220 waits", "", "220 host ready\r\n", [4]Verdict{NeedMore, NeedMore, No, No}},
+		{"bare 220 + EHLO", "EHLO me\r\n", "220 host ready\r\n", [4]Verdict{Yes, No, No, No}},
+		{"bare 220 + USER", "USER bob\r\n", "220 host ready\r\n", [4]Verdict{No, Yes, No, No}},
+		{"multi-line ftp", "", "220-Welcome\r\n220-to pyftpdlib\r\n220 ok\r\n", [4]Verdict{No, Yes, No, No}},
+		{"pop3 greeting", "", "+OK Dovecot ready.\r\n", [4]Verdict{No, No, Yes, No}},
+		{"redis ok", "*1\r\n$4\r\nPING\r\n", "+OK\r\n", [4]Verdict{}},
+		{"imap greeting", "", "* OK [CAPABILITY IMAP4rev1] ready\r\n", [4]Verdict{No, No, No, Yes}},
+		{"partial server", "", "+O", [4]Verdict{NeedMore, NeedMore, NeedMore, NeedMore}},
+		{"client ehlo only", "EHLO x\r\n", "", [4]Verdict{Yes, No, No, No}},
+		{"client imap only", "a001 LOGIN bob x\r\n", "", [4]Verdict{No, No, No, Yes}},
+		{"client USER only", "USER bob\r\n", "", [4]Verdict{No, Maybe, Maybe, No}},
+		{"client CAPA only", "CAPA\r\n", "", [4]Verdict{No, No, Yes, No}},
+		{"http", "GET / HTTP/1.1\r\n", "", [4]Verdict{}},
+		{"http response", "GET / HTTP/1.1\r\n", "HTTP/1.1 200 OK\r\n", [4]Verdict{}},
+		{"ssh", "", "SSH-2.0-x\r\n", [4]Verdict{}},
+	}
+	for _, c := range cases {
+		got := textMailDetect(&Probe{Transport: TCP, Client: []byte(c.client), Server: []byte(c.server)})
+		if got != c.want {
+			t.Errorf("%s: got %v want %v", c.name, got, c.want)
+		}
+	}
+}
+
+func TestSMTPParse(t *testing.T) {
+	checkConv(t, SMTP{}, []seg{
+		s2c("220-mx.example.com ESMTP\r\n220 mx.example.com ESMTP Postfix\r\n"),
+		c2s("EHLO client.example\r\n"),
+		s2c("250-mx.example.com\r\n250-PIPELINING\r\n250 AUTH PLAIN LOGIN\r\n"),
+		c2s("AUTH LOGIN\r\n"),
+		s2c("334 VXNlcm5hbWU6\r\n"),
+		c2s("Ym9i\r\n"),
+		s2c("334 UGFzc3dvcmQ6\r\n"),
+		c2s("c2VjcmV0\r\n"),
+		s2c("235 2.7.0 Authentication successful\r\n"),
+		c2s("MAIL FROM:<bob@example.com> SIZE=100\r\nRCPT TO:<alice@example.org>\r\nDATA\r\n"),
+		s2c("250 2.1.0 Ok\r\n250 2.1.5 Ok\r\n354 End data with <CR><LF>.<CR><LF>\r\n"),
+		c2s("Subject: hi\r\n\r\nQUIT\r\n.\r\n"),
+		s2c("250 2.0.0 Ok: queued\r\n"),
+		c2s("STARTTLS\r\n"),
+		s2c("220 2.0.0 Ready to start TLS\r\n"),
+		c2s("\x16\x03\x01\x00\x10EHLO x\r\n"),
+	}, []string{
+		"server banner status=220 software=mx.example.com ESMTP Postfix",
+		"client command command=EHLO host=client.example",
+		"server reply status=250",
+		"client command command=AUTH mechanism=LOGIN",
+		"server reply status=334",
+		"server reply status=334",
+		"server reply status=235",
+		"client command command=MAIL from=<bob@example.com>",
+		"client command command=RCPT to=<alice@example.org>",
+		"client command command=DATA",
+		"server reply status=250",
+		"server reply status=250",
+		"server reply status=354",
+		"client data bytes=21",
+		"server reply status=250",
+		"client command command=STARTTLS",
+		"server reply status=220",
+	})
+}
+
+func TestSMTPDataRefused(t *testing.T) {
+	got := runA(t, SMTP{}, []seg{
+		s2c("220 mx ESMTP\r\n"), c2s("MAIL FROM:<a@b>\r\nDATA\r\n"), s2c("250 ok\r\n554 no valid recipients\r\n"), c2s("QUIT\r\n"),
+	}, 0)
+	if got[len(got)-1] != "client command command=QUIT" {
+		t.Fatalf("got %q", got)
+	}
+}
+
+func FuzzSMTP(f *testing.F) {
+	fuzzA(f, SMTP{}, []byte("220 mx ESMTP\r\nEHLO x\r\nAUTH PLAIN AGJvYgBzZWNyZXQ=\r\nDATA\r\n354 go\r\n.\r\nBDAT 5 LAST\r\nhello"))
+}

@@ -1,0 +1,181 @@
+package dpi
+
+import "bytes"
+
+// Detection shared by the text protocols whose servers speak first with look-alike banners
+// (smtp, ftp, pop3, imap): the server's first line, its text, and the client's first command
+// decide; an SMTP/FTP "220" banner without telling text waits for the client (NeedMore).
+
+const (
+	tmSMTP = iota
+	tmFTP
+	tmPOP3
+	tmIMAP
+)
+
+// textMailDetect returns the verdict of each of smtp, ftp, pop3 and imap for a probe.
+func textMailDetect(p *Probe) (v [4]Verdict) {
+	if p.Transport != TCP {
+		return v
+	}
+	s, sDone := firstLine(p.Server)
+	c, cDone := firstLine(p.Client)
+	cw, crest := cutWord(c)
+	if len(p.Server) > 0 {
+		switch {
+		case len(s) >= 3 && isDigits(s[:3]) && (len(s) == 3 || s[3] == ' ' || s[3] == '-'):
+			v[tmSMTP], v[tmFTP] = smtpOrFTP(p.Server, s, cw, crest, cDone)
+			return v
+		case bytes.HasPrefix(s, []byte("+OK")):
+			// A POP3 greeting has text; Redis answers "+OK" bare, and only to a command.
+			if len(c) > 0 && (c[0] == '*' || c[0] == '$') {
+				return v
+			}
+			if !sDone {
+				v[tmPOP3] = NeedMore
+			} else if len(s) > 4 && s[3] == ' ' || len(c) == 0 {
+				v[tmPOP3] = Yes
+			} else {
+				v[tmPOP3] = Maybe
+			}
+			return v
+		case bytes.HasPrefix(s, []byte("* OK")) || bytes.HasPrefix(s, []byte("* PREAUTH")) || bytes.HasPrefix(s, []byte("* BYE")):
+			v[tmIMAP] = Yes
+			return v
+		case !sDone && len(s) < 9 && (bytes.HasPrefix([]byte("+OK"), s) || bytes.HasPrefix([]byte("* PREAUTH"), s) || bytes.HasPrefix([]byte("* OK"), s) || len(s) < 4 && isDigits(s)):
+			v[tmSMTP], v[tmFTP], v[tmPOP3], v[tmIMAP] = NeedMore, NeedMore, NeedMore, NeedMore
+			return v
+		}
+		if !p.Midstream {
+			return v
+		}
+	}
+	if len(c) == 0 {
+		return v
+	}
+	if !cDone {
+		if len(c) < 16 && isAlphaWord(c) || len(c) < 24 && bytes.IndexByte(c, ' ') > 0 && isAlphaWord(crest[:min(len(crest), 4)]) {
+			v[tmSMTP], v[tmFTP], v[tmPOP3], v[tmIMAP] = NeedMore, NeedMore, NeedMore, NeedMore
+		}
+		return v
+	}
+	switch {
+	case smtpOnly(cw, crest):
+		v[tmSMTP] = Yes
+	case ftpOnly(cw, crest):
+		v[tmFTP] = Yes
+	case pop3Only(cw):
+		v[tmPOP3] = Yes
+	case eqWord(cw, "USER", "PASS", "RETR", "LIST", "DELE", "QUIT", "NOOP"):
+		v[tmFTP], v[tmPOP3] = Maybe, Maybe
+	default:
+		if iw, _ := cutWord(crest); len(cw) > 0 && len(cw) <= 32 && imapCommand(iw) {
+			v[tmIMAP] = Yes
+		}
+	}
+	return v
+}
+
+func smtpOrFTP(server, s, cw, crest []byte, cDone bool) (smtp, ftp Verdict) {
+	text := server[:min(len(server), 512)]
+	if bytes.HasPrefix(s, []byte("220")) {
+		switch {
+		case containsFold(text, "ftp"):
+			return No, Yes
+		case containsFold(text, "smtp") || containsFold(text, "postfix") || containsFold(text, "exim") || containsFold(text, "sendmail") || containsFold(text, " mail"):
+			return Yes, No
+		}
+	}
+	switch {
+	case len(cw) == 0 || !cDone:
+		return NeedMore, NeedMore
+	case smtpOnly(cw, crest):
+		return Yes, No
+	case ftpOnly(cw, crest) || eqWord(cw, "USER", "PASS"):
+		return No, Yes
+	}
+	return Maybe, Maybe
+}
+
+func smtpOnly(w, rest []byte) bool {
+	return eqWord(w, "EHLO", "HELO", "LHLO", "STARTTLS") ||
+		eqWord(w, "MAIL") && hasPrefixFold(rest, "FROM:") || eqWord(w, "RCPT") && hasPrefixFold(rest, "TO:")
+}
+
+func ftpOnly(w, rest []byte) bool {
+	return eqWord(w, "SYST", "FEAT", "PWD", "XPWD", "CWD", "CDUP", "TYPE", "PASV", "EPSV", "PORT", "EPRT",
+		"NLST", "MLSD", "MLST", "STOR", "STOU", "APPE", "SIZE", "MDTM", "OPTS", "HOST", "CLNT", "MKD", "RMD",
+		"RNFR", "RNTO", "SITE", "ACCT", "REIN", "ABOR", "PBSZ", "PROT") ||
+		eqWord(w, "AUTH") && (hasPrefixFold(rest, "TLS") || hasPrefixFold(rest, "SSL"))
+}
+
+func pop3Only(w []byte) bool {
+	return eqWord(w, "CAPA", "STAT", "UIDL", "APOP", "STLS", "TOP")
+}
+
+func imapCommand(w []byte) bool {
+	return eqWord(w, "CAPABILITY", "LOGIN", "AUTHENTICATE", "STARTTLS", "SELECT", "EXAMINE", "FETCH",
+		"UID", "LIST", "LSUB", "STATUS", "NOOP", "LOGOUT", "IDLE", "ID", "APPEND", "SEARCH", "STORE",
+		"COPY", "MOVE", "CLOSE", "EXPUNGE", "NAMESPACE", "ENABLE", "CREATE", "DELETE", "RENAME",
+		"SUBSCRIBE", "UNSUBSCRIBE", "CHECK", "GETQUOTAROOT", "COMPRESS")
+}
+
+// firstLine returns the first line of b without its line end, and whether it was complete.
+func firstLine(b []byte) ([]byte, bool) {
+	i := bytes.IndexByte(b, '\n')
+	if i < 0 {
+		return b, false
+	}
+	return bytes.TrimSuffix(b[:i], []byte{'\r'}), true
+}
+
+// cutWord splits at the first space.
+func cutWord(l []byte) (w, rest []byte) {
+	w, rest, _ = bytes.Cut(l, []byte{' '})
+	return w, rest
+}
+
+func eqWord(w []byte, words ...string) bool {
+	for _, k := range words {
+		if bytes.EqualFold(w, []byte(k)) {
+			return true
+		}
+	}
+	return false
+}
+
+func hasPrefixFold(b []byte, prefix string) bool {
+	return len(b) >= len(prefix) && bytes.EqualFold(b[:len(prefix)], []byte(prefix))
+}
+
+func containsFold(b []byte, s string) bool {
+	for i := 0; i+len(s) <= len(b); i++ {
+		if bytes.EqualFold(b[i:i+len(s)], []byte(s)) {
+			return true
+		}
+	}
+	return false
+}
+
+// upperInto copies w uppercased into dst (bounded by its capacity).
+func upperInto(dst, w []byte) []byte {
+	dst = dst[:0]
+	for _, c := range w {
+		if len(dst) == cap(dst) {
+			break
+		}
+		if c >= 'a' && c <= 'z' {
+			c -= 32
+		}
+		dst = append(dst, c)
+	}
+	return dst
+}
+
+// replyCode parses "ddd text" or "ddd-text": the code, whether the line is final, and ok.
+func replyCode(l []byte) (code []byte, final, ok bool) {
+	if len(l) < 3 || !isDigits(l[:3]) || len(l) > 3 && l[3] != ' ' && l[3] != '-' {
+		return nil, false, false
+	}
+	return l[:3], len(l) == 3 || l[3] == ' ', true
+}
