@@ -72,6 +72,7 @@ Start a controller with 'meshguard controller --data-dir DIR'; other verbs find 
 
 	root.AddCommand(
 		newVersionCommand(g),
+		newInspectCommand(g),
 	)
 	return root
 }

@@ -1,0 +1,24 @@
+package dpi
+
+// DefaultProtocols is every protocol meshguard understands, in probe order: on the same bytes
+// the first Yes wins, and a protocol earlier in the list that still says NeedMore is waited for
+// (bounded by MaxProbe), so more specific detectors go first.
+func DefaultProtocols() []Protocol {
+	return []Protocol{
+		// Core protocols (engine owner).
+		HTTP2{}, // before HTTP1: an HTTP/1.1 request asking to upgrade to h2c is HTTP/2
+		HTTP1{},
+		TLS{},
+		DNS{},
+
+		// --- Application protocols A (one line each; ssh, redis, postgres, mysql, mongodb,
+		// kafka, amqp, mqtt, smtp, imap, pop3, ftp, memcached) ---
+
+		// --- end A ---
+
+		// --- Application protocols B (one line each; cassandra, zookeeper, nats, ldap, sip,
+		// rtsp, ntp, snmp, syslog, dhcp, quic, wireguard, openvpn, stun, icmp) ---
+
+		// --- end B ---
+	}
+}

@@ -1,0 +1,318 @@
+package inspect
+
+import (
+	"encoding/binary"
+	"net/netip"
+
+	"github.com/gopacket/gopacket/layers"
+
+	"github.com/meshguard/meshguard/internal/dpi"
+)
+
+// Link, network and transport headers are walked by hand rather than with gopacket's layer
+// decoders: we need a handful of fields per packet and this path runs for every frame of
+// captures of hundreds of megabytes.
+
+type packetInfo struct {
+	src, dst   netip.AddrPort
+	transport  dpi.Transport
+	seq        uint32
+	ack        uint32
+	flags      uint8 // TCP flags
+	payload    []byte
+	ipProtocol uint8
+}
+
+const (
+	tcpFIN = 0x01
+	tcpSYN = 0x02
+	tcpRST = 0x04
+	tcpACK = 0x10
+)
+
+// Link types not named in every gopacket version.
+const (
+	linkTypeLinuxSLL2 layers.LinkType = 276
+)
+
+// decodeLink finds the IP packet in a frame.
+func decodeLink(lt layers.LinkType, b []byte) (ip []byte, ok bool) {
+	var etype uint16
+	switch lt {
+	case layers.LinkTypeEthernet:
+		if len(b) < 14 {
+			return nil, false
+		}
+		etype, b = binary.BigEndian.Uint16(b[12:]), b[14:]
+	case layers.LinkTypeLinuxSLL:
+		if len(b) < 16 {
+			return nil, false
+		}
+		etype, b = binary.BigEndian.Uint16(b[14:]), b[16:]
+	case linkTypeLinuxSLL2:
+		if len(b) < 20 {
+			return nil, false
+		}
+		etype, b = binary.BigEndian.Uint16(b[0:]), b[20:]
+	case layers.LinkTypeRaw, layers.LinkTypeIPv4, layers.LinkTypeIPv6, 12, 14:
+		return b, len(b) > 0
+	case layers.LinkTypeNull, layers.LinkTypeLoop:
+		if len(b) < 4 {
+			return nil, false
+		}
+		return b[4:], true // the family field's byte order varies; the IP version nibble tells
+	default:
+		return nil, false
+	}
+	for etype == 0x8100 || etype == 0x88a8 || etype == 0x9100 { // VLAN tags, QinQ
+		if len(b) < 4 {
+			return nil, false
+		}
+		etype, b = binary.BigEndian.Uint16(b[2:]), b[4:]
+	}
+	if etype != 0x0800 && etype != 0x86dd {
+		return nil, false
+	}
+	return b, true
+}
+
+// decodeIP fills p from an IPv4 or IPv6 packet; non-first fragments and other protocols fail.
+func decodeIP(b []byte, p *packetInfo) bool {
+	if len(b) < 1 {
+		return false
+	}
+	var proto uint8
+	var srcA, dstA netip.Addr
+	switch b[0] >> 4 {
+	case 4:
+		if len(b) < 20 {
+			return false
+		}
+		ihl := int(b[0]&0xf) * 4
+		total := int(binary.BigEndian.Uint16(b[2:]))
+		if ihl < 20 || len(b) < ihl {
+			return false
+		}
+		if total >= ihl && total < len(b) {
+			b = b[:total] // drop Ethernet padding
+		}
+		if binary.BigEndian.Uint16(b[6:])&0x1fff != 0 {
+			return false // a non-first fragment carries no transport header
+		}
+		proto = b[9]
+		srcA, dstA = netip.AddrFrom4([4]byte(b[12:16])), netip.AddrFrom4([4]byte(b[16:20]))
+		b = b[ihl:]
+	case 6:
+		if len(b) < 40 {
+			return false
+		}
+		plen := int(binary.BigEndian.Uint16(b[4:]))
+		proto = b[6]
+		srcA, dstA = netip.AddrFrom16([16]byte(b[8:24])), netip.AddrFrom16([16]byte(b[24:40]))
+		b = b[40:]
+		if plen > 0 && plen < len(b) {
+			b = b[:plen]
+		}
+	ext:
+		for i := 0; i < 8; i++ { // extension headers
+			switch proto {
+			case 0, 43, 60:
+				if len(b) < 8 {
+					return false
+				}
+				l := (int(b[1]) + 1) * 8
+				if len(b) < l {
+					return false
+				}
+				proto, b = b[0], b[l:]
+				continue
+			case 44:
+				if len(b) < 8 || binary.BigEndian.Uint16(b[2:])&0xfff8 != 0 {
+					return false
+				}
+				proto, b = b[0], b[8:]
+				continue
+			}
+			break ext
+		}
+	default:
+		return false
+	}
+	p.ipProtocol = proto
+	switch proto {
+	case 6:
+		if len(b) < 20 {
+			return false
+		}
+		off := int(b[12]>>4) * 4
+		if off < 20 || len(b) < off {
+			return false
+		}
+		p.transport = dpi.TCP
+		p.src = netip.AddrPortFrom(srcA, binary.BigEndian.Uint16(b[0:]))
+		p.dst = netip.AddrPortFrom(dstA, binary.BigEndian.Uint16(b[2:]))
+		p.seq, p.ack = binary.BigEndian.Uint32(b[4:]), binary.BigEndian.Uint32(b[8:])
+		p.flags = b[13]
+		p.payload = b[off:]
+	case 17:
+		if len(b) < 8 {
+			return false
+		}
+		p.transport = dpi.UDP
+		p.src = netip.AddrPortFrom(srcA, binary.BigEndian.Uint16(b[0:]))
+		p.dst = netip.AddrPortFrom(dstA, binary.BigEndian.Uint16(b[2:]))
+		l := int(binary.BigEndian.Uint16(b[4:]))
+		if l >= 8 && l < len(b) {
+			b = b[:l]
+		}
+		p.payload = b[8:]
+	case 1, 58:
+		p.transport = dpi.ICMP
+		p.src, p.dst = netip.AddrPortFrom(srcA, 0), netip.AddrPortFrom(dstA, 0)
+		p.payload = b
+	default:
+		return false
+	}
+	return true
+}
+
+type flowKey struct {
+	t      dpi.Transport
+	lo, hi netip.AddrPort
+}
+
+func keyOf(p *packetInfo) flowKey {
+	a, b := p.src, p.dst
+	if b.Compare(a) < 0 {
+		a, b = b, a
+	}
+	return flowKey{p.transport, a, b}
+}
+
+type flow struct {
+	client, server netip.AddrPort
+	transport      dpi.Transport
+	df             *dpi.Flow
+	packets, bytes uint64
+	half           [2]tcpHalf
+	closed         bool // both FINs or a RST: the next SYN starts a new flow
+}
+
+type table struct {
+	cfg     Config
+	flows   map[flowKey]*flow
+	order   []*flow
+	dropped uint64
+	p       packetInfo
+}
+
+func newTable(cfg Config) *table {
+	return &table{cfg: cfg, flows: make(map[flowKey]*flow)}
+}
+
+// packet processes one frame; it reports whether the frame was decoded.
+func (t *table) packet(lt layers.LinkType, data []byte, wireLen int) bool {
+	ip, ok := decodeLink(lt, data)
+	if !ok {
+		return false
+	}
+	p := &t.p
+	*p = packetInfo{}
+	if !decodeIP(ip, p) {
+		return false
+	}
+	k := keyOf(p)
+	f := t.flows[k]
+	if f != nil && f.closed && p.transport == dpi.TCP && p.flags&(tcpSYN|tcpACK) == tcpSYN {
+		f.df.Close()
+		f = nil // port reuse: a new connection
+	}
+	if f == nil {
+		if len(t.flows) >= t.cfg.MaxFlows {
+			t.dropped++
+			return true
+		}
+		f = t.newFlow(p)
+		t.flows[k] = f
+		t.order = append(t.order, f)
+	}
+	f.packets++
+	if wireLen < len(data) {
+		wireLen = len(data)
+	}
+	f.bytes += uint64(wireLen)
+	dir := dpi.ClientToServer
+	if p.src != f.client {
+		dir = dpi.ServerToClient
+	}
+	if p.transport == dpi.TCP {
+		f.tcp(dir, p)
+	} else {
+		f.df.Feed(dir, p.payload)
+	}
+	return true
+}
+
+func (t *table) newFlow(p *packetInfo) *flow {
+	f := &flow{client: p.src, server: p.dst, transport: p.transport}
+	midstream := false
+	switch p.transport {
+	case dpi.TCP:
+		switch {
+		case p.flags&(tcpSYN|tcpACK) == tcpSYN:
+		case p.flags&(tcpSYN|tcpACK) == tcpSYN|tcpACK:
+			f.client, f.server = p.dst, p.src
+		default:
+			midstream = true
+			if serverSide(p.src.Port(), p.dst.Port()) {
+				f.client, f.server = p.dst, p.src
+			}
+		}
+	case dpi.UDP:
+		if serverSide(p.src.Port(), p.dst.Port()) && p.src.Port() < 1024 {
+			f.client, f.server = p.dst, p.src
+		}
+	}
+	f.df = t.cfg.Engine.NewFlow(dpi.FlowInfo{
+		Transport: p.transport, ServerPort: f.server.Port(), Midstream: midstream,
+	}, nil)
+	return f
+}
+
+// serverSide guesses, for a flow whose start was missed, whether port a (rather than b) is the
+// server's: the lower port, preferring a privileged one.
+func serverSide(a, b uint16) bool {
+	if (a < 1024) != (b < 1024) {
+		return a < 1024
+	}
+	return a < b
+}
+
+func (t *table) finish() []Report {
+	out := make([]Report, 0, len(t.order))
+	for _, f := range t.order {
+		for d := range f.half {
+			f.half[d].flush(f, dpi.Direction(d))
+		}
+		f.df.Close()
+		proto := f.df.Protocol()
+		out = append(out, Report{
+			Src:       endpointString(f.client, f.transport),
+			Dst:       endpointString(f.server, f.transport),
+			Transport: transportName(f.transport, f.client.Addr()),
+			Protocol:  proto,
+			L7:        f.df.Summary(),
+			Packets:   f.packets,
+			Bytes:     f.bytes,
+			Mismatch:  f.df.Mismatch(),
+		})
+	}
+	return out
+}
+
+func transportName(t dpi.Transport, a netip.Addr) string {
+	if t == dpi.ICMP && a.Is6() && !a.Is4In6() {
+		return "icmpv6"
+	}
+	return t.String()
+}
