@@ -13,6 +13,19 @@ func DefaultProtocols() []Protocol {
 
 		// --- Application protocols A (one line each; ssh, redis, postgres, mysql, mongodb,
 		// kafka, amqp, mqtt, smtp, imap, pop3, ftp, memcached) ---
+		SSH{},
+		Postgres{},
+		MySQL{},
+		MongoDB{},
+		AMQP{},
+		MQTT{},
+		Redis{}, // before Memcached: both accept inline "get k"; RESP replies decide
+		Memcached{},
+		Kafka{}, // after Postgres: a startup message can pass Kafka's header checks
+		SMTP{},  // SMTP, FTP, POP3, IMAP share server-banner logic (textmail.go)
+		FTP{},
+		POP3{},
+		IMAP{},
 
 		// --- end A ---
 
