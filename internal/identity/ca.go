@@ -300,9 +300,9 @@ func (ca *CA) Rotate(newRoot bool) error {
 	prev := ca.st
 	switch {
 	case ca.st.mode == modeBYOIntermediate:
-		return errors.New("ca rotate: the signing CA is your own intermediate (--ca-cert); rotate it by restarting with a new one in a fresh --data-dir")
+		return refused(codeInvalid, "ca rotate: the signing CA is your own intermediate (--ca-cert); rotate it by restarting with a new one in a fresh --data-dir")
 	case newRoot && ca.st.mode != modeManaged:
-		return errors.New("ca rotate --root: the root is your own (--ca-cert); only the intermediate can be rotated (omit --root)")
+		return refused(codeInvalid, "ca rotate --root: the root is your own (--ca-cert); only the intermediate can be rotated (omit --root)")
 	}
 	if newRoot {
 		root, key, err := ca.newRoot()

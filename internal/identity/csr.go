@@ -70,8 +70,8 @@ func checkWorkloadKey(pub any) error {
 	}
 }
 
-// Refusal is an error the identity service returns to a workload: the reason is safe to show
-// and is recorded in the audit event.
+// Refusal is an error caused by the request, not the controller: the reason is safe to show
+// to the caller (gRPC status, REST 400) and is recorded in the audit event.
 type Refusal struct {
 	code   refusalCode
 	Reason string
@@ -90,3 +90,6 @@ func (r *Refusal) Error() string { return r.Reason }
 func refused(code refusalCode, format string, args ...any) *Refusal {
 	return &Refusal{code: code, Reason: fmt.Sprintf(format, args...)}
 }
+
+// Invalid marks err as caused by the request (REST 400, gRPC InvalidArgument).
+func Invalid(err error) *Refusal { return &Refusal{code: codeInvalid, Reason: err.Error()} }

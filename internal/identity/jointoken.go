@@ -46,10 +46,10 @@ func (j *JoinTokens) Type() string { return JoinTokenType }
 func (j *JoinTokens) Create(ctx context.Context, id string, ttl time.Duration) (string, time.Time, error) {
 	sid, err := ParseWorkloadID(j.TrustDomain, id)
 	if err != nil {
-		return "", time.Time{}, err
+		return "", time.Time{}, refused(codeInvalid, "%v", err)
 	}
 	if ttl <= 0 || ttl > MaxJoinTokenTTL {
-		return "", time.Time{}, fmt.Errorf("ttl %v: want more than 0 and at most %v", ttl, MaxJoinTokenTTL)
+		return "", time.Time{}, refused(codeInvalid, "ttl %v: want more than 0 and at most %v", ttl, MaxJoinTokenTTL)
 	}
 	b := make([]byte, 32)
 	if _, err := rand.Read(b); err != nil {

@@ -268,7 +268,7 @@ func (s *Service) Rotate(ctx context.Context, root bool) error {
 func (s *Service) Revoke(ctx context.Context, id string) error {
 	sid, err := ParseWorkloadID(s.cfg.CA.TrustDomain(), id)
 	if err != nil {
-		return err
+		return refused(codeInvalid, "%v", err)
 	}
 	if err := s.cfg.Revocations.Revoke(ctx, sid.String(), s.cfg.Clock.Now()); err != nil {
 		return fmt.Errorf("store revocation: %w", err)
