@@ -73,6 +73,7 @@ Start a controller with 'meshguard controller --data-dir DIR'; other verbs find 
 	root.AddCommand(
 		newVersionCommand(g),
 		newInspectCommand(g),
+		newLabCommand(g),
 	)
 	return root
 }

@@ -1,0 +1,233 @@
+package cli
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"text/tabwriter"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/meshguard/meshguard/internal/lab"
+)
+
+func newLabUpCommand(g *globals, o *labOptions) *cobra.Command {
+	var (
+		file, podCIDR, svcCIDR string
+		timeout                time.Duration
+	)
+	cmd := &cobra.Command{
+		Use:   "up -f TOPOLOGY.yaml",
+		Short: "Validate a topology and bring the lab up (a stale lab is cleaned first)",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if file == "" {
+				return errors.New("-f TOPOLOGY.yaml is required (see examples/shop.yaml)")
+			}
+			data, err := os.ReadFile(file)
+			if err != nil {
+				return fmt.Errorf("read topology: %w", err)
+			}
+			// Validate before anything else, so mistakes are reported even without root.
+			topo, err := lab.ParseTopology(file, data, labLookupUser)
+			if err != nil {
+				return err
+			}
+			if err := labRequireRoot(); err != nil {
+				return err
+			}
+			dir, err := labCheckDir(o.stateDir)
+			if err != nil {
+				return err
+			}
+			pc, err := labParsePrefix("--pod-cidr", podCIDR)
+			if err != nil {
+				return err
+			}
+			sc, err := labParsePrefix("--service-cidr", svcCIDR)
+			if err != nil {
+				return err
+			}
+			st, err := lab.Plan(topo, dir, pc, sc)
+			if err != nil {
+				return err
+			}
+			if old, err := lab.ReadState(dir); err == nil && lab.DaemonAlive(old) {
+				return fmt.Errorf("a lab is already running (from %s); run 'meshguard lab down' first", old.TopologyFile)
+			} else if err := lab.Cleanup(dir, old); err != nil { // stale or none: remove leftovers
+				return fmt.Errorf("clean up a stale lab: %w", err)
+			}
+			if err := os.MkdirAll(filepath.Dir(dir), 0o711); err != nil {
+				return err
+			}
+			if err := lab.WriteState(dir, st); err != nil {
+				return err
+			}
+			if err := labStartDaemon(cmd.Context(), g, dir, timeout); err != nil {
+				_ = lab.Cleanup(dir, nil)
+				return err
+			}
+			st, err = lab.ReadState(dir)
+			if err != nil {
+				return err
+			}
+			if err := labInstallAdminConfig(dir, g.stderr); err != nil {
+				return err
+			}
+			labPrintSummary(g.stdout, st)
+			return nil
+		},
+	}
+	f := cmd.Flags()
+	f.StringVarP(&file, "file", "f", "", "topology file (pods and services)")
+	f.StringVar(&podCIDR, "pod-cidr", lab.DefaultPodCIDR.String(), "pod addresses (the first is the bridge gateway)")
+	f.StringVar(&svcCIDR, "service-cidr", lab.DefaultServiceCIDR.String(), "service virtual IPs")
+	f.DurationVar(&timeout, "timeout", 2*time.Minute, "how long to wait for the lab to be ready")
+	return cmd
+}
+
+// labStartDaemon starts `meshguard lab daemon` detached (own session, output to
+// <dir>/daemon.log) and waits for it to report ready on an inherited pipe (fd 3).
+func labStartDaemon(ctx context.Context, g *globals, dir string, timeout time.Duration) error {
+	self, err := os.Executable()
+	if err != nil {
+		return fmt.Errorf("find the meshguard executable: %w", err)
+	}
+	logPath := filepath.Join(dir, "daemon.log")
+	logf, err := os.OpenFile(logPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
+	if err != nil {
+		return fmt.Errorf("daemon log: %w", err)
+	}
+	defer logf.Close()
+	pr, pw, err := os.Pipe()
+	if err != nil {
+		return err
+	}
+	defer pr.Close()
+	cmd := exec.Command(self, "lab", "daemon", "--state-dir", dir, "--ready-fd", "3",
+		"--log-level", g.logLevel, "--log-format", g.logFormat)
+	cmd.Stdout, cmd.Stderr = logf, logf
+	cmd.ExtraFiles = []*os.File{pw}
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
+	if err := cmd.Start(); err != nil {
+		pw.Close()
+		return fmt.Errorf("start lab daemon: %w", err)
+	}
+	pw.Close()
+	exited := make(chan struct{})
+	go func() { _ = cmd.Wait(); close(exited) }() // reap it if it dies while we wait
+	_ = pr.SetReadDeadline(time.Now().Add(timeout))
+	stop := context.AfterFunc(ctx, func() { _ = pr.SetReadDeadline(time.Now()) }) // Ctrl-C
+	defer stop()
+	msg, err := bufio.NewReader(io.LimitReader(pr, 64<<10)).ReadString('\n')
+	text := strings.TrimSpace(msg)
+	if text == "ok" {
+		return nil
+	}
+	tail := labTail(logPath, 20)
+	if errors.Is(err, os.ErrDeadlineExceeded) {
+		return fmt.Errorf("lab not ready within %v (see %s):\n%s", timeout, logPath, tail)
+	}
+	if text == "" {
+		text = "lab daemon exited before it was ready"
+	}
+	return fmt.Errorf("%s\n(daemon log %s:)\n%s", strings.TrimPrefix(text, "error: "), logPath, tail)
+}
+
+func labTail(path string, n int) string {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return ""
+	}
+	lines := strings.Split(strings.TrimRight(string(b), "\n"), "\n")
+	if len(lines) > n {
+		lines = lines[len(lines)-n:]
+	}
+	return strings.Join(lines, "\n")
+}
+
+// labInstallAdminConfig copies the lab controller's admin.conf to ~/.meshguard/config (0600)
+// so other verbs find the lab's controller; a lab without a controller skips it.
+func labInstallAdminConfig(dir string, stderr io.Writer) error {
+	src := filepath.Join(dir, "controller", "admin.conf")
+	b, err := os.ReadFile(src)
+	if errors.Is(err, os.ErrNotExist) {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("read controller admin config: %w", err)
+	}
+	home, err := os.UserHomeDir()
+	if err != nil {
+		return fmt.Errorf("find home for ~/.meshguard/config: %w", err)
+	}
+	dst := filepath.Join(home, ".meshguard", "config")
+	if err := os.MkdirAll(filepath.Dir(dst), 0o700); err != nil {
+		return err
+	}
+	if err := os.WriteFile(dst, b, 0o600); err != nil {
+		return fmt.Errorf("write %s: %w", dst, err)
+	}
+	fmt.Fprintf(stderr, "controller admin config written to %s\n", dst)
+	return nil
+}
+
+func labPrintSummary(w io.Writer, s *lab.State) {
+	fmt.Fprintf(w, "lab up: %d pods, %d services (gateway and DNS %s)\n\n", len(s.Pods), len(s.Services), s.Gateway)
+	labPrintPods(w, s)
+	if len(s.Services) > 0 {
+		fmt.Fprintln(w)
+		labPrintServices(w, s)
+	}
+	fmt.Fprintln(w, "\ntry:")
+	if len(s.Services) > 0 && len(s.Pods) > 0 {
+		sv := s.Services[0]
+		fmt.Fprintf(w, "  meshguard lab exec %s -- getent hosts %s\n", s.Pods[len(s.Pods)-1].Key(), sv.DNSName)
+	}
+	fmt.Fprintln(w, "  meshguard lab status")
+	fmt.Fprintln(w, "  meshguard lab down")
+}
+
+func labPrintPods(w io.Writer, s *lab.State) {
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "POD\tNAMESPACE\tIP\tPID\tSTATE\tSIDECAR")
+	for _, p := range s.Pods {
+		state := p.State
+		if state == "running" && !p.Proc.Alive() {
+			state = "dead"
+		}
+		if p.State == "exited" {
+			state = fmt.Sprintf("exited(%d)", p.ExitCode)
+		}
+		side := "-"
+		if p.Sidecar {
+			side = "wanted"
+			if p.SidecarProc != nil {
+				side = fmt.Sprintf("pid %d", p.SidecarProc.PID)
+			}
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%s\t%s\n", p.Name, p.Namespace, p.IP, p.Proc.PID, state, side)
+	}
+	tw.Flush()
+}
+
+func labPrintServices(w io.Writer, s *lab.State) {
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "SERVICE\tNAMESPACE\tVIP\tPORTS\tENDPOINTS\tDNS")
+	for _, sv := range s.Services {
+		ports := make([]string, len(sv.Ports))
+		for i, p := range sv.Ports {
+			ports[i] = fmt.Sprintf("%d->%d", p.Port, p.TargetPort)
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", sv.Name, sv.Namespace, sv.VIP, strings.Join(ports, ","), strings.Join(sv.Endpoints, ","), sv.DNSName)
+	}
+	tw.Flush()
+}

@@ -1,0 +1,399 @@
+package lab
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/vishvananda/netns"
+)
+
+// SystemSpec describes a lab-managed process that is not a pod's command: the controller now,
+// sidecars (in a pod's netns) and agents later. Args are passed to the meshguard binary itself.
+type SystemSpec struct {
+	Name      string        // unique, e.g. "controller" or "sidecar:shop/web"
+	Args      []string      // argv after the meshguard executable
+	Env       []string      // extra environment, KEY=VALUE
+	Netns     string        // netns path to run in; "" = the host's
+	ReadyLine string        // wait for an output line containing this; "" = do not wait
+	Timeout   time.Duration // bound for ReadyLine; 0 = 60s
+	LogFile   string
+}
+
+// SidecarLauncher is the seam where sidecars plug into pod start: for a pod with sidecar: true
+// the daemon asks for a spec and starts it (in the pod's netns, see PodState.Netns) before the
+// pod's command, waiting for its ReadyLine. Nil means pods run without sidecars.
+type SidecarLauncher interface {
+	SidecarSpec(s *State, pod *PodState) (SystemSpec, error)
+}
+
+// DaemonConfig configures the lab daemon.
+type DaemonConfig struct {
+	StateDir string
+	Self     string // the meshguard executable, re-executed as `lab pod-init` and for system processes
+	Log      *slog.Logger
+	// System returns the system processes to start (in order, each ready before the next)
+	// after the network is up and before the pods; nil = none.
+	System   func(s *State) []SystemSpec
+	Sidecars SidecarLauncher
+	// Ready receives "ok\n" once everything runs, or "error: ...\n"; then it is closed.
+	Ready io.WriteCloser
+}
+
+// Daemon builds the lab from its planned state file, supervises it and tears it down when ctx
+// ends (SIGTERM from `lab down`).
+type Daemon struct {
+	cfg DaemonConfig
+	mu  sync.Mutex
+	st  *State
+	wg  sync.WaitGroup
+}
+
+// NewDaemon validates cfg.
+func NewDaemon(cfg DaemonConfig) (*Daemon, error) {
+	if cfg.StateDir == "" || cfg.Self == "" || cfg.Log == nil {
+		return nil, errors.New("lab daemon: state dir, executable and logger are required")
+	}
+	return &Daemon{cfg: cfg}, nil
+}
+
+func (d *Daemon) save() {
+	if err := WriteState(d.cfg.StateDir, d.st); err != nil {
+		d.cfg.Log.Error("save lab state", "err", err)
+	}
+}
+
+func (d *Daemon) update(f func(s *State)) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	f(d.st)
+	d.save()
+}
+
+func (d *Daemon) ready(msg string) {
+	if d.cfg.Ready == nil {
+		return
+	}
+	_, _ = io.WriteString(d.cfg.Ready, msg+"\n")
+	_ = d.cfg.Ready.Close()
+	d.cfg.Ready = nil
+}
+
+// Run builds the lab, reports readiness, and blocks until ctx ends; then it stops every
+// process and removes every resource.
+func (d *Daemon) Run(ctx context.Context) error {
+	st, err := ReadState(d.cfg.StateDir)
+	if err != nil {
+		d.ready("error: " + err.Error())
+		return err
+	}
+	d.st = st
+	d.update(func(s *State) { s.Daemon = ProcOf(os.Getpid()) })
+	runCtx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	if err := d.build(runCtx); err != nil {
+		d.cfg.Log.Error("lab failed to start", "err", err)
+		d.ready("error: " + err.Error())
+		cancel()
+		d.teardown()
+		return err
+	}
+	d.update(func(s *State) { s.Phase = "ready" })
+	d.cfg.Log.Info("lab ready", "pods", len(d.st.Pods), "services", len(d.st.Services))
+	d.ready("ok")
+	<-ctx.Done()
+	d.cfg.Log.Info("lab stopping")
+	d.teardown()
+	return nil
+}
+
+func (d *Daemon) build(ctx context.Context) error {
+	was, err := setupBridge(d.st)
+	if err != nil {
+		return err
+	}
+	d.update(func(s *State) { s.IPForwardWas = was })
+	for i := range d.st.Pods {
+		p := &d.st.Pods[i]
+		if err := d.preparePodDir(p); err != nil {
+			return err
+		}
+		if err := setupPodNetwork(d.st, p); err != nil {
+			return err
+		}
+	}
+	if err := installServices(d.st); err != nil {
+		return err
+	}
+	dnsSrv, err := NewDNSServer(DNSConfig{Addr: d.st.DNS, Records: ServiceRecords(d.st), Upstreams: HostUpstreams("/etc/resolv.conf"), Log: d.cfg.Log})
+	if err != nil {
+		return err
+	}
+	serve, err := dnsSrv.Listen(ctx)
+	if err != nil {
+		return err
+	}
+	d.wg.Add(1)
+	go func() { defer d.wg.Done(); _ = serve() }()
+	if d.cfg.System != nil {
+		for _, spec := range d.cfg.System(d.st) {
+			proc, err := d.startSystem(ctx, spec)
+			if err != nil {
+				return err
+			}
+			d.update(func(s *State) {
+				s.System = append(s.System, SystemProcess{Name: spec.Name, Proc: proc, LogFile: spec.LogFile, State: "running"})
+			})
+		}
+	}
+	for i := range d.st.Pods {
+		if err := d.startPod(ctx, i); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func (d *Daemon) preparePodDir(p *PodState) error {
+	if err := os.MkdirAll(filepath.Dir(p.Dir), 0o711); err != nil {
+		return fmt.Errorf("pod %s dir: %w", p.Key(), err)
+	}
+	if err := os.MkdirAll(p.Dir, 0o700); err != nil {
+		return fmt.Errorf("pod %s dir: %w", p.Key(), err)
+	}
+	if err := os.Chown(p.Dir, int(p.UID), int(p.GID)); err != nil {
+		return fmt.Errorf("pod %s dir owner: %w", p.Key(), err)
+	}
+	resolv := fmt.Sprintf("nameserver %s\nsearch %s.svc.cluster.local svc.cluster.local cluster.local\noptions ndots:5\n", d.st.Gateway, p.Namespace)
+	hosts := fmt.Sprintf("127.0.0.1\tlocalhost\n::1\tlocalhost\n%s\t%s\n", p.IP, p.Hostname)
+	for name, body := range map[string]string{"resolv.conf": resolv, "hosts": hosts} {
+		if err := os.WriteFile(filepath.Join(p.Dir, name), []byte(body), 0o644); err != nil {
+			return fmt.Errorf("pod %s %s: %w", p.Key(), name, err)
+		}
+	}
+	return nil
+}
+
+// PodEnv is the environment of a pod's command and of `lab exec`.
+func PodEnv(p *PodState) []string {
+	return []string{
+		"PATH=" + PodPath,
+		"HOME=" + p.Dir,
+		"HOSTNAME=" + p.Hostname,
+		"MESHGUARD_POD_DIR=" + p.Dir,
+		"MESHGUARD_POD_NAME=" + p.Name,
+		"MESHGUARD_POD_NAMESPACE=" + p.Namespace,
+		"MESHGUARD_POD_IP=" + p.IP,
+		"LANG=C.UTF-8",
+	}
+}
+
+func (d *Daemon) startPod(ctx context.Context, i int) error {
+	p := &d.st.Pods[i]
+	if p.Sidecar && d.cfg.Sidecars != nil {
+		spec, err := d.cfg.Sidecars.SidecarSpec(d.st, p)
+		if err != nil {
+			return fmt.Errorf("pod %s sidecar: %w", p.Key(), err)
+		}
+		if spec.Netns == "" {
+			spec.Netns = p.Netns
+		}
+		proc, err := d.startSystem(ctx, spec)
+		if err != nil {
+			return fmt.Errorf("pod %s sidecar: %w", p.Key(), err)
+		}
+		d.update(func(s *State) { s.Pods[i].SidecarProc = &proc })
+	}
+	logf, err := os.OpenFile(p.LogFile, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
+	if err != nil {
+		return fmt.Errorf("pod %s log: %w", p.Key(), err)
+	}
+	defer logf.Close()
+	args := []string{"lab", "pod-init", "--netns", p.Netns, "--hostname", p.Hostname, "--dir", p.Dir,
+		"--uid", strconv.FormatUint(uint64(p.UID), 10), "--gid", strconv.FormatUint(uint64(p.GID), 10), "--"}
+	cmd := exec.Command(d.cfg.Self, append(args, p.Command...)...)
+	cmd.Env = PodEnv(p)
+	cmd.Dir = "/"
+	cmd.Stdout, cmd.Stderr = logf, logf
+	cmd.SysProcAttr = &syscall.SysProcAttr{
+		Cloneflags: syscall.CLONE_NEWPID | syscall.CLONE_NEWNS | syscall.CLONE_NEWUTS,
+		Setsid:     true,
+	}
+	if err := cmd.Start(); err != nil {
+		return fmt.Errorf("start pod %s: %w", p.Key(), err)
+	}
+	proc := ProcOf(cmd.Process.Pid)
+	d.update(func(s *State) { s.Pods[i].Proc = proc; s.Pods[i].State = "running" })
+	d.cfg.Log.Info("pod started", "pod", p.Key(), "ip", p.IP, "pid", proc.PID)
+	d.wg.Add(1)
+	go func() {
+		defer d.wg.Done()
+		err := cmd.Wait()
+		code := cmd.ProcessState.ExitCode()
+		d.update(func(s *State) {
+			if s.Phase == "stopping" {
+				s.Pods[i].State = "stopped"
+				return
+			}
+			s.Pods[i].State, s.Pods[i].ExitCode = "exited", code
+			if err != nil {
+				s.Pods[i].Error = err.Error()
+			}
+		})
+		d.cfg.Log.Info("pod exited", "pod", p.Key(), "code", code)
+	}()
+	return nil
+}
+
+// startSystem starts a system process, in spec.Netns when set, and waits for its ReadyLine.
+func (d *Daemon) startSystem(ctx context.Context, spec SystemSpec) (Proc, error) {
+	if spec.LogFile == "" {
+		spec.LogFile = filepath.Join(d.cfg.StateDir, strings.NewReplacer("/", "_", ":", "_").Replace(spec.Name)+".log")
+	}
+	logf, err := os.OpenFile(spec.LogFile, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
+	if err != nil {
+		return Proc{}, fmt.Errorf("%s log: %w", spec.Name, err)
+	}
+	pr, pw, err := os.Pipe()
+	if err != nil {
+		logf.Close()
+		return Proc{}, err
+	}
+	cmd := exec.Command(d.cfg.Self, spec.Args...)
+	cmd.Env = append([]string{"PATH=" + PodPath}, spec.Env...)
+	cmd.Stdout, cmd.Stderr = pw, pw
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
+	if err := startIn(spec.Netns, cmd); err != nil {
+		pr.Close()
+		pw.Close()
+		logf.Close()
+		return Proc{}, fmt.Errorf("start %s: %w", spec.Name, err)
+	}
+	pw.Close()
+	proc := ProcOf(cmd.Process.Pid)
+	readyc := make(chan struct{})
+	d.wg.Add(2)
+	go func() { // copy output to the log, watching for the ready line
+		defer d.wg.Done()
+		defer logf.Close()
+		defer pr.Close()
+		sc := bufio.NewScanner(pr)
+		sc.Buffer(make([]byte, 64*1024), 1<<20)
+		seen := spec.ReadyLine == ""
+		if seen {
+			close(readyc)
+		}
+		for sc.Scan() {
+			line := sc.Bytes()
+			_, _ = logf.Write(append(line, '\n'))
+			if !seen && strings.Contains(string(line), spec.ReadyLine) {
+				seen = true
+				close(readyc)
+			}
+		}
+		_, _ = io.Copy(logf, pr)
+	}()
+	exited := make(chan struct{})
+	go func() {
+		defer d.wg.Done()
+		_ = cmd.Wait()
+		close(exited)
+		d.update(func(s *State) {
+			for i := range s.System {
+				if s.System[i].Name == spec.Name && s.Phase != "stopping" {
+					s.System[i].State = "exited"
+				}
+			}
+		})
+		d.cfg.Log.Info("system process exited", "name", spec.Name, "code", cmd.ProcessState.ExitCode())
+	}()
+	timeout := spec.Timeout
+	if timeout <= 0 {
+		timeout = 60 * time.Second
+	}
+	t := time.NewTimer(timeout)
+	defer t.Stop()
+	select {
+	case <-readyc:
+		d.cfg.Log.Info("system process ready", "name", spec.Name, "pid", proc.PID)
+		return proc, nil
+	case <-exited:
+		return Proc{}, fmt.Errorf("%s exited before it was ready (see %s)", spec.Name, spec.LogFile)
+	case <-t.C:
+		killProc(proc)
+		return Proc{}, fmt.Errorf("%s not ready within %v (see %s)", spec.Name, timeout, spec.LogFile)
+	case <-ctx.Done():
+		killProc(proc)
+		return Proc{}, ctx.Err()
+	}
+}
+
+// startIn starts cmd with its network namespace set to path (host's when ""): the child is
+// forked from a locked thread switched into the namespace, so it inherits it.
+func startIn(path string, cmd *exec.Cmd) error {
+	if path == "" {
+		return cmd.Start()
+	}
+	ns, err := netns.GetFromPath(path)
+	if err != nil {
+		return fmt.Errorf("open netns %s: %w", path, err)
+	}
+	defer ns.Close()
+	runtime.LockOSThread()
+	defer runtime.UnlockOSThread()
+	orig, err := netns.Get()
+	if err != nil {
+		return err
+	}
+	defer orig.Close()
+	if err := netns.Set(ns); err != nil {
+		return fmt.Errorf("enter netns %s: %w", path, err)
+	}
+	startErr := cmd.Start()
+	if err := netns.Set(orig); err != nil {
+		runtime.LockOSThread() // leave this thread locked: the runtime will discard it
+		return fmt.Errorf("return to host netns: %w", err)
+	}
+	return startErr
+}
+
+// teardown stops pods (and their sidecars), then system processes, then removes resources.
+func (d *Daemon) teardown() {
+	d.update(func(s *State) { s.Phase = "stopping" })
+	d.mu.Lock()
+	snapshot := *d.st
+	snapshot.Pods = append([]PodState(nil), d.st.Pods...)
+	snapshot.System = append([]SystemProcess(nil), d.st.System...)
+	d.mu.Unlock()
+	var wg sync.WaitGroup
+	for _, p := range snapshot.Pods {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			killProc(p.Proc)
+			if p.SidecarProc != nil {
+				killProc(*p.SidecarProc)
+			}
+		}()
+	}
+	wg.Wait()
+	for i := len(snapshot.System) - 1; i >= 0; i-- {
+		killProc(snapshot.System[i].Proc)
+	}
+	d.wg.Wait()
+	if err := Cleanup(d.cfg.StateDir, &snapshot); err != nil {
+		d.cfg.Log.Error("lab cleanup incomplete", "err", err)
+	}
+}
