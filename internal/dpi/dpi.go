@@ -6,6 +6,8 @@
 // Message and its attribute values are only valid during the emit callback; copy what you keep.
 package dpi
 
+import "unsafe"
+
 // Direction of bytes within a flow.
 type Direction uint8
 
@@ -105,7 +107,7 @@ type Message struct {
 // Attr is one L7 attribute of a message.
 type Attr struct {
 	Key   string // one of the Attr* constants where one fits
-	Value []byte
+	Value []byte // read-only: it may view a parser's buffer or a string constant
 }
 
 // Common attribute keys. Policy and threat detection read these; protocol-specific extras may
@@ -150,9 +152,10 @@ func (m *Message) Add(key string, value []byte) {
 	}
 }
 
-// AddString appends an attribute from a string (use constants to avoid allocation).
+// AddString appends an attribute from a string without copying it: the value is a read-only
+// view of the string's bytes (consumers never modify attribute values).
 func (m *Message) AddString(key, value string) {
-	m.Add(key, []byte(value))
+	m.Add(key, unsafe.Slice(unsafe.StringData(value), len(value)))
 }
 
 // Attrs returns the attributes in insertion order (a view).

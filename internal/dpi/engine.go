@@ -301,7 +301,11 @@ func (f *Flow) buffer(dir Direction, data []byte) {
 	start := len(b)
 	b = append(b, data...)
 	f.probe[dir] = b
-	if len(data) > 0 {
+	switch {
+	case len(data) == 0:
+	case !dgram && f.nsegs > 0 && f.segs[f.nsegs-1].dir == dir && f.segs[f.nsegs-1].end == start:
+		f.segs[f.nsegs-1].end = len(b) // stream bytes continuing in the same direction
+	default:
 		f.segs[f.nsegs] = segment{dir: dir, start: start, end: len(b)}
 		f.nsegs++
 	}
