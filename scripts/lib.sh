@@ -7,6 +7,7 @@ MESHGUARD_APT_PACKAGES=(
   redis-server redis-tools nginx postgresql postgresql-client mariadb-server mariadb-client
   tshark tcpdump dnsutils openssh-server openssh-client mosquitto mosquitto-clients
   memcached iodine dns2tcp python3 protobuf-compiler
+  nats-server chrony snmpd snmp sipsak ldap-utils openvpn iputils-ping python3-cryptography
 )
 
 ensure_apt() {
