@@ -2,6 +2,7 @@ package policy
 
 import (
 	"fmt"
+	"slices"
 	"sort"
 	"strings"
 	"sync"
@@ -48,10 +49,13 @@ type CompileOptions struct {
 // Policy is a compiled, immutable policy. It is safe for concurrent use; replace it as a whole
 // (Engine does, atomically) rather than changing it.
 type Policy struct {
-	groups      []cgroup // by GroupID; holes (valid=false) for IDs of groups not in this policy
-	ids         map[string]GroupID
-	byDst       []map[GroupID]*ruleList // by destination GroupID, then source GroupID
-	rules       []crule                 // sorted by (priority, key): index order is evaluation order
+	groups []cgroup // by GroupID; holes (valid=false) for IDs of groups not in this policy
+	ids    map[string]GroupID
+	// byDst indexes rules by destination GroupID, then by source group: a small array of
+	// source IDs scanned linearly (it stays in cache) and their buckets of compact entries.
+	byDst       []dstIndex
+	apps        map[string]uint16 // application name -> id used in entries; 0 = not in any rule
+	rules       []crule           // sorted by (priority, key): index order is evaluation order
 	defaultMode Mode
 	set         *Set
 	noPolicy    bool // the engine's initial placeholder: nothing loaded yet
@@ -63,7 +67,59 @@ type cgroup struct {
 	valid bool
 }
 
-type ruleList struct{ deny, allow []int32 }
+// bucket holds one (destination, source) pair's rules: denies first, then allows, each in
+// evaluation order.
+type bucket struct {
+	entries []centry
+	nDeny   int
+}
+
+// centry is the hot part of a rule, inline in its bucket. Rules with more ports or
+// applications than fit inline are checked against the full crule.
+type centry struct {
+	idx    int32 // into Policy.rules; also the evaluation order
+	flags  uint8
+	nports uint8
+	napps  uint8
+	ports  [2]portSpec
+	apps   [2]uint16
+}
+
+type portSpec struct {
+	lo, hi uint16
+	tr     uint8 // 0 any, 1 tcp, 2 udp
+}
+
+const (
+	fAnyPort uint8 = 1 << iota
+	fAnyApp
+	fL7
+	fOverflow // ports or apps did not fit inline: use crule
+)
+
+func bucketKey(dst, src GroupID) uint64 { return uint64(dst)<<32 | uint64(src) }
+
+type dstIndex struct {
+	heads   []head   // one per source group with rules to this destination
+	entries []centry // all buckets of this destination, contiguous
+}
+
+// head locates one source group's bucket in dstIndex.entries: [off, deny) are its deny
+// rules, [deny, end) its allow rules.
+type head struct {
+	src            GroupID
+	off, deny, end uint32
+}
+
+// find returns the head for src.
+func (d *dstIndex) find(src GroupID) *head {
+	for i := range d.heads {
+		if d.heads[i].src == src {
+			return &d.heads[i]
+		}
+	}
+	return nil
+}
 
 type crule struct {
 	id       string
@@ -125,26 +181,93 @@ func Compile(s *Set, opts CompileOptions) (*Policy, error) {
 		}
 		return p.rules[a].id < p.rules[b].id
 	})
-	p.byDst = make([]map[GroupID]*ruleList, len(p.groups))
+	p.apps = map[string]uint16{}
 	for i := range p.rules {
-		cr := &p.rules[i]
-		m := p.byDst[cr.to]
-		if m == nil {
-			m = map[GroupID]*ruleList{}
-			p.byDst[cr.to] = m
-		}
-		l := m[cr.from]
-		if l == nil {
-			l = &ruleList{}
-			m[cr.from] = l
-		}
-		if cr.action == ActionDeny {
-			l.deny = append(l.deny, int32(i))
-		} else {
-			l.allow = append(l.allow, int32(i))
+		for _, a := range p.rules[i].apps {
+			if _, ok := p.apps[a]; !ok && a != "any" {
+				p.apps[a] = uint16(len(p.apps) + 1)
+			}
 		}
 	}
+	lists := map[uint64]*bucket{}
+	allows := map[uint64][]centry{}
+	for i := range p.rules {
+		cr := &p.rules[i]
+		k := bucketKey(cr.to, cr.from)
+		e := p.entry(int32(i))
+		if cr.action == ActionDeny {
+			b := lists[k]
+			if b == nil {
+				b = &bucket{}
+				lists[k] = b
+			}
+			b.entries = append(b.entries, e)
+			b.nDeny++
+		} else {
+			allows[k] = append(allows[k], e)
+			if lists[k] == nil {
+				lists[k] = &bucket{}
+			}
+		}
+	}
+	p.byDst = make([]dstIndex, len(p.groups))
+	keys := make([]uint64, 0, len(lists))
+	for k := range lists {
+		keys = append(keys, k)
+	}
+	slices.Sort(keys)
+	for _, k := range keys {
+		b := lists[k]
+		d := &p.byDst[k>>32]
+		h := head{src: GroupID(uint32(k)), off: uint32(len(d.entries))}
+		d.entries = append(d.entries, b.entries...)
+		h.deny = uint32(len(d.entries))
+		d.entries = append(d.entries, allows[k]...)
+		h.end = uint32(len(d.entries))
+		d.heads = append(d.heads, h)
+	}
+	for i := range p.byDst {
+		d := &p.byDst[i]
+		d.entries = slices.Clip(d.entries)
+		d.heads = slices.Clip(d.heads)
+	}
 	return p, nil
+}
+
+func (p *Policy) entry(i int32) centry {
+	cr := &p.rules[i]
+	e := centry{idx: i}
+	if cr.anyPort {
+		e.flags |= fAnyPort
+	} else if len(cr.ports) > len(e.ports) {
+		e.flags |= fOverflow
+	} else {
+		for j, pr := range cr.ports {
+			ps := portSpec{lo: pr.Lo, hi: pr.Hi}
+			switch pr.Transport {
+			case "tcp":
+				ps.tr = 1
+			case "udp":
+				ps.tr = 2
+			}
+			e.ports[j] = ps
+		}
+		e.nports = uint8(len(cr.ports))
+	}
+	if cr.anyApp {
+		e.flags |= fAnyApp
+	} else if len(cr.apps) > len(e.apps) {
+		e.flags |= fOverflow
+	} else {
+		for j, a := range cr.apps {
+			e.apps[j] = p.apps[a]
+		}
+		e.napps = uint8(len(cr.apps))
+	}
+	if cr.l7 != nil {
+		e.flags |= fL7
+	}
+	return e
 }
 
 func compileRule(nr *NetworkRule, r *resolver, ids map[string]GroupID) (crule, error) {

@@ -91,65 +91,66 @@ func (p *Policy) Decide(in *Input) Decision {
 	if msg != nil && msg.Dir != dpi.ClientToServer {
 		msg = nil
 	}
-	best := int32(-1)
+	app := p.apps[in.App]
+	var tr uint8
+	switch in.Transport {
+	case dpi.TCP:
+		tr = 1
+	case dpi.UDP:
+		tr = 2
+	}
+	// One pass over the (destination, source) buckets finds the first deny and the first
+	// allow in evaluation order; denies win.
+	deny, allow, near := int32(-1), int32(-1), int32(-1)
 	for _, dg := range in.DstGroups {
-		if int(dg) >= len(p.byDst) || p.byDst[dg] == nil {
+		if int(dg) >= len(p.byDst) {
 			continue
 		}
-		m := p.byDst[dg]
+		dx := &p.byDst[dg]
+		if len(dx.heads) == 0 {
+			continue
+		}
 		for _, sg := range in.SrcGroups {
-			l := m[sg]
-			if l == nil {
+			h := dx.find(sg)
+			if h == nil {
 				continue
 			}
-			for _, ri := range l.deny {
-				if best >= 0 && ri >= best {
+			for i := h.off; i < h.deny; i++ {
+				e := &dx.entries[i]
+				if deny >= 0 && e.idx >= deny {
 					break
 				}
-				if p.rules[ri].matches(in, msg, false) == matchYes {
-					best = ri
+				if p.match(e, in, msg, tr, app, false) == matchYes {
+					deny = e.idx
 					break
+				}
+			}
+			if deny >= 0 {
+				continue // a deny decides; allows no longer matter
+			}
+			for i := h.deny; i < h.end; i++ {
+				e := &dx.entries[i]
+				if allow >= 0 && e.idx >= allow {
+					break
+				}
+				r := p.match(e, in, msg, tr, app, true)
+				if r == matchYes {
+					allow = e.idx
+					break
+				}
+				if r == matchL7Miss && (near < 0 || e.idx < near) {
+					near = e.idx
 				}
 			}
 		}
 	}
-	if best >= 0 {
-		r := &p.rules[best]
+	if deny >= 0 {
+		r := &p.rules[deny]
 		g := p.groups[r.to]
 		return Decision{Verdict: Deny, Violation: true, Mode: g.mode, Reason: ReasonDenyRule, RuleID: r.id, Learned: r.learned, Group: g.key}
 	}
-	near := int32(-1)
-	for _, dg := range in.DstGroups {
-		if int(dg) >= len(p.byDst) || p.byDst[dg] == nil {
-			continue
-		}
-		m := p.byDst[dg]
-		for _, sg := range in.SrcGroups {
-			l := m[sg]
-			if l == nil {
-				continue
-			}
-			for _, ri := range l.allow {
-				if best >= 0 && ri >= best {
-					break
-				}
-				switch p.rules[ri].matches(in, msg, true) {
-				case matchYes:
-					best = ri
-				case matchL7Miss:
-					if near < 0 || ri < near {
-						near = ri
-					}
-					continue
-				default:
-					continue
-				}
-				break
-			}
-		}
-	}
-	if best >= 0 {
-		r := &p.rules[best]
+	if allow >= 0 {
+		r := &p.rules[allow]
 		g := p.groups[r.to]
 		return Decision{Verdict: Allow, Mode: g.mode, Reason: ReasonAllowRule, RuleID: r.id, Learned: r.learned, Group: g.key}
 	}
@@ -194,6 +195,35 @@ const (
 	matchL7Miss                    // connection matches, the request does not
 )
 
+// match checks an inline entry; only L7 and overflowing rules touch the full rule.
+func (p *Policy) match(e *centry, in *Input, msg *dpi.Message, tr uint8, app uint16, allow bool) matchResult {
+	if e.flags&fOverflow != 0 {
+		return p.rules[e.idx].matches(in, msg, allow)
+	}
+	if e.flags&fAnyPort == 0 {
+		ok := false
+		for i := 0; i < int(e.nports); i++ {
+			ps := &e.ports[i]
+			if in.Port >= ps.lo && in.Port <= ps.hi && (ps.tr == 0 || ps.tr == tr) {
+				ok = true
+				break
+			}
+		}
+		if !ok {
+			return matchNo
+		}
+	}
+	if e.flags&fAnyApp == 0 {
+		if app == 0 || (e.apps[0] != app && (e.napps < 2 || e.apps[1] != app)) {
+			return matchNo
+		}
+	}
+	if e.flags&fL7 != 0 {
+		return p.rules[e.idx].matchL7(in, msg, allow)
+	}
+	return matchYes
+}
+
 // matches checks port, transport, application and l7 (the caller has matched from and to).
 func (r *crule) matches(in *Input, msg *dpi.Message, allow bool) matchResult {
 	if !r.anyPort {
@@ -221,6 +251,10 @@ func (r *crule) matches(in *Input, msg *dpi.Message, allow bool) matchResult {
 			return matchNo
 		}
 	}
+	return r.matchL7(in, msg, allow)
+}
+
+func (r *crule) matchL7(in *Input, msg *dpi.Message, allow bool) matchResult {
 	if r.l7 == nil {
 		return matchYes
 	}
