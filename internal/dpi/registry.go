@@ -31,7 +31,21 @@ func DefaultProtocols() []Protocol {
 
 		// --- Application protocols B (one line each; cassandra, zookeeper, nats, ldap, sip,
 		// rtsp, ntp, snmp, syslog, dhcp, quic, wireguard, openvpn, stun, icmp) ---
-
+		ICMPProto{}, // the only ICMP protocol
+		DHCP{},      // magic cookie: exact
+		STUN{},      // magic cookie and length: exact
+		WireGuard{}, // exact sizes
+		QUIC{},
+		SNMP{},
+		LDAP{},
+		SIP{},
+		RTSP{},
+		NATS{},
+		Cassandra{},
+		ZooKeeper{},
+		OpenVPN{},
+		Syslog{}, // weak (a PRI and text) and NTP (a few header bits): last
+		NTP{},
 		// --- end B ---
 	}
 }

@@ -53,7 +53,7 @@ func zkIsConnect(rec []byte) bool {
 	if len(rec) != 44 && len(rec) != 45 {
 		return false
 	}
-	return binary.BigEndian.Uint32(rec) == 0 && binary.BigEndian.Uint32(rec[28:]) == 16
+	return binary.BigEndian.Uint32(rec) == 0 && binary.BigEndian.Uint32(rec[24:]) == 16
 }
 
 func (ZooKeeper) Detect(p *Probe) Verdict {
