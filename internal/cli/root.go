@@ -72,6 +72,10 @@ Start a controller with 'meshguard controller --data-dir DIR'; other verbs find 
 
 	root.AddCommand(
 		newVersionCommand(g),
+		newControllerCommand(g),
+		newTokenCommand(g),
+		newSVIDCommand(g),
+		newCACommand(g),
 		newInspectCommand(g),
 		newLabCommand(g),
 	)

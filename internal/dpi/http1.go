@@ -22,19 +22,22 @@ func (HTTP1) NewParser() Parser     { return &http1Parser{} }
 
 // Detect recognises a request line ending in HTTP/1.x, or a status line, from either side.
 func (HTTP1) Detect(p *Probe) Verdict {
-	c := requestLineVerdict(p.Client)
-	if c == Yes || (c == NeedMore && len(p.Server) == 0) {
-		return c
+	c, s := No, No
+	if len(p.Client) > 0 {
+		if c = requestLineVerdict(p.Client); c == Yes {
+			return Yes
+		}
 	}
-	s := statusLineVerdict(p.Server)
-	if s == Yes {
-		return Yes
+	if len(p.Server) > 0 {
+		if s = statusLineVerdict(p.Server); s == Yes {
+			return Yes
+		}
 	}
 	if p.Midstream && (findMessageStart(p.Client, ClientToServer) >= 0 ||
 		findMessageStart(p.Server, ServerToClient) >= 0) {
 		return Yes
 	}
-	if c == NeedMore || (len(p.Client) == 0 && s == NeedMore) {
+	if c == NeedMore || s == NeedMore || len(p.Client)+len(p.Server) == 0 {
 		return NeedMore
 	}
 	return No

@@ -223,9 +223,39 @@ func (s *Source) install(resp *identityv1.SVIDResponse, key *ecdsa.PrivateKey) e
 	if err != nil {
 		return fmt.Errorf("bundle: %w", err)
 	}
+	return s.set(chain, bundle, key)
+}
+
+// Load installs an SVID kept from an earlier run (PEM chain leaf first, PEM key, PEM bundle),
+// so the workload can Renew without a new join token while it is still valid.
+func (s *Source) Load(chainPEM, keyPEM, bundlePEM []byte) error {
+	chain, err := identity.ParseCertsPEM(chainPEM)
+	if err != nil || len(chain) == 0 {
+		return fmt.Errorf("svid: no PEM certificate (%v)", err)
+	}
+	bundle, err := identity.ParseCertsPEM(bundlePEM)
+	if err != nil || len(bundle) == 0 {
+		return fmt.Errorf("bundle: no PEM certificate (%v)", err)
+	}
+	b, _ := pem.Decode(keyPEM)
+	if b == nil {
+		return errors.New("key: no PEM block")
+	}
+	k, err := x509.ParsePKCS8PrivateKey(b.Bytes)
+	if err != nil {
+		return fmt.Errorf("key: %w", err)
+	}
+	key, ok := k.(*ecdsa.PrivateKey)
+	if !ok {
+		return fmt.Errorf("key: %T, want ECDSA", k)
+	}
+	return s.set(chain, bundle, key)
+}
+
+func (s *Source) set(chain, bundle []*x509.Certificate, key *ecdsa.PrivateKey) error {
 	leaf := chain[0]
 	if !key.PublicKey.Equal(leaf.PublicKey) {
-		return errors.New("identity service returned an SVID for a different key")
+		return errors.New("svid certificate does not match the private key")
 	}
 	now := s.cfg.Clock.Now()
 	id, err := identity.VerifyChain(chain, bundle, now, trustDomainOf(leaf))
@@ -244,7 +274,7 @@ func (s *Source) install(resp *identityv1.SVIDResponse, key *ecdsa.PrivateKey) e
 	s.bundle = bundle
 	s.renewAt = leaf.NotBefore.Add(life/2 + jitter)
 	s.mu.Unlock()
-	s.cfg.Log.Info("svid installed", "spiffe_id", id.String(), "expires", leaf.NotAfter, "renew_at", s.renewAt)
+	s.cfg.Log.Debug("svid installed", "spiffe_id", id.String(), "expires", leaf.NotAfter, "renew_at", s.renewAt)
 	return nil
 }
 

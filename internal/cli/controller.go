@@ -1,0 +1,44 @@
+package cli
+
+import (
+	"github.com/jonboulle/clockwork"
+	"github.com/spf13/cobra"
+
+	"github.com/meshguard/meshguard/internal/controller"
+	"github.com/meshguard/meshguard/internal/identity"
+)
+
+func newControllerCommand(g *globals) *cobra.Command {
+	cfg := controller.Config{}
+	cmd := &cobra.Command{
+		Use:   "controller",
+		Short: "Run the control plane: CA and identity service, REST API",
+		Long: `Run the meshguard controller. State (store, CA, admin.conf) lives in --data-dir; the
+same CA is used after a restart. Once serving it logs a line containing "ready" and writes
+DATA-DIR/admin.conf, which other verbs read with --config.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			log, err := g.logger()
+			if err != nil {
+				return err
+			}
+			cfg.Clock, cfg.Log = clockwork.NewRealClock(), log
+			c, err := controller.New(cfg)
+			if err != nil {
+				return err
+			}
+			return c.Run(cmd.Context())
+		},
+	}
+	f := cmd.Flags()
+	f.StringVar(&cfg.DataDir, "data-dir", "", "directory for the controller's state (created 0700; required)")
+	f.StringVar(&cfg.TrustDomain, "trust-domain", controller.DefaultTrustDomain, "SPIFFE trust domain")
+	f.StringVar(&cfg.ListenAPI, "listen-api", controller.DefaultListenAPI, "REST API address (HTTPS); port 0 picks a free port")
+	f.StringVar(&cfg.ListenIdentity, "listen-identity", controller.DefaultListenIdentity, "identity gRPC address; port 0 picks a free port")
+	f.DurationVar(&cfg.SVIDTTL, "svid-ttl", identity.DefaultSVIDTTL, "workload certificate lifetime, 5m to 24h")
+	f.StringVar(&cfg.CACertFile, "ca-cert", "", "bring your own CA: PEM root or intermediate certificate (first start only)")
+	f.StringVar(&cfg.CAKeyFile, "ca-key", "", "bring your own CA: PEM private key of --ca-cert")
+	f.StringVar(&cfg.CABundleFile, "ca-bundle", "", "bring your own CA: PEM roots when --ca-cert is an intermediate")
+	_ = cmd.MarkFlagRequired("data-dir")
+	return cmd
+}
