@@ -36,6 +36,7 @@ func ServiceRecords(s *State) map[string]netip.Addr {
 type DNSServer struct {
 	cfg    DNSConfig
 	client *dns.Client
+	pc     net.PacketConn
 }
 
 // NewDNSServer validates cfg and builds the server.
@@ -61,6 +62,7 @@ func (d *DNSServer) Listen(ctx context.Context) (run func() error, err error) {
 		pc.Close()
 		return nil, fmt.Errorf("lab dns: listen tcp %s: %w", d.cfg.Addr, err)
 	}
+	d.pc = pc
 	return func() error {
 		udp := &dns.Server{PacketConn: pc, Handler: d}
 		tcp := &dns.Server{Listener: ln, Handler: d}
@@ -77,6 +79,9 @@ func (d *DNSServer) Listen(ctx context.Context) (run func() error, err error) {
 		return nil
 	}, nil
 }
+
+// UDPAddr is the bound UDP address once Listen succeeded (useful with port 0).
+func (d *DNSServer) UDPAddr() string { return d.pc.LocalAddr().String() }
 
 // ServeDNS implements dns.Handler.
 func (d *DNSServer) ServeDNS(w dns.ResponseWriter, req *dns.Msg) {
