@@ -221,6 +221,10 @@ func (d *Daemon) startPod(ctx context.Context, i int) error {
 		return fmt.Errorf("pod %s log: %w", p.Key(), err)
 	}
 	defer logf.Close()
+	// Owned by the pod's uid so the command can reopen /dev/stdout (nginx does).
+	if err := logf.Chown(int(p.UID), int(p.GID)); err != nil {
+		return fmt.Errorf("pod %s log owner: %w", p.Key(), err)
+	}
 	args := []string{"lab", "pod-init", "--netns", p.Netns, "--hostname", p.Hostname, "--dir", p.Dir,
 		"--uid", strconv.FormatUint(uint64(p.UID), 10), "--gid", strconv.FormatUint(uint64(p.GID), 10), "--"}
 	cmd := exec.Command(d.cfg.Self, append(args, p.Command...)...)
