@@ -137,7 +137,8 @@ func (LDAP) Detect(p *Probe) Verdict {
 	if !ok {
 		return No
 	}
-	if p.Client != nil && len(p.Client) > 0 && op%2 == 1 && op != 3 && op != 23 {
+	if len(p.Client) > 0 && (op == 1 || op == 4 || op == 5 || op == 7 || op == 9 || op == 11 ||
+		op == 13 || op == 15 || op == 19 || op == 24 || op == 25) {
 		return Maybe // a response first from the client side: only mid-stream
 	}
 	return Yes
@@ -175,7 +176,8 @@ func (p *ldapParser) message(dir Direction, msg []byte, emit func(*Message)) {
 	m := &p.msg
 	p.sc.reset()
 	typ := "request"
-	if op%2 == 1 && op != 3 || op == 4 || op == 19 || op == 24 || op == 25 {
+	switch op {
+	case 1, 4, 5, 7, 9, 11, 13, 15, 19, 24, 25:
 		typ = "response"
 	}
 	m.Reset(dir, typ)

@@ -145,7 +145,7 @@ func (p *snmpParser) Feed(dir Direction, data []byte, emit func(*Message)) error
 	case 3:
 		m.AddString(AttrVersion, "3")
 	}
-	if v.user != nil {
+	if len(v.user) > 0 {
 		m.Add(AttrUser, capBytes(v.user, 64))
 	}
 	if v.level != "" {
