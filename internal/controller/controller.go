@@ -151,6 +151,8 @@ func (c *Controller) Run(ctx context.Context) error {
 		SVIDTTL:     cfg.SVIDTTL,
 		Listener:    idLn,
 		ServerHosts: hosts,
+		// Hourly: cheap, and far inside the intermediate's year-long lifetime.
+		MaintainEvery: time.Hour,
 	})
 	if err != nil {
 		return err

@@ -349,6 +349,18 @@ func (ca *CA) crossSign(newRoot, oldRoot *x509.Certificate, oldKey crypto.Signer
 	return x509.ParseCertificate(der)
 }
 
+// IntermediateDue reports whether the intermediate has used two thirds of its lifetime and
+// can be rotated here (not a user-provided intermediate).
+func (ca *CA) IntermediateDue() bool {
+	ca.mu.RLock()
+	defer ca.mu.RUnlock()
+	if ca.st.mode == modeBYOIntermediate {
+		return false
+	}
+	in := ca.st.inter
+	return !ca.cfg.Clock.Now().Before(in.NotBefore.Add(in.NotAfter.Sub(in.NotBefore) * 2 / 3))
+}
+
 // rebuildChain caches the DER chain sent after every leaf; caller holds mu (or is LoadCA).
 func (ca *CA) rebuildChain() {
 	now := ca.cfg.Clock.Now()

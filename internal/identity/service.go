@@ -39,6 +39,9 @@ type Config struct {
 	SVIDTTL     time.Duration
 	Listener    net.Listener // where the gRPC service is served
 	ServerHosts []string     // names and IPs in the service's TLS certificate
+	// MaintainEvery is how often the CA is checked: the intermediate is rotated at two thirds
+	// of its lifetime and expired roots leave the bundle file. 0 disables (tests).
+	MaintainEvery time.Duration
 }
 
 func (c Config) validate() error {
@@ -89,6 +92,12 @@ func (s *Service) Run(ctx context.Context) error {
 	identityv1.RegisterIdentityServer(srv, s)
 	errc := make(chan error, 1)
 	go func() { errc <- srv.Serve(s.cfg.Listener) }()
+	if s.cfg.MaintainEvery > 0 {
+		mctx, stop := context.WithCancel(ctx)
+		maintained := make(chan struct{})
+		go func() { s.maintain(mctx); close(maintained) }()
+		defer func() { stop(); <-maintained }() // no file writes after Run returns
+	}
 	select {
 	case err := <-errc:
 		return fmt.Errorf("identity service: %w", err)
@@ -238,6 +247,26 @@ func (s *Service) audit(ctx context.Context, e events.Event) {
 		e.Source.Address = p.Addr.String()
 	}
 	s.cfg.Events.Emit(ctx, e)
+}
+
+func (s *Service) maintain(ctx context.Context) {
+	t := s.cfg.Clock.NewTicker(s.cfg.MaintainEvery)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.Chan():
+		}
+		if s.cfg.CA.IntermediateDue() {
+			if err := s.Rotate(ctx, false); err != nil {
+				s.cfg.Log.Error("automatic intermediate rotation failed", "err", err)
+			}
+		}
+		if err := s.cfg.CA.writeBundle(); err != nil {
+			s.cfg.Log.Error("rewrite bundle file", "err", err)
+		}
+	}
 }
 
 // CreateToken makes a join token for id (admin operation).

@@ -254,3 +254,39 @@ func TestRenewRequiresValidUnrevokedSVID(t *testing.T) {
 		t.Fatalf("renew of SVID attested after the revocation: %v", err)
 	}
 }
+
+func TestIntermediateRotatesAutomatically(t *testing.T) {
+	s := identitytest.Start(t, time.Hour, func(c *identity.Config) { c.MaintainEvery = time.Hour })
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	key := p256(t)
+	id := mustID(t, testID)
+	before, err := s.CA.SignSVID(key.Public(), id, time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Clock.BlockUntilContext(ctx, 1); err != nil { // the maintenance ticker
+		t.Fatal(err)
+	}
+	s.Clock.Advance(200 * 24 * time.Hour)
+	if s.CA.IntermediateDue() {
+		t.Fatal("intermediate due after 200 of 365 days")
+	}
+	s.Clock.Advance(45 * 24 * time.Hour)
+	for {
+		if a := s.Audit(); len(a) > 0 && a[len(a)-1].Name == "ca.rotated" {
+			break
+		}
+		if ctx.Err() != nil {
+			t.Fatal("no automatic rotation after two thirds of the intermediate's lifetime")
+		}
+		runtimeGosched()
+	}
+	after, err := s.CA.SignSVID(key.Public(), id, time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if string(after.Chain[1]) == string(before.Chain[1]) {
+		t.Fatal("intermediate unchanged")
+	}
+}

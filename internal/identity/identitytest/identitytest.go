@@ -32,8 +32,9 @@ type Server struct {
 	Clock   *clockwork.FakeClock
 }
 
-// Start runs an identity service with a fake clock (at the real now) until the test ends.
-func Start(t testing.TB, ttl time.Duration) *Server {
+// Start runs an identity service with a fake clock (at the real now) until the test ends;
+// opts adjust the service's Config before it is built.
+func Start(t testing.TB, ttl time.Duration, opts ...func(*identity.Config)) *Server {
 	t.Helper()
 	dir := t.TempDir()
 	clk := clockwork.NewFakeClockAt(time.Now().Truncate(time.Second))
@@ -51,11 +52,15 @@ func Start(t testing.TB, ttl time.Duration) *Server {
 		t.Fatal(err)
 	}
 	ring := events.NewRing(1000)
-	svc, err := identity.New(identity.Config{
+	cfg := identity.Config{
 		CA: ca, JoinTokens: &identity.JoinTokens{Store: st, Clock: clk, TrustDomain: TrustDomain},
 		Revocations: st, Events: ring, Clock: clk, Log: log, SVIDTTL: ttl, Listener: ln,
 		ServerHosts: []string{"127.0.0.1", "localhost"},
-	})
+	}
+	for _, o := range opts {
+		o(&cfg)
+	}
+	svc, err := identity.New(cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
