@@ -120,7 +120,9 @@ func (p *mongoParser) message(dir Direction, b []byte, emit func(*Message)) {
 		for len(s) >= 5 && doc == nil {
 			switch s[0] {
 			case 0:
-				doc = bsonDoc(s[1:])
+				if doc = bsonDoc(s[1:]); doc == nil {
+					return
+				}
 			case 1:
 				l := int(binary.LittleEndian.Uint32(s[1:]))
 				if l < 4 || l+1 > len(s) {

@@ -49,3 +49,12 @@ func TestMongoDBParse(t *testing.T) {
 func FuzzMongoDB(f *testing.F) {
 	fuzzA(f, MongoDB{}, []byte(mongoTestMsg(mongoOpMsg, 0, "\x00\x00\x00\x00\x00"+bsonTestDoc(bsonStr("find", "users"), bsonStr("$db", "shop")))))
 }
+
+func TestMongoDBBadBodyTerminates(t *testing.T) {
+	// A kind-0 section whose document length overruns the message must end parsing of the
+	// message, not loop.
+	msg := mongoTestMsg(mongoOpMsg, 0, "\x00\x00\x00\x00\x00\xff\x00\x00\x00\x01\x02")
+	if got := runA(t, MongoDB{}, []seg{c2s(msg)}, 0); len(got) != 0 {
+		t.Fatalf("got %q", got)
+	}
+}

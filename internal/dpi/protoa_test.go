@@ -2,8 +2,14 @@ package dpi
 
 import (
 	"fmt"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/gopacket/gopacket"
+	"github.com/gopacket/gopacket/layers"
+	"github.com/gopacket/gopacket/pcapgo"
 )
 
 // Shared helpers of the batch-A protocol tests (ssh, redis, postgres, mysql, mongodb, kafka,
@@ -83,6 +89,7 @@ func checkDetect(t *testing.T, p Protocol, cases []detectCase) {
 // fuzzA feeds arbitrary bytes split at arbitrary points into both directions and checks the
 // parser neither panics nor emits out-of-contract messages.
 func fuzzA(f *testing.F, p Protocol, seeds ...[]byte) {
+	seeds = append(seeds, pcapSeeds(f, p.Name())...)
 	for _, s := range seeds {
 		f.Add(s, uint8(3))
 	}
@@ -113,4 +120,61 @@ func fuzzA(f *testing.F, p Protocol, seeds ...[]byte) {
 		parser.Feed(ClientToServer, data, emit)
 		parser.Feed(ServerToClient, data, emit)
 	})
+}
+
+// pcapSeeds returns the TCP payload of each direction of each flow in the real captures of
+// proto (internal/inspect/testdata/<proto>/*.pcap, made by scripts/captures/batch-a.sh), so
+// fuzzing starts from what real clients and servers send.
+func pcapSeeds(tb testing.TB, proto string) [][]byte {
+	files, _ := filepath.Glob(filepath.Join("..", "inspect", "testdata", proto, "*.pcap"))
+	type key struct {
+		client uint16
+		dir    Direction
+	}
+	var seeds [][]byte
+	for _, name := range files {
+		f, err := os.Open(name)
+		if err != nil {
+			tb.Fatal(err)
+		}
+		r, err := pcapgo.NewReader(f)
+		if err != nil {
+			f.Close()
+			tb.Fatal(err)
+		}
+		streams := map[key][]byte{}
+		var order []key
+		for {
+			data, _, err := r.ReadPacketData()
+			if err != nil {
+				break
+			}
+			pkt := gopacket.NewPacket(data, r.LinkType(), gopacket.NoCopy)
+			tcp, ok := pkt.TransportLayer().(*layers.TCP)
+			if !ok || len(tcp.Payload) == 0 {
+				continue
+			}
+			k := key{uint16(tcp.SrcPort), ClientToServer}
+			if tcp.SrcPort < tcp.DstPort { // servers listen on the lower port here
+				k = key{uint16(tcp.DstPort), ServerToClient}
+			}
+			if _, seen := streams[k]; !seen {
+				order = append(order, k)
+			}
+			streams[k] = append(streams[k], tcp.Payload...)
+		}
+		f.Close()
+		for _, k := range order {
+			seeds = append(seeds, streams[k])
+		}
+	}
+	return seeds
+}
+
+func TestBatchACapturesSeedFuzzing(t *testing.T) {
+	for _, p := range []Protocol{SSH{}, Redis{}, Postgres{}, MySQL{}, MongoDB{}, Kafka{}, AMQP{}, MQTT{}, SMTP{}, IMAP{}, POP3{}, FTP{}, Memcached{}} {
+		if n := len(pcapSeeds(t, p.Name())); n < 4 {
+			t.Errorf("%s: %d seed streams from captures, want at least 4 (two ports, two directions)", p.Name(), n)
+		}
+	}
 }
