@@ -324,3 +324,17 @@ func bbBench(b *testing.B, proto Protocol, rels ...string) {
 		}
 	}
 }
+
+// bbWantPrefix is bbWant matching message prefixes.
+func bbWantPrefix(t *testing.T, got []string, want ...string) {
+	t.Helper()
+	i := 0
+	for _, g := range got {
+		if i < len(want) && strings.HasPrefix(g, want[i]) {
+			i++
+		}
+	}
+	if i < len(want) {
+		t.Errorf("missing message starting %q; got:\n%s", want[i], strings.Join(got, "\n"))
+	}
+}

@@ -133,8 +133,10 @@ func (p *syslogParser) Feed(dir Direction, data []byte, emit func(*Message)) err
 	if len(p.lr.buf) == 0 && !p.lr.dropping && p.pending == 0 && len(p.buf) == 0 {
 		if _, _, _, ok := syslogPRI(data); ok && (bytes.IndexByte(data, '\n') < 0 ||
 			bytes.IndexByte(data, '\n') == len(data)-1) {
-			// One whole message (a datagram, or a segment holding exactly one line).
-			if data[len(data)-1] == '\n' || !p.octets && !p.lines {
+			// One whole message: a segment holding exactly one line, or a datagram. A chunk
+			// without a newline may also be the head of a TCP line: it is taken as a whole
+			// message only when it holds the complete header, so the result is the same.
+			if data[len(data)-1] == '\n' || !p.octets && !p.lines && syslogHeaderComplete(data) {
 				p.message(dir, bytes.TrimRight(data, "\r\n\x00"), emit)
 				p.lines = p.lines || data[len(data)-1] == '\n'
 				return nil
@@ -275,4 +277,14 @@ func syslogTag(w []byte) []byte {
 		w = w[:i]
 	}
 	return capBytes(w, 48)
+}
+
+// syslogHeaderComplete: does b hold every header field we report (RFC 5424: PRI VERSION
+// TIMESTAMP HOSTNAME APP-NAME PROCID MSGID and a space; RFC 3164: timestamp, host, tag)?
+func syslogHeaderComplete(b []byte) bool {
+	spaces := bytes.Count(capBytes(b, 512), []byte{' '})
+	if len(b) > 6 && b[bytes.IndexByte(b, '>')+1] == '1' {
+		return spaces >= 6
+	}
+	return spaces >= 4
 }
