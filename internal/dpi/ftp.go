@@ -129,3 +129,6 @@ func (p *ftpParser) reply(l []byte, emit func(*Message)) {
 		p.tlsPending = false
 	}
 }
+
+// Midstream: the banner was missed, so the first reply is an ordinary one.
+func (p *ftpParser) Midstream() { p.banner = true }

@@ -161,3 +161,6 @@ func (p *imapParser) server(l []byte, emit func(*Message)) {
 		p.tlsTagN = 0
 	}
 }
+
+// Midstream: the greeting was missed; tagged completions are reported from the start.
+func (p *imapParser) Midstream() { p.banner = true }

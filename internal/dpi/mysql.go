@@ -265,3 +265,6 @@ func myCommand(c byte) string {
 	}
 	return ""
 }
+
+// Midstream: the greeting and handshake were missed; every client packet is a command.
+func (p *myParser) Midstream() { p.greeted, p.handshake = true, true }

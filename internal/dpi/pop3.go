@@ -155,3 +155,6 @@ func (p *pop3Parser) server(l []byte, emit func(*Message)) {
 		p.tls = status[0] == '+'
 	}
 }
+
+// Midstream: the greeting was missed, so the first status line is an ordinary reply.
+func (p *pop3Parser) Midstream() { p.banner = true }

@@ -150,3 +150,6 @@ func (p *smtpParser) server(l []byte, emit func(*Message)) {
 		p.tlsPending = false
 	}
 }
+
+// Midstream: the banner was missed, so the first reply is an ordinary one.
+func (p *smtpParser) Midstream() { p.banner = true }

@@ -84,3 +84,18 @@ func TestSMTPDataRefused(t *testing.T) {
 func FuzzSMTP(f *testing.F) {
 	fuzzA(f, SMTP{}, []byte("220 mx ESMTP\r\nEHLO x\r\nAUTH PLAIN AGJvYgBzZWNyZXQ=\r\nDATA\r\n354 go\r\n.\r\nBDAT 5 LAST\r\nhello"))
 }
+
+func TestTextMidstream(t *testing.T) {
+	p := SMTP{}.NewParser()
+	p.(interface{ Midstream() }).Midstream()
+	var got []string
+	p.Feed(ServerToClient, []byte("250 2.1.0 Ok\r\n"), func(m *Message) { got = append(got, m.Type) })
+	if len(got) != 1 || got[0] != "reply" {
+		t.Fatalf("got %q", got)
+	}
+	for _, pr := range []Protocol{FTP{}, POP3{}, IMAP{}, MySQL{}} {
+		if _, ok := pr.NewParser().(interface{ Midstream() }); !ok {
+			t.Errorf("%s parser does not handle mid-stream starts", pr.Name())
+		}
+	}
+}
