@@ -204,7 +204,7 @@ type dnsParser struct {
 		skip int
 	}
 	msg     Message
-	scratch [4096]byte
+	scratch []byte // names and answers rendered for the current message; reused
 }
 
 func (p *dnsParser) Feed(dir Direction, data []byte, emit func(*Message)) error {
@@ -257,6 +257,7 @@ func (p *dnsParser) message(dir Direction, b []byte, emit func(*Message)) {
 	an := int(binary.BigEndian.Uint16(b[6:]))
 	m := &p.msg
 	s := p.scratch[:0]
+	defer func() { p.scratch = s[:0] }() // keep the grown buffer for the next message
 	if flags&0x8000 != 0 {
 		m.Reset(dir, TypeReply)
 	} else {
@@ -299,7 +300,7 @@ func (p *dnsParser) message(dir Direction, b []byte, emit func(*Message)) {
 		rdlen := int(binary.BigEndian.Uint16(b[off+8:]))
 		rd := off + 10
 		off = rd + rdlen
-		if off > len(b) || len(s) > len(p.scratch)-300 {
+		if off > len(b) || len(s) > 2048 {
 			break
 		}
 		st := len(s)

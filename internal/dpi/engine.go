@@ -134,7 +134,7 @@ type segment struct {
 // Limits of detection besides MaxProbe bytes per direction: TCP segments (or datagrams)
 // remembered for in-order replay to the parser, and datagrams per direction for UDP/ICMP.
 const (
-	maxProbeSegments  = 32
+	maxProbeSegments  = 16
 	maxProbeDatagrams = 3
 )
 

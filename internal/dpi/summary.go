@@ -48,6 +48,9 @@ func (s *Summary) count(typ string) {
 		}
 	}
 	if len(s.types) < s.maxKeys {
+		if s.types == nil {
+			s.types = make([]typeCount, 0, 4)
+		}
 		s.types = append(s.types, typeCount{typ: typ, n: 1})
 	}
 }
@@ -74,7 +77,12 @@ func (s *Summary) value(key string, v []byte) {
 		return
 	}
 	if len(s.attrs) < s.maxKeys {
-		s.attrs = append(s.attrs, attrValues{key: key, values: []string{string(v)}})
+		if s.attrs == nil {
+			s.attrs = make([]attrValues, 0, s.maxKeys)
+		}
+		values := make([]string, 1, s.maxValues)
+		values[0] = string(v)
+		s.attrs = append(s.attrs, attrValues{key: key, values: values})
 	}
 }
 
