@@ -122,16 +122,12 @@ func fuzzA(f *testing.F, p Protocol, seeds ...[]byte) {
 	})
 }
 
-// pcapSeeds returns the TCP payload of each direction of each flow in the real captures of
-// proto (internal/inspect/testdata/<proto>/*.pcap, made by scripts/captures/batch-a.sh), so
-// fuzzing starts from what real clients and servers send.
-func pcapSeeds(tb testing.TB, proto string) [][]byte {
+// pcapFlows returns the TCP flows of the real captures of proto
+// (internal/inspect/testdata/<proto>/*.pcap, made by scripts/captures/batch-a.sh): each flow's
+// payload segments in capture order. Servers listen on the lower port in these captures.
+func pcapFlows(tb testing.TB, proto string) [][]seg {
 	files, _ := filepath.Glob(filepath.Join("..", "inspect", "testdata", proto, "*.pcap"))
-	type key struct {
-		client uint16
-		dir    Direction
-	}
-	var seeds [][]byte
+	var flows [][]seg
 	for _, name := range files {
 		f, err := os.Open(name)
 		if err != nil {
@@ -142,30 +138,47 @@ func pcapSeeds(tb testing.TB, proto string) [][]byte {
 			f.Close()
 			tb.Fatal(err)
 		}
-		streams := map[key][]byte{}
-		var order []key
+		byPort := map[uint16]int{}
 		for {
 			data, _, err := r.ReadPacketData()
 			if err != nil {
 				break
 			}
-			pkt := gopacket.NewPacket(data, r.LinkType(), gopacket.NoCopy)
+			pkt := gopacket.NewPacket(data, r.LinkType(), gopacket.Default)
 			tcp, ok := pkt.TransportLayer().(*layers.TCP)
 			if !ok || len(tcp.Payload) == 0 {
 				continue
 			}
-			k := key{uint16(tcp.SrcPort), ClientToServer}
-			if tcp.SrcPort < tcp.DstPort { // servers listen on the lower port here
-				k = key{uint16(tcp.DstPort), ServerToClient}
+			client, dir := uint16(tcp.SrcPort), ClientToServer
+			if tcp.SrcPort < tcp.DstPort {
+				client, dir = uint16(tcp.DstPort), ServerToClient
 			}
-			if _, seen := streams[k]; !seen {
-				order = append(order, k)
+			i, seen := byPort[client]
+			if !seen {
+				i = len(flows)
+				byPort[client] = i
+				flows = append(flows, nil)
 			}
-			streams[k] = append(streams[k], tcp.Payload...)
+			flows[i] = append(flows[i], seg{dir, tcp.Payload})
 		}
 		f.Close()
-		for _, k := range order {
-			seeds = append(seeds, streams[k])
+	}
+	return flows
+}
+
+// pcapSeeds returns each direction of each captured flow of proto as one fuzz seed, so
+// fuzzing starts from what real clients and servers send.
+func pcapSeeds(tb testing.TB, proto string) [][]byte {
+	var seeds [][]byte
+	for _, fl := range pcapFlows(tb, proto) {
+		var dirs [2][]byte
+		for _, s := range fl {
+			dirs[s.dir] = append(dirs[s.dir], s.data...)
+		}
+		for _, d := range dirs {
+			if len(d) > 0 {
+				seeds = append(seeds, d)
+			}
 		}
 	}
 	return seeds
