@@ -229,6 +229,10 @@ func (t *table) packet(lt layers.LinkType, data []byte, wireLen int) bool {
 	}
 	if f == nil {
 		if len(t.flows) >= t.cfg.MaxFlows {
+			if t.dropped == 0 {
+				t.cfg.Log.Warn("flow table full: new flows are counted but not inspected",
+					"max_flows", t.cfg.MaxFlows)
+			}
 			t.dropped++
 			return true
 		}

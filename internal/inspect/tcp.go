@@ -47,17 +47,24 @@ func (f *flow) tcp(dir dpi.Direction, p *packetInfo) {
 	if len(p.payload) > 0 {
 		h.segment(f, dir, p.seq, p.payload)
 	}
-	if p.flags&tcpRST != 0 {
-		f.half[0].flush(f, dpi.ClientToServer)
-		f.half[1].flush(f, dpi.ServerToClient)
-		f.closed = true
-	}
 	if p.flags&tcpFIN != 0 {
 		h.fin = true
-		if f.half[0].fin && f.half[1].fin {
-			f.closed = true
-		}
 	}
+	if p.flags&tcpRST != 0 || f.half[0].fin && f.half[1].fin {
+		f.end()
+	}
+}
+
+// end finishes a connection (both FINs or a RST): held segments are delivered and the DPI
+// flow is closed so its parser state is freed while the rest of the capture is read.
+func (f *flow) end() {
+	if f.closed {
+		return
+	}
+	f.half[0].flush(f, dpi.ClientToServer)
+	f.half[1].flush(f, dpi.ServerToClient)
+	f.df.Close()
+	f.closed = true
 }
 
 func (h *tcpHalf) segment(f *flow, dir dpi.Direction, seq uint32, data []byte) {
