@@ -1,10 +1,12 @@
 package cli
 
 import (
+	"bytes"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"os"
+	"path/filepath"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -31,6 +33,7 @@ func newLabDownCommand(g *globals, o *labOptions) *cobra.Command {
 				fmt.Fprintf(g.stderr, "warning: %v; removing leftovers by name\n", err)
 				st = nil
 			}
+			labRemoveAdminConfig(dir, g) // before the daemon removes the controller's copy
 			if st != nil && lab.DaemonAlive(st) {
 				// The daemon tears down what it built; wait for it, bounded.
 				_ = st.Daemon.Signal(unix.SIGTERM)
@@ -50,6 +53,25 @@ func newLabDownCommand(g *globals, o *labOptions) *cobra.Command {
 			}
 			return nil
 		},
+	}
+}
+
+// labRemoveAdminConfig removes ~/.meshguard/config when it is the copy `lab up` made of the
+// lab controller's admin.conf: it would point at a controller that is gone.
+func labRemoveAdminConfig(dir string, g *globals) {
+	lab, err := os.ReadFile(filepath.Join(dir, "controller", "admin.conf"))
+	if err != nil {
+		return
+	}
+	home, err := os.UserHomeDir()
+	if err != nil {
+		return
+	}
+	dst := filepath.Join(home, ".meshguard", "config")
+	if cur, err := os.ReadFile(dst); err == nil && bytes.Equal(cur, lab) {
+		if err := os.Remove(dst); err == nil {
+			fmt.Fprintf(g.stderr, "removed %s (it pointed at the lab's controller)\n", dst)
+		}
 	}
 }
 

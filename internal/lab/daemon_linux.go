@@ -27,6 +27,9 @@ type SystemSpec struct {
 	Args      []string      // argv after the meshguard executable
 	Env       []string      // extra environment, KEY=VALUE
 	Netns     string        // netns path to run in; "" = the host's
+	// Credential, when set, runs the process as that uid/gid (e.g. a sidecar uid that the
+	// interception rules exclude); nil = root.
+	Credential *syscall.Credential
 	ReadyLine string        // wait for an output line containing this; "" = do not wait
 	Timeout   time.Duration // bound for ReadyLine; 0 = 60s
 	LogFile   string
@@ -278,7 +281,7 @@ func (d *Daemon) startSystem(ctx context.Context, spec SystemSpec) (Proc, error)
 	cmd := exec.Command(d.cfg.Self, spec.Args...)
 	cmd.Env = append([]string{"PATH=" + PodPath}, spec.Env...)
 	cmd.Stdout, cmd.Stderr = pw, pw
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true, Credential: spec.Credential}
 	if err := startIn(spec.Netns, cmd); err != nil {
 		pr.Close()
 		pw.Close()

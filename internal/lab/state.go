@@ -168,6 +168,20 @@ func (s *State) FindPod(ref string) (*PodState, error) {
 	}
 }
 
+// PodNetns returns the network namespace path of pod ref ("name" or "namespace/name") in the
+// lab whose state lives in stateDir (lab.DefaultStateDir normally), e.g. /run/netns/mglab-3.
+func PodNetns(stateDir, ref string) (string, error) {
+	s, err := ReadState(stateDir)
+	if err != nil {
+		return "", err
+	}
+	p, err := s.FindPod(ref)
+	if err != nil {
+		return "", err
+	}
+	return p.Netns, nil
+}
+
 // Plan assigns addresses and resource names to a validated topology: the gateway takes the
 // pod CIDR's first address, pods the next ones in file order, services the service CIDR's
 // addresses in file order. Deterministic, so the same file gives the same addresses.

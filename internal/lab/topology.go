@@ -3,6 +3,13 @@
 // virtual IPs (nftables DNAT, the kube-proxy role) and a DNS server answering
 // <svc>.<ns>.svc.cluster.local. A detached daemon (`meshguard lab daemon`) owns everything it
 // creates and records it in a state file, so `lab down` can remove it all, even after a crash.
+//
+// Flow: ParseTopology (file:line errors, nothing started) → Plan (addresses, names) →
+// WriteState → the daemon (Daemon.Run) builds bridge, netns, veths, nftables, DNS, then the
+// system processes (DaemonConfig.System: the controller), then each pod: its sidecar first
+// (DaemonConfig.Sidecars, a SidecarLauncher; the process runs in PodState.Netns), then the
+// pod's command via `meshguard lab pod-init` in new PID/mount/UTS namespaces. Other processes
+// find a pod's netns, IP, labels and service account with ReadState / PodNetns.
 package lab
 
 import (

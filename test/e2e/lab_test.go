@@ -60,9 +60,36 @@ func labRequire(t *testing.T, tools ...string) {
 			t.Skipf("%s not installed (scripts/lib.sh installs it): %v", tool, err)
 		}
 	}
+	labLock(t)
 	if st, err := lab.ReadState(lab.DefaultStateDir); err == nil && lab.DaemonAlive(st) {
 		t.Skip("a lab is already running on this machine; not touching it")
 	}
+}
+
+// labLock serialises lab tests across test processes (there is one lab per machine): it holds
+// an flock on /run/meshguard/e2e-lab.lock until the test ends, waiting for it (bounded).
+func labLock(t *testing.T) {
+	t.Helper()
+	if err := os.MkdirAll("/run/meshguard", 0o711); err != nil {
+		t.Fatal(err)
+	}
+	f, err := os.OpenFile("/run/meshguard/e2e-lab.lock", os.O_CREATE|os.O_RDWR, 0o600)
+	if err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(5 * time.Minute)
+	for {
+		err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB)
+		if err == nil {
+			break
+		}
+		if time.Now().After(deadline) {
+			f.Close()
+			t.Fatalf("another test process holds the lab for over 5 minutes: %v", err)
+		}
+		time.Sleep(250 * time.Millisecond) // poll interval of a bounded wait for the lock
+	}
+	t.Cleanup(func() { f.Close() }) // closing releases the lock, after lab down (cleanups run LIFO)
 }
 
 // labUp writes topology to a temp file, brings the lab up and registers `lab down` at cleanup.
@@ -72,6 +99,9 @@ func labUp(t *testing.T, topology string) string {
 	if err := os.WriteFile(file, []byte(topology), 0o644); err != nil {
 		t.Fatal(err)
 	}
+	// lab up copies the lab controller's admin.conf to ~/.meshguard/config: keep it out of the
+	// real home.
+	t.Setenv("HOME", t.TempDir())
 	t.Cleanup(func() { Run(t, "lab", "down") })
 	MustRun(t, "lab", "up", "-f", file)
 	return file
@@ -221,8 +251,24 @@ func TestLabShop(t *testing.T) {
 		}
 	}
 
+	adminConf := filepath.Join(os.Getenv("HOME"), ".meshguard", "config")
+	for _, sp := range st.System {
+		if sp.Name != "controller" {
+			continue
+		}
+		if sp.State != "running" || !sp.Proc.Alive() {
+			t.Errorf("lab controller not running: %+v", sp)
+		}
+		if fi, err := os.Stat(adminConf); err != nil || fi.Mode().Perm() != 0o600 {
+			t.Errorf("lab up did not install %s (0600): %v", adminConf, err)
+		}
+	}
+
 	MustRun(t, "lab", "down")
 	labAssertGone(t, st)
+	if _, err := os.Stat(adminConf); !os.IsNotExist(err) {
+		t.Errorf("lab down left %s pointing at a gone controller (%v)", adminConf, err)
+	}
 	MustRun(t, "lab", "down") // idempotent
 }
 
@@ -261,5 +307,40 @@ func TestLabRefusesBadTopology(t *testing.T) {
 	}
 	if _, err := netlink.LinkByName(lab.BridgeName); bridgeBefore != nil && err == nil {
 		t.Error("a refused topology created the lab bridge")
+	}
+}
+
+func TestLabNeedsRoot(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("needs root to run the binary as another user")
+	}
+	// A world-readable copy of the binary and topology, run as nobody.
+	dir, err := os.MkdirTemp("", "meshguard-lab-nonroot-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(dir) })
+	if err := os.Chmod(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	b, err := os.ReadFile(bin)
+	if err != nil {
+		t.Fatal(err)
+	}
+	nbin := filepath.Join(dir, "meshguard")
+	if err := os.WriteFile(nbin, b, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	topo := filepath.Join(dir, "t.yaml")
+	if err := os.WriteFile(topo, []byte(labTopology), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	for _, args := range [][]string{{"lab", "up", "-f", topo}, {"lab", "status"}, {"lab", "down"}} {
+		cmd := exec.Command(nbin, args...)
+		cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: 65534, Gid: 65534}}
+		out, err := cmd.CombinedOutput()
+		if err == nil || !strings.Contains(string(out), "the lab needs root") {
+			t.Errorf("meshguard %s as nobody: %v\n%s", strings.Join(args, " "), err, out)
+		}
 	}
 }
