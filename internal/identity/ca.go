@@ -531,7 +531,26 @@ func (ca *CA) VerifySVID(chain []*x509.Certificate) (spiffeid.ID, *x509.Certific
 		return spiffeid.ID{}, nil, fmt.Errorf("%w at %s; attest again with a new join token", ErrExpired, leaf.NotAfter.UTC().Format(time.RFC3339))
 	}
 	id, err := VerifyChain(chain, ca.Bundle(), now, ca.cfg.TrustDomain)
-	return id, leaf, err
+	if err != nil {
+		return spiffeid.ID{}, nil, err
+	}
+	// Only workload SVIDs renew; the controller's own certificates never do.
+	if err := checkWorkloadPath(id.Path()); err != nil {
+		return spiffeid.ID{}, nil, fmt.Errorf("%s is not a workload identity: %w", id, err)
+	}
+	if !hasEKU(leaf, x509.ExtKeyUsageClientAuth) {
+		return spiffeid.ID{}, nil, fmt.Errorf("%s: certificate lacks clientAuth extended key usage", id)
+	}
+	return id, leaf, nil
+}
+
+func hasEKU(c *x509.Certificate, want x509.ExtKeyUsage) bool {
+	for _, u := range c.ExtKeyUsage {
+		if u == want {
+			return true
+		}
+	}
+	return false
 }
 
 // VerifyChain verifies an SVID chain (leaf first) against roots at time now and returns the

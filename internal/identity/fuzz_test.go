@@ -9,6 +9,8 @@ import (
 	"testing"
 	"time"
 
+	"google.golang.org/protobuf/proto"
+
 	identityv1 "github.com/meshguard/meshguard/api/identity/v1"
 	"github.com/meshguard/meshguard/internal/identity"
 	"github.com/meshguard/meshguard/internal/identity/identitytest"
@@ -43,6 +45,29 @@ func FuzzAttest(f *testing.F) {
 		resp, err := s.Service.Attest(context.Background(), &identityv1.AttestRequest{Csr: csr, Evidence: evidence, SpiffeId: id, Attestor: attestor})
 		if err == nil && (resp == nil || resp.SpiffeId != testID) {
 			t.Fatalf("issued %v for fuzzed input", resp)
+		}
+	})
+}
+
+// FuzzAttestWire feeds raw bytes through protobuf decoding into the handler, as the gRPC
+// server does for a request that fits MaxRequestBytes.
+func FuzzAttestWire(f *testing.F) {
+	s := identitytest.Start(f, time.Hour)
+	k, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	seed, _ := proto.Marshal(&identityv1.AttestRequest{Csr: csrFor(f, k, testID), Evidence: []byte("mgjt_x"), Attestor: "join_token"})
+	f.Add(seed)
+	f.Add([]byte{0x0a, 0xff, 0xff, 0xff, 0xff, 0x0f})
+	f.Add([]byte{})
+	f.Fuzz(func(t *testing.T, wire []byte) {
+		if len(wire) > identity.MaxRequestBytes {
+			return
+		}
+		var req identityv1.AttestRequest
+		if proto.Unmarshal(wire, &req) != nil {
+			return
+		}
+		if resp, err := s.Service.Attest(context.Background(), &req); err == nil {
+			t.Fatalf("issued %v for fuzzed wire input", resp)
 		}
 	})
 }

@@ -9,6 +9,7 @@ import (
 	"crypto/rsa"
 	"crypto/tls"
 	"crypto/x509"
+	"math/big"
 	"net/url"
 	"strings"
 	"testing"
@@ -216,6 +217,11 @@ func TestRenewRequiresValidUnrevokedSVID(t *testing.T) {
 	if _, err := client(t, s, nil).Renew(ctx, &identityv1.RenewRequest{Csr: csrFor(t, p256(t), "")}); status.Code(err) != codes.Unauthenticated {
 		t.Fatalf("renew without SVID: %v, want Unauthenticated", err)
 	}
+	// A certificate from another CA with the right SPIFFE ID is not an SVID of ours.
+	forged := selfSigned(t, testID)
+	if _, err := client(t, s, forged).Renew(ctx, &identityv1.RenewRequest{Csr: csrFor(t, p256(t), "")}); status.Code(err) != codes.Unauthenticated || !strings.Contains(err.Error(), "verify svid") {
+		t.Fatalf("renew with a foreign certificate: %v, want Unauthenticated", err)
+	}
 	resp, err := client(t, s, cert).Renew(ctx, &identityv1.RenewRequest{Csr: csrFor(t, p256(t), "")})
 	if err != nil {
 		t.Fatalf("renew with valid SVID: %v", err)
@@ -289,4 +295,17 @@ func TestIntermediateRotatesAutomatically(t *testing.T) {
 	if string(after.Chain[1]) == string(before.Chain[1]) {
 		t.Fatal("intermediate unchanged")
 	}
+}
+
+func selfSigned(t *testing.T, uri string) *tls.Certificate {
+	t.Helper()
+	key := p256(t)
+	u, _ := url.Parse(uri)
+	tmpl := &x509.Certificate{SerialNumber: big.NewInt(7), NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour),
+		URIs: []*url.URL{u}, ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}, KeyUsage: x509.KeyUsageDigitalSignature}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, key.Public(), key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return &tls.Certificate{Certificate: [][]byte{der}, PrivateKey: key}
 }
