@@ -23,16 +23,16 @@ import (
 // SystemSpec describes a lab-managed process that is not a pod's command: the controller now,
 // sidecars (in a pod's netns) and agents later. Args are passed to the meshguard binary itself.
 type SystemSpec struct {
-	Name      string        // unique, e.g. "controller" or "sidecar:shop/web"
-	Args      []string      // argv after the meshguard executable
-	Env       []string      // extra environment, KEY=VALUE
-	Netns     string        // netns path to run in; "" = the host's
+	Name  string   // unique, e.g. "controller" or "sidecar:shop/web"
+	Args  []string // argv after the meshguard executable
+	Env   []string // extra environment, KEY=VALUE
+	Netns string   // netns path to run in; "" = the host's
 	// Credential, when set, runs the process as that uid/gid (e.g. a sidecar uid that the
 	// interception rules exclude); nil = root.
 	Credential *syscall.Credential
-	ReadyLine string        // wait for an output line containing this; "" = do not wait
-	Timeout   time.Duration // bound for ReadyLine; 0 = 60s
-	LogFile   string
+	ReadyLine  string        // wait for an output line containing this; "" = do not wait
+	Timeout    time.Duration // bound for ReadyLine; 0 = 60s
+	LogFile    string
 }
 
 // SidecarLauncher is the seam where sidecars plug into pod start: for a pod with sidecar: true
