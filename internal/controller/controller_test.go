@@ -86,21 +86,30 @@ func TestControllerServesAPIAndRestartsWithSameCAAndToken(t *testing.T) {
 	if !strings.HasPrefix(adm.Server, "https://127.0.0.1:") || strings.HasSuffix(adm.Server, ":0") {
 		t.Fatalf("server %q: want the bound https address", adm.Server)
 	}
-	get := func(adm api.AdminConfig) int {
+	call := func(adm api.AdminConfig, method, path, body string) (int, string) {
 		roots := x509.NewCertPool()
 		roots.AppendCertsFromPEM(mustRead(t, adm.CAFile))
 		hc := &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: roots}}}
-		req, _ := http.NewRequest("GET", adm.Server+"/api/v1/events?kind=audit", nil)
+		req, _ := http.NewRequest(method, adm.Server+path, strings.NewReader(body))
 		req.Header.Set("Authorization", "Bearer "+adm.Token)
 		resp, err := hc.Do(req)
 		if err != nil {
 			t.Fatal(err)
 		}
-		resp.Body.Close()
-		return resp.StatusCode
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return resp.StatusCode, string(b)
 	}
-	if code := get(adm); code != 200 {
-		t.Fatalf("GET events: %d", code)
+	get := func(adm api.AdminConfig) int {
+		code, _ := call(adm, "GET", "/api/v1/events?kind=audit", "")
+		return code
+	}
+	if code, _ := call(adm, "POST", "/api/v1/tokens", `{"spiffeId":"spiffe://example.org/ns/default/sa/web"}`); code != 201 {
+		t.Fatalf("POST tokens: %d", code)
+	}
+	// The identity service's audit events reach the API's event list.
+	if code, body := call(adm, "GET", "/api/v1/events?kind=audit", ""); code != 200 || !strings.Contains(body, `"name":"token.created"`) {
+		t.Fatalf("GET events: %d %s", code, body)
 	}
 	bundle := mustRead(t, adm.CAFile)
 	stop()
