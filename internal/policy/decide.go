@@ -146,26 +146,23 @@ func (p *Policy) Decide(in *Input) Decision {
 	}
 	if deny >= 0 {
 		r := &p.rules[deny]
-		g := p.groups[r.to]
-		return Decision{Verdict: Deny, Violation: true, Mode: g.mode, Reason: ReasonDenyRule, RuleID: r.id, Learned: r.learned, Group: g.key}
+		return Decision{Verdict: Deny, Violation: true, Mode: r.toMode, Reason: ReasonDenyRule, RuleID: r.id, Learned: r.learned, Group: r.toKey}
 	}
 	if allow >= 0 {
 		r := &p.rules[allow]
-		g := p.groups[r.to]
-		return Decision{Verdict: Allow, Mode: g.mode, Reason: ReasonAllowRule, RuleID: r.id, Learned: r.learned, Group: g.key}
+		return Decision{Verdict: Allow, Mode: r.toMode, Reason: ReasonAllowRule, RuleID: r.id, Learned: r.learned, Group: r.toKey}
 	}
 	// No rule: the strictest destination group's mode decides.
 	found := false
 	var g cgroup
+	var best uint8
 	for _, dg := range in.DstGroups {
-		if int(dg) >= len(p.groups) || !p.groups[dg].valid {
-			continue
-		}
-		c := p.groups[dg]
-		if !found || c.mode.strictness() > g.mode.strictness() {
-			g, found = c, true
+		// strict is a dense byte per group (0: not in this policy): stays in cache.
+		if int(dg) < len(p.strict) && p.strict[dg] > best {
+			best, g = p.strict[dg], p.groups[dg]
 		}
 	}
+	found = best > 0
 	d := Decision{Reason: ReasonMode, Mode: g.mode, Group: g.key}
 	if !found {
 		d.Reason, d.Mode = ReasonNoGroup, p.defaultMode
@@ -255,7 +252,7 @@ func (r *crule) matches(in *Input, msg *dpi.Message, allow bool) matchResult {
 }
 
 func (r *crule) matchL7(in *Input, msg *dpi.Message, allow bool) matchResult {
-	if r.l7 == nil {
+	if r.l7.has == 0 {
 		return matchYes
 	}
 	if !r.l7.appliesTo(in.App) {
