@@ -145,11 +145,12 @@ func (p *memcParser) Feed(dir Direction, data []byte, emit func(*Message)) error
 func (p *memcParser) text(dir Direction, l []byte, emit func(*Message)) int {
 	var f [8][]byte
 	n := 0
-	for _, w := range bytes.Fields(capBytes(l, 1024)) {
-		if n == len(f) {
+	for rest := capBytes(l, 1024); n < len(f); {
+		rest = bytes.TrimLeft(rest, " \t")
+		if len(rest) == 0 {
 			break
 		}
-		f[n] = w
+		f[n], rest = cutWord(rest)
 		n++
 	}
 	if n == 0 {

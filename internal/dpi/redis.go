@@ -133,12 +133,8 @@ func (p *redisParser) Feed(dir Direction, data []byte, emit func(*Message)) erro
 			n := min(s.bulk, len(data))
 			if s.depth == 1 && s.elem < 2 && s.top == '*' {
 				done := s.bulkLen + 2 - s.bulk // payload bytes already read
-				k := s.elem
-				for i := 0; i < n && done+i < s.bulkLen; i++ {
-					if s.captN[k] < redisCapture {
-						s.capt[k][s.captN[k]] = data[i]
-						s.captN[k]++
-					}
+				if k := s.elem; done < s.bulkLen {
+					s.captN[k] += copy(s.capt[k][s.captN[k]:], data[:min(n, s.bulkLen-done)])
 				}
 			}
 			s.bulk -= n
@@ -188,8 +184,8 @@ func (p *redisParser) line(dir Direction, s *redisDir, l []byte, emit func(*Mess
 	}
 	switch t {
 	case '*', '~', '>', '%', '|':
-		n, err := strconv.Atoi(string(l[1:]))
-		if err != nil || n > redisMaxElement {
+		n, ok := respInt(l[1:])
+		if !ok || n > redisMaxElement {
 			return errRedisGarbage
 		}
 		if t == '%' || t == '|' {
@@ -206,8 +202,8 @@ func (p *redisParser) line(dir Direction, s *redisDir, l []byte, emit func(*Mess
 		s.depth++
 		return nil
 	case '$', '!', '=':
-		n, err := strconv.Atoi(string(l[1:]))
-		if err != nil || n > 512<<20 {
+		n, ok := respInt(l[1:])
+		if !ok || n > 512<<20 {
 			return errRedisGarbage
 		}
 		if n < 0 {
@@ -254,15 +250,45 @@ func (p *redisParser) element(dir Direction, s *redisDir, emit func(*Message)) {
 }
 
 func (p *redisParser) inline(dir Direction, l []byte, emit func(*Message)) {
-	f := bytes.Fields(capBytes(l, 1024))
-	if len(f) == 0 {
-		return
-	}
+	rest := bytes.TrimLeft(capBytes(l, 1024), " \t")
+	name, rest := cutWord(rest)
+	args := 0
 	var key []byte
-	if len(f) > 1 {
-		key = f[1]
+	for {
+		rest = bytes.TrimLeft(rest, " \t")
+		if len(rest) == 0 {
+			break
+		}
+		var w []byte
+		w, rest = cutWord(rest)
+		if args == 0 {
+			key = w
+		}
+		args++
 	}
-	p.command(dir, f[0], key, len(f)-1, emit)
+	p.command(dir, name, key, args, emit)
+}
+
+// respInt parses a RESP length or count: an optional '-' and at most 10 digits.
+func respInt(b []byte) (int, bool) {
+	neg := len(b) > 0 && b[0] == '-'
+	if neg {
+		b = b[1:]
+	}
+	if len(b) == 0 || len(b) > 10 {
+		return 0, false
+	}
+	n := 0
+	for _, c := range b {
+		if c < '0' || c > '9' {
+			return 0, false
+		}
+		n = n*10 + int(c-'0')
+	}
+	if neg {
+		n = -n
+	}
+	return n, true
 }
 
 func (p *redisParser) command(dir Direction, name, first []byte, args int, emit func(*Message)) {
