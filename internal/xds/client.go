@@ -181,7 +181,7 @@ func (c *Client) stream(ctx context.Context) (progressed bool, err error) {
 	// WaitForReady: while the controller is unreachable the stream waits for the connection
 	// (whose own reconnect backoff is set on Conn, e.g. grpc.WithConnectParams) instead of
 	// failing fast in a loop.
-	st, err := c.client.StreamConfig(ctx, grpc.WaitForReady(true))
+	st, err := c.client.StreamConfig(ctx, grpc.WaitForReady(true), grpc.MaxCallRecvMsgSize(maxSnapshot))
 	if err != nil {
 		return false, err
 	}
@@ -250,8 +250,9 @@ func (c *Client) setErr(err error) {
 	c.mu.Unlock()
 }
 
-// maxStateFile bounds what loadState reads, so a corrupt or hostile file cannot exhaust memory.
-const maxStateFile = 64 << 20
+// maxSnapshot bounds a snapshot from the controller (gRPC's 4 MiB default is too small for
+// large meshes) and what loadState reads, so a corrupt file cannot exhaust memory.
+const maxSnapshot = 64 << 20
 
 func (c *Client) loadState() error {
 	f, err := os.Open(c.cfg.StateFile)
@@ -262,12 +263,12 @@ func (c *Client) loadState() error {
 		return err
 	}
 	defer f.Close()
-	b, err := io.ReadAll(io.LimitReader(f, maxStateFile+1))
+	b, err := io.ReadAll(io.LimitReader(f, maxSnapshot+1))
 	if err != nil {
 		return err
 	}
-	if len(b) > maxStateFile {
-		return fmt.Errorf("larger than %d bytes", maxStateFile)
+	if len(b) > maxSnapshot {
+		return fmt.Errorf("larger than %d bytes", maxSnapshot)
 	}
 	var resp xdsv1.ConfigResponse
 	if err := proto.Unmarshal(b, &resp); err != nil {

@@ -171,6 +171,11 @@ func (b *Batcher) flush(ctx context.Context) {
 			b.pendingDropped += uint64(lost)
 			b.stats.Dropped += uint64(lost)
 			b.mu.Unlock()
+			// Retry on the next tick, not on the next full batch: the controller is struggling.
+			select {
+			case <-b.kick:
+			default:
+			}
 			b.cfg.Log.Debug("sending connection reports failed; will retry", "reports", n, "err", err)
 			return
 		}

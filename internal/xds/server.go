@@ -263,6 +263,19 @@ func (s *Server) notifyLocked() {
 	s.changed = make(chan struct{})
 }
 
+// Progress returns the current version, how many sidecars are connected and how many of
+// them applied the current version; cheap enough to poll on every Changed.
+func (s *Server) Progress() (version uint64, connected, upToDate int) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for _, c := range s.conns {
+		if c.status.AckedVersion == s.version {
+			upToDate++
+		}
+	}
+	return s.version, len(s.conns), upToDate
+}
+
 // Sidecars returns the status of every connected sidecar, sorted by Node.Key.
 func (s *Server) Sidecars() []SidecarStatus {
 	s.mu.Lock()

@@ -386,3 +386,14 @@ func FuzzValidate(f *testing.F) {
 		_ = Validate(&s)
 	})
 }
+
+func TestSnapshotLargerThanGRPCDefaultLimit(t *testing.T) {
+	big := strings.Repeat("x", 6<<20) // above gRPC's 4 MiB default receive limit
+	srv := startServer(t, "127.0.0.1:0", newWorld(big), nil)
+	app := newApplier()
+	cl := startClient(t, ClientConfig{Conn: dial(t, srv.Addr, nil), Applier: app, SpiffeID: webID(0), Namespace: "shop", Workload: "web-0"})
+	waitReady(t, cl.Client)
+	if _, p, _ := app.state(); len(p) != len(big) {
+		t.Fatalf("applied policy of %d bytes, want %d", len(p), len(big))
+	}
+}
