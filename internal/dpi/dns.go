@@ -47,6 +47,9 @@ func dnsVerdict(b []byte, t Transport, response bool) Verdict {
 			return No
 		}
 		b = b[2:]
+		if len(b) < n && !dnsPrefixOK(b, n, response) {
+			return No
+		}
 		if len(b) < n {
 			if len(b) >= MaxProbe-2 { // cannot see all of it: judge the header and question
 				if dnsPlausible(b, response, false) {
@@ -65,6 +68,28 @@ func dnsVerdict(b []byte, t Transport, response bool) Verdict {
 		return Yes
 	}
 	return No
+}
+
+// dnsPrefixOK judges a TCP message of length n from its first bytes, so a few bytes of another
+// protocol ("PING\r\n" reads as a 20553-byte message) get a quick No instead of NeedMore.
+func dnsPrefixOK(b []byte, n int, response bool) bool {
+	if !response && n > 4096 { // queries are small; answers (zone transfers) may be large
+		return false
+	}
+	if len(b) >= 3 && (b[2]&0x80 != 0) != response {
+		return false
+	}
+	if len(b) >= 3 {
+		switch (b[2] >> 3) & 0xf {
+		case 0, 1, 2, 4, 5:
+		default:
+			return false
+		}
+	}
+	if len(b) >= 6 && (binary.BigEndian.Uint16(b[4:]) > 8) {
+		return false
+	}
+	return true
 }
 
 func dnsHeaderOK(b []byte, response bool) bool {

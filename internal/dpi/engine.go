@@ -136,6 +136,7 @@ type segment struct {
 const (
 	maxProbeSegments  = 16
 	maxProbeDatagrams = 3
+	maxYesWaits       = 2 // direction turns a Yes waits for an earlier protocol's NeedMore
 )
 
 // Flow is one connection (or UDP/ICMP conversation) going through the engine. Feed it the
@@ -153,6 +154,8 @@ type Flow struct {
 	segs     [maxProbeSegments]segment
 	nsegs    int
 	grams    [2]int
+	yesWaits int
+	waitSegs int
 	mismatch bool
 	err      error
 	packets  [2]uint64
@@ -333,8 +336,8 @@ func (f *Flow) probeBytes(dir Direction) []byte {
 }
 
 // detect runs the detectors over the probe. Registry order is priority: the first Yes wins
-// unless an earlier protocol still says NeedMore (then we wait, unless final). A Maybe is the
-// fallback when nothing says Yes.
+// unless an earlier protocol still says NeedMore (then we wait a few feeds, or until final).
+// A Maybe is the fallback when nothing says Yes.
 func (f *Flow) detect(final bool) {
 	p := Probe{
 		Transport:  f.info.Transport,
@@ -364,7 +367,15 @@ func (f *Flow) detect(final bool) {
 		}
 	}
 	if need && !final {
-		return
+		// A later protocol's Yes waits for an earlier NeedMore only a few turns of the
+		// conversation, so one hesitant detector cannot hold back detection for the whole flow.
+		if firstYes >= 0 && f.nsegs != f.waitSegs {
+			f.waitSegs = f.nsegs
+			f.yesWaits++
+		}
+		if firstYes < 0 || f.yesWaits <= maxYesWaits {
+			return
+		}
 	}
 	switch {
 	case firstYes >= 0:

@@ -234,3 +234,38 @@ func TestSteadyStateAllocations(t *testing.T) {
 		t.Errorf("dns: %v allocations per query/response, want 0", n)
 	}
 }
+
+// TestShortClientBytesDoNotStall: a few bytes of a protocol later in the registry (Redis's
+// "PING\r\n") must not be held back by the core detectors' NeedMore, and a detector that
+// keeps saying NeedMore holds a later Yes back only a couple of turns.
+func TestShortClientBytesDoNotStall(t *testing.T) {
+	redisLike := fakeProto{name: "pinger", detect: func(p *Probe) Verdict {
+		if string(p.Client) == "PING\r\n" {
+			return Yes
+		}
+		return No
+	}}
+	e, err := New(Config{Protocols: []Protocol{HTTP2{}, HTTP1{}, TLS{}, DNS{}, redisLike}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	fl := e.NewFlow(FlowInfo{Transport: TCP, ServerPort: 6379}, nil)
+	fl.Feed(ClientToServer, []byte("PING\r\n"))
+	if fl.Protocol() != "pinger" {
+		t.Fatalf("after one PING: %q, want pinger", fl.Protocol())
+	}
+}
+
+func TestHesitantDetectorIsBounded(t *testing.T) {
+	hesitant := fakeProto{name: "hesitant", detect: func(*Probe) Verdict { return NeedMore }}
+	sure := fakeProto{name: "sure", detect: func(*Probe) Verdict { return Yes }}
+	e, _ := New(Config{Protocols: []Protocol{hesitant, sure}})
+	fl := e.NewFlow(FlowInfo{Transport: TCP}, nil)
+	turns := 0
+	for ; turns < 10 && !fl.Detected(); turns++ {
+		fl.Feed(Direction(turns%2), []byte("x"))
+	}
+	if fl.Protocol() != "sure" || turns > 4 {
+		t.Fatalf("after %d turns: %q, want sure within 4", turns, fl.Protocol())
+	}
+}

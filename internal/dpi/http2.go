@@ -66,6 +66,10 @@ func (HTTP2) Detect(p *Probe) Verdict {
 	s := p.Server
 	if len(c) == 0 && len(s) > 0 && !p.Midstream {
 		if len(s) < 9 {
+			// A server preface is a SETTINGS frame: length < 256, type 4.
+			if s[0] != 0 || len(s) > 1 && s[1] != 0 || len(s) > 3 && s[3] != 4 {
+				return No
+			}
 			return NeedMore
 		}
 		l := int(s[0])<<16 | int(s[1])<<8 | int(s[2])
