@@ -1,0 +1,67 @@
+package sidecar
+
+import (
+	"errors"
+	"io"
+	"net"
+	"net/http"
+	"sync"
+)
+
+// bufPool recycles copy buffers: one per direction per stream would otherwise be 64 KiB of
+// garbage per connection.
+type bufPool struct{ p sync.Pool }
+
+const copyBufSize = 32 << 10
+
+func newBufPool() *bufPool {
+	return &bufPool{p: sync.Pool{New: func() any { b := make([]byte, copyBufSize); return &b }}}
+}
+
+func (bp *bufPool) get() *[]byte  { return bp.p.Get().(*[]byte) }
+func (bp *bufPool) put(b *[]byte) { bp.p.Put(b) }
+
+// closeWriter is a stream that can signal EOF to its peer while still reading.
+type closeWriter interface{ CloseWrite() error }
+
+func closeWrite(w io.Writer) {
+	if cw, ok := w.(closeWriter); ok {
+		_ = cw.CloseWrite()
+	}
+}
+
+// copyHalf copies src to dst until EOF, flushing dst after each write when it can (HTTP/2
+// response writers buffer), then half-closes dst. It returns the bytes copied and the first
+// error other than EOF.
+func (bp *bufPool) copyHalf(dst io.Writer, src io.Reader) (int64, error) {
+	b := bp.get()
+	defer bp.put(b)
+	buf := *b
+	fl, _ := dst.(http.Flusher)
+	var n int64
+	for {
+		nr, rerr := src.Read(buf)
+		if nr > 0 {
+			nw, werr := dst.Write(buf[:nr])
+			n += int64(nw)
+			if werr != nil {
+				return n, werr
+			}
+			if fl != nil {
+				fl.Flush()
+			}
+		}
+		if rerr != nil {
+			closeWrite(dst)
+			if errors.Is(rerr, io.EOF) {
+				return n, nil
+			}
+			return n, rerr
+		}
+	}
+}
+
+// isClosedErr tells errors caused by our own teardown from real failures.
+func isClosedErr(err error) bool {
+	return err == nil || errors.Is(err, net.ErrClosed) || errors.Is(err, io.ErrClosedPipe)
+}

@@ -1,0 +1,546 @@
+package sidecar
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/netip"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/jonboulle/clockwork"
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
+	"github.com/spiffe/go-spiffe/v2/svid/x509svid"
+	"golang.org/x/net/http2"
+)
+
+// headerReason carries why a CONNECT was refused, for the client's report and logs.
+const headerReason = "Meshguard-Reason"
+
+// Mode is the inbound mTLS mode of a workload.
+type Mode int32
+
+const (
+	// Strict refuses plaintext from unmeshed sources (the default).
+	Strict Mode = iota
+	// Permissive delivers plaintext from unmeshed sources and reports it as unauthenticated,
+	// so workloads can migrate into the mesh.
+	Permissive
+)
+
+func (m Mode) String() string {
+	if m == Permissive {
+		return "PERMISSIVE"
+	}
+	return "STRICT"
+}
+
+// StreamInfo is what the admission hook knows about an inbound stream.
+type StreamInfo struct {
+	Source        spiffeid.ID // authenticated peer identity; zero when !Authenticated
+	Authenticated bool
+	SourceAddr    netip.AddrPort // the peer sidecar, or the plaintext client
+	DestPort      uint16         // the app port the stream is for
+}
+
+// Admitter is the policy step: a non-nil error refuses the stream (the peer sees 403 with the
+// error text as reason). It runs before the app is dialled.
+type Admitter func(ctx context.Context, s StreamInfo) error
+
+// InboundConfig configures the inbound proxy of one sidecar.
+type InboundConfig struct {
+	Creds Credentials
+	Clock clockwork.Clock
+	Log   *slog.Logger
+
+	// TunnelListener is the mTLS tunnel port (TCP; TLS is done here). Required.
+	TunnelListener net.Listener
+	// PlainListener receives plaintext the redirect rules captured (intercept InboundPort);
+	// nil when the pod has no inbound capture. OriginalDst is then required
+	// (intercept.OriginalDst in production).
+	PlainListener net.Listener
+	OriginalDst   func(*net.TCPConn) (netip.AddrPort, error)
+
+	Mode    Mode       // initial mode; change with SetMode
+	AppAddr netip.Addr // where streams are delivered; default 127.0.0.1
+	Admit   Admitter   // nil admits everything authenticated
+	Report  Reporter   // nil drops reports
+
+	DialTimeout          time.Duration // dialling the app; default 5s
+	HandshakeTimeout     time.Duration // TLS handshake on the tunnel port; default 10s
+	DrainTimeout         time.Duration // on shutdown, how long streams may finish; default 10s
+	MaxConcurrentStreams uint32        // per tunnel connection; default 1000
+}
+
+func (c *InboundConfig) validate() error {
+	if err := c.Creds.validate(); err != nil {
+		return fmt.Errorf("inbound: %w", err)
+	}
+	if c.Clock == nil || c.Log == nil {
+		return errors.New("inbound: Clock and Log are required")
+	}
+	if c.TunnelListener == nil {
+		return errors.New("inbound: TunnelListener is required")
+	}
+	if c.PlainListener != nil && c.OriginalDst == nil {
+		return errors.New("inbound: PlainListener needs OriginalDst (use intercept.OriginalDst)")
+	}
+	if c.Mode != Strict && c.Mode != Permissive {
+		return fmt.Errorf("inbound: unknown mode %d (use Strict or Permissive)", c.Mode)
+	}
+	if c.DialTimeout < 0 || c.HandshakeTimeout < 0 || c.DrainTimeout < 0 {
+		return errors.New("inbound: timeouts must not be negative (0 picks the default)")
+	}
+	if !c.AppAddr.IsValid() {
+		c.AppAddr = netip.AddrFrom4([4]byte{127, 0, 0, 1})
+	}
+	if c.DialTimeout == 0 {
+		c.DialTimeout = 5 * time.Second
+	}
+	if c.HandshakeTimeout == 0 {
+		c.HandshakeTimeout = 10 * time.Second
+	}
+	if c.DrainTimeout == 0 {
+		c.DrainTimeout = 10 * time.Second
+	}
+	if c.MaxConcurrentStreams == 0 {
+		c.MaxConcurrentStreams = 1000
+	}
+	return nil
+}
+
+// InboundStats are counters for metrics and tests.
+type InboundStats struct {
+	TLSConns          uint64 // tunnel connections that completed the mTLS handshake
+	HandshakeFailures uint64
+	Streams           uint64 // CONNECT streams delivered to the app
+	PlainConns        uint64 // plaintext connections seen on the plain listener
+}
+
+// InboundProxy accepts tunnels from peer sidecars and delivers each stream to the app over
+// loopback, and handles plaintext the redirect rules captured according to the Mode.
+type InboundProxy struct {
+	cfg      InboundConfig
+	mode     atomic.Int32
+	bufs     *bufPool
+	h1       *http.Server
+	h2       *http2.Server
+	tlsCfg   *tls.Config
+	own      map[uint16]bool // the sidecar's own ports: never delivered to
+	draining atomic.Bool
+	track    tracker
+
+	tlsConns, hsFail, streams, plain atomic.Uint64
+}
+
+// NewInbound validates cfg; Run starts serving.
+func NewInbound(cfg InboundConfig) (*InboundProxy, error) {
+	if err := cfg.validate(); err != nil {
+		return nil, err
+	}
+	p := &InboundProxy{cfg: cfg, bufs: newBufPool(), tlsCfg: serverTLS(cfg.Creds, cfg.Clock), own: map[uint16]bool{}}
+	p.mode.Store(int32(cfg.Mode))
+	for _, ln := range []net.Listener{cfg.TunnelListener, cfg.PlainListener} {
+		if ln == nil {
+			continue
+		}
+		if ta, ok := ln.Addr().(*net.TCPAddr); ok {
+			p.own[uint16(ta.Port)] = true
+		}
+	}
+	p.h2 = &http2.Server{
+		MaxConcurrentStreams:         cfg.MaxConcurrentStreams,
+		MaxUploadBufferPerStream:     1 << 20,
+		MaxUploadBufferPerConnection: 16 << 20,
+		MaxReadFrameSize:             1 << 20,
+	}
+	// ConfigureServer only to get GOAWAY on h1.Shutdown for connections served by ServeConn.
+	p.h1 = &http.Server{ErrorLog: slog.NewLogLogger(cfg.Log.Handler(), slog.LevelDebug)}
+	if err := http2.ConfigureServer(p.h1, p.h2); err != nil {
+		return nil, fmt.Errorf("inbound: http2: %w", err)
+	}
+	return p, nil
+}
+
+// SetMode switches STRICT/PERMISSIVE for new plaintext connections (config updates).
+func (p *InboundProxy) SetMode(m Mode) { p.mode.Store(int32(m)) }
+
+// Stats returns the counters so far.
+func (p *InboundProxy) Stats() InboundStats {
+	return InboundStats{TLSConns: p.tlsConns.Load(), HandshakeFailures: p.hsFail.Load(), Streams: p.streams.Load(), PlainConns: p.plain.Load()}
+}
+
+// Run serves until ctx ends, then drains: listeners close, peers get GOAWAY, open streams get
+// DrainTimeout to finish and are then cut. It returns nil after a drain, or the first
+// listener error.
+func (p *InboundProxy) Run(ctx context.Context) error {
+	base := context.WithoutCancel(ctx) // streams outlive ctx until drained
+	errc := make(chan error, 2)
+	n := 1
+	go func() { errc <- acceptLoop(p.cfg.TunnelListener, func(c net.Conn) { p.serveTunnel(base, c) }) }()
+	if p.cfg.PlainListener != nil {
+		n++
+		go func() { errc <- acceptLoop(p.cfg.PlainListener, func(c net.Conn) { p.servePlain(base, c) }) }()
+	}
+	var err error
+	select {
+	case <-ctx.Done():
+	case err = <-errc:
+		n--
+	}
+	p.draining.Store(true)
+	p.cfg.TunnelListener.Close()
+	if p.cfg.PlainListener != nil {
+		p.cfg.PlainListener.Close()
+	}
+	for ; n > 0; n-- {
+		<-errc
+	}
+	sctx, cancel := context.WithCancel(context.Background())
+	cancel() // only the GOAWAY matters; the tracker does the waiting
+	_ = p.h1.Shutdown(sctx)
+	p.track.drain(p.cfg.Clock, p.cfg.DrainTimeout)
+	return err
+}
+
+func acceptLoop(ln net.Listener, serve func(net.Conn)) error {
+	for {
+		c, err := ln.Accept()
+		if err != nil {
+			if errors.Is(err, net.ErrClosed) {
+				return nil
+			}
+			var ne net.Error
+			if errors.As(err, &ne) && ne.Timeout() {
+				continue
+			}
+			return fmt.Errorf("accept on %v: %w", ln.Addr(), err)
+		}
+		go serve(c)
+	}
+}
+
+type peerKey struct{}
+
+type peerInfo struct {
+	id   spiffeid.ID
+	addr netip.AddrPort
+}
+
+func (p *InboundProxy) serveTunnel(base context.Context, c net.Conn) {
+	if !p.track.add(c) {
+		c.Close()
+		return
+	}
+	defer p.track.done(c)
+	tc := tls.Server(c, p.tlsCfg)
+	hctx, cancel := context.WithTimeout(base, p.cfg.HandshakeTimeout)
+	err := tc.HandshakeContext(hctx)
+	cancel()
+	if err != nil {
+		p.hsFail.Add(1)
+		p.cfg.Log.Debug("tunnel handshake failed", "remote", c.RemoteAddr().String(), "err", err)
+		c.Close()
+		return
+	}
+	p.tlsConns.Add(1)
+	cs := tc.ConnectionState()
+	id, err := x509svid.IDFromCert(cs.PeerCertificates[0]) // verified in VerifyConnection
+	if err != nil {
+		c.Close()
+		return
+	}
+	info := peerInfo{id: id, addr: addrPort(c.RemoteAddr())}
+	p.h2.ServeConn(tc, &http2.ServeConnOpts{
+		Context:    context.WithValue(base, peerKey{}, info),
+		BaseConfig: p.h1,
+		Handler:    http.HandlerFunc(p.serveStream),
+	})
+}
+
+func refuse(w http.ResponseWriter, code int, reason string) {
+	w.Header().Set(headerReason, reason)
+	w.WriteHeader(code)
+}
+
+func (p *InboundProxy) serveStream(w http.ResponseWriter, r *http.Request) {
+	start := p.cfg.Clock.Now()
+	peer, _ := r.Context().Value(peerKey{}).(peerInfo)
+	rep := ConnReport{Direction: Inbound, Source: peer.id, Authenticated: true, SourceAddr: peer.addr, Start: start}
+	if r.Method != http.MethodConnect {
+		refuse(w, http.StatusMethodNotAllowed, "only CONNECT is served on the tunnel port")
+		return
+	}
+	port, err := authorityPort(r.Host)
+	if err != nil {
+		refuse(w, http.StatusBadRequest, err.Error())
+		return
+	}
+	rep.DestAddr = netip.AddrPortFrom(p.cfg.AppAddr, port)
+	finish := func(reason CloseReason, err error) {
+		rep.Reason = reason
+		if err != nil {
+			rep.Err = err.Error()
+		}
+		rep.Duration = p.cfg.Clock.Since(start)
+		p.report(rep)
+	}
+	if p.draining.Load() {
+		refuse(w, http.StatusServiceUnavailable, "sidecar is draining")
+		finish(ReasonDenied, errors.New("draining"))
+		return
+	}
+	if p.own[port] {
+		refuse(w, http.StatusForbidden, "port belongs to the sidecar")
+		finish(ReasonDenied, fmt.Errorf("port %d belongs to the sidecar", port))
+		return
+	}
+	info := StreamInfo{Source: peer.id, Authenticated: true, SourceAddr: peer.addr, DestPort: port}
+	if p.cfg.Admit != nil {
+		if err := p.cfg.Admit(r.Context(), info); err != nil {
+			refuse(w, http.StatusForbidden, err.Error())
+			finish(ReasonDenied, err)
+			return
+		}
+	}
+	app, err := net.DialTimeout("tcp", rep.DestAddr.String(), p.cfg.DialTimeout)
+	if err != nil {
+		refuse(w, http.StatusBadGateway, "app unreachable")
+		finish(ReasonDialFailed, err)
+		return
+	}
+	if !p.track.add(app) {
+		app.Close()
+		refuse(w, http.StatusServiceUnavailable, "sidecar is draining")
+		finish(ReasonDrained, nil)
+		return
+	}
+	defer p.track.done(app)
+	p.streams.Add(1)
+	w.WriteHeader(http.StatusOK)
+	if err := http.NewResponseController(w).Flush(); err != nil {
+		app.Close()
+		finish(ReasonReset, err)
+		return
+	}
+	up := make(chan copyResult, 1)
+	go func() {
+		n, err := p.bufs.copyHalf(app, r.Body)
+		up <- copyResult{n, err}
+	}()
+	down, derr := p.bufs.copyHalf(flushWriter{w}, app)
+	// The app finished sending: end the HTTP/2 stream now (a server cannot half-close a
+	// stream, and waiting for the client could wait forever on protocols where the server
+	// closes first). Closing the body and the app connection unblocks the upload copy.
+	var u copyResult
+	upFirst := false
+	select {
+	case u = <-up:
+		upFirst = true
+	default:
+	}
+	app.Close()
+	r.Body.Close()
+	if !upFirst {
+		u = <-up // its error is our own teardown, not a failure
+	}
+	rep.BytesSent, rep.BytesReceived = u.n, down
+	switch {
+	case p.track.cut.Load():
+		finish(ReasonDrained, nil)
+	case !isClosedErr(derr):
+		finish(ReasonReset, derr)
+	case upFirst && !isClosedErr(u.err):
+		finish(ReasonReset, u.err)
+	default:
+		finish(ReasonClosed, nil)
+	}
+}
+
+type copyResult struct {
+	n   int64
+	err error
+}
+
+// flushWriter hides everything but Write and Flush, so copyHalf flushes each chunk to the peer
+// and does not try to half-close the response writer.
+type flushWriter struct{ w http.ResponseWriter }
+
+func (f flushWriter) Write(b []byte) (int, error) { return f.w.Write(b) }
+func (f flushWriter) Flush()                      { f.w.(http.Flusher).Flush() }
+
+func (p *InboundProxy) servePlain(base context.Context, c net.Conn) {
+	start := p.cfg.Clock.Now()
+	p.plain.Add(1)
+	tc := c.(*net.TCPConn)
+	rep := ConnReport{Direction: Inbound, SourceAddr: addrPort(c.RemoteAddr()), Start: start}
+	finish := func(reason CloseReason, err error) {
+		rep.Reason = reason
+		if err != nil {
+			rep.Err = err.Error()
+		}
+		rep.Duration = p.cfg.Clock.Since(start)
+		p.report(rep)
+	}
+	dst, err := p.cfg.OriginalDst(tc)
+	if err != nil {
+		c.Close()
+		finish(ReasonDenied, err)
+		return
+	}
+	rep.DestAddr = netip.AddrPortFrom(p.cfg.AppAddr, dst.Port())
+	if Mode(p.mode.Load()) == Strict {
+		_ = tc.SetLinger(0) // RST: the client learns at once, like a closed port
+		c.Close()
+		finish(ReasonStrictRefuse, errors.New("plaintext from an unmeshed source in STRICT mode"))
+		return
+	}
+	if p.cfg.Admit != nil {
+		if err := p.cfg.Admit(base, StreamInfo{SourceAddr: rep.SourceAddr, DestPort: dst.Port()}); err != nil {
+			_ = tc.SetLinger(0)
+			c.Close()
+			finish(ReasonDenied, err)
+			return
+		}
+	}
+	if !p.track.add(c) {
+		c.Close()
+		finish(ReasonDrained, nil)
+		return
+	}
+	defer p.track.done(c)
+	app, err := net.DialTimeout("tcp", rep.DestAddr.String(), p.cfg.DialTimeout)
+	if err != nil {
+		c.Close()
+		finish(ReasonDialFailed, err)
+		return
+	}
+	p.track.add(app)
+	defer p.track.done(app)
+	reason, err := p.bufs.pipe(c, app, &rep.BytesSent, &rep.BytesReceived)
+	if p.track.cut.Load() {
+		reason, err = ReasonDrained, nil
+	}
+	finish(reason, err)
+}
+
+// pipe copies both ways between two TCP connections with half-close and closes both at the end.
+func (bp *bufPool) pipe(a, b net.Conn, aToB, bToA *int64) (CloseReason, error) {
+	var wg sync.WaitGroup
+	var errUp error
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		*aToB, errUp = bp.copyHalf(b, a)
+	}()
+	var errDown error
+	*bToA, errDown = bp.copyHalf(a, b)
+	wg.Wait()
+	a.Close()
+	b.Close()
+	for _, err := range []error{errUp, errDown} {
+		if !isClosedErr(err) {
+			return ReasonReset, err
+		}
+	}
+	return ReasonClosed, nil
+}
+
+func (p *InboundProxy) report(r ConnReport) {
+	if p.cfg.Report != nil {
+		p.cfg.Report(r)
+	}
+}
+
+// authorityPort takes the port out of a CONNECT authority (":8080", "127.0.0.1:8080"); the
+// host part is ignored, streams only ever go to the app's loopback address.
+func authorityPort(authority string) (uint16, error) {
+	_, ps, err := net.SplitHostPort(authority)
+	if err != nil {
+		return 0, fmt.Errorf("bad CONNECT authority %q: want host:port or :port", authority)
+	}
+	port, err := strconv.ParseUint(ps, 10, 16)
+	if err != nil || port == 0 {
+		return 0, fmt.Errorf("bad CONNECT authority %q: port must be 1-65535", authority)
+	}
+	return uint16(port), nil
+}
+
+func addrPort(a net.Addr) netip.AddrPort {
+	if ta, ok := a.(*net.TCPAddr); ok {
+		return ta.AddrPort()
+	}
+	return netip.AddrPort{}
+}
+
+// tracker counts live connections so Run can drain: wait for them, then cut the rest.
+type tracker struct {
+	mu     sync.Mutex
+	conns  map[net.Conn]struct{}
+	idle   []chan struct{} // closed when conns becomes empty
+	closed bool
+	cut    atomic.Bool // set when the drain timeout expired and connections were cut
+}
+
+// add registers c; false means the proxy has drained and c must not be served.
+func (t *tracker) add(c net.Conn) bool {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if t.closed {
+		return false
+	}
+	if t.conns == nil {
+		t.conns = map[net.Conn]struct{}{}
+	}
+	t.conns[c] = struct{}{}
+	return true
+}
+
+func (t *tracker) done(c net.Conn) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	delete(t.conns, c)
+	if len(t.conns) == 0 {
+		for _, ch := range t.idle {
+			close(ch)
+		}
+		t.idle = nil
+	}
+}
+
+func (t *tracker) whenIdle() <-chan struct{} {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	ch := make(chan struct{})
+	if len(t.conns) == 0 {
+		close(ch)
+	} else {
+		t.idle = append(t.idle, ch)
+	}
+	return ch
+}
+
+// drain waits up to timeout for tracked connections to finish, then closes the rest and
+// waits for their handlers to let go of them.
+func (t *tracker) drain(clock clockwork.Clock, timeout time.Duration) {
+	select {
+	case <-t.whenIdle():
+	case <-clock.After(timeout):
+		t.mu.Lock()
+		t.cut.Store(true)
+		for c := range t.conns {
+			c.Close()
+		}
+		t.mu.Unlock()
+		<-t.whenIdle()
+	}
+	t.mu.Lock()
+	t.closed = true
+	t.mu.Unlock()
+}

@@ -1,0 +1,54 @@
+package sidecar
+
+import (
+	"net/netip"
+	"time"
+
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
+)
+
+// Direction says which proxy handled a connection.
+type Direction string
+
+const (
+	Outbound Direction = "outbound"
+	Inbound  Direction = "inbound"
+)
+
+// CloseReason says how a connection ended; reports carry it for the controller and metrics.
+type CloseReason string
+
+const (
+	ReasonClosed       CloseReason = "closed"        // both sides finished normally
+	ReasonReset        CloseReason = "reset"         // a side failed mid-stream (read/write error)
+	ReasonStrictRefuse CloseReason = "strict-refuse" // plaintext from an unmeshed source, STRICT mode
+	ReasonDenied       CloseReason = "denied"        // the admission hook or resolver refused it
+	ReasonDialFailed   CloseReason = "dial-failed"   // the app (inbound) or peer/destination (outbound) was unreachable
+	ReasonTunnelFailed CloseReason = "tunnel-failed" // TLS or HTTP/2 to the peer failed, including a wrong peer identity
+	ReasonDrained      CloseReason = "drained"       // cut because the sidecar shut down after its drain timeout
+)
+
+// ConnReport summarises one proxied connection (one tunnel stream, or one plaintext
+// connection) after it ended. The sidecar batches these to the controller.
+type ConnReport struct {
+	Direction Direction
+	// Source and Destination are SPIFFE IDs; a zero ID means unknown. Inbound: Source is the
+	// authenticated peer (zero and Authenticated=false for PERMISSIVE plaintext), Destination
+	// this sidecar. Outbound: Source is this sidecar, Destination the verified peer (zero for
+	// passthrough to an unmeshed destination).
+	Source, Destination spiffeid.ID
+	Authenticated       bool
+	SourceAddr          netip.AddrPort // the app (outbound) or the remote peer (inbound)
+	DestAddr            netip.AddrPort // original destination (outbound) or delivered app address (inbound)
+	PeerAddr            string         // outbound: the peer sidecar's tunnel address, empty for passthrough
+	BytesSent           int64          // source -> destination
+	BytesReceived       int64          // destination -> source
+	Start               time.Time
+	Duration            time.Duration
+	Reason              CloseReason
+	Err                 string // detail for non-normal reasons; never contains payload or secrets
+}
+
+// Reporter receives connection reports. It is called on the connection's goroutine after the
+// connection ended, so it must not block (queue and batch).
+type Reporter func(ConnReport)

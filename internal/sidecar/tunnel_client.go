@@ -1,0 +1,321 @@
+package sidecar
+
+import (
+	"bytes"
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/url"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/jonboulle/clockwork"
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
+	"github.com/spiffe/go-spiffe/v2/svid/x509svid"
+	"golang.org/x/net/http2"
+	"golang.org/x/sys/unix"
+)
+
+// Peer is a destination sidecar: where its tunnel port is and who it must prove to be.
+type Peer struct {
+	Addr string      // "10.0.0.5:15008"
+	ID   spiffeid.ID // the identity the config expects for this destination
+}
+
+// TunnelClientConfig configures the outbound side of the tunnel.
+type TunnelClientConfig struct {
+	Creds Credentials
+	Clock clockwork.Clock
+	Log   *slog.Logger
+	// Mark is set as SO_MARK on connections to peers so the pod's redirect rules leave them
+	// alone (intercept.Config.ExcludeMark); 0 sets none (rely on the uid exclusion).
+	Mark        int
+	DialTimeout time.Duration // TCP+TLS handshake bound per peer connection; default 5s
+	IdleTimeout time.Duration // close a pooled connection idle this long; default 5m
+}
+
+func (c *TunnelClientConfig) validate() error {
+	if err := c.Creds.validate(); err != nil {
+		return fmt.Errorf("tunnel client: %w", err)
+	}
+	if c.Clock == nil || c.Log == nil {
+		return errors.New("tunnel client: Clock and Log are required")
+	}
+	if c.DialTimeout < 0 || c.IdleTimeout < 0 {
+		return errors.New("tunnel client: DialTimeout and IdleTimeout must not be negative (0 picks the default)")
+	}
+	if c.DialTimeout == 0 {
+		c.DialTimeout = 5 * time.Second
+	}
+	if c.IdleTimeout == 0 {
+		c.IdleTimeout = 5 * time.Minute
+	}
+	return nil
+}
+
+// TunnelClient opens streams to peer sidecars: HTTP/2 CONNECT requests multiplexed over one
+// pooled mutual-TLS connection per (peer address, expected identity). When this side's SVID
+// rotates, the next stream gets a fresh connection with the new certificate and the old
+// connection is drained, so long-lived streams keep flowing.
+type TunnelClient struct {
+	cfg TunnelClientConfig
+	t   *http2.Transport
+
+	mu      sync.Mutex
+	conns   map[string]*peerConn
+	dialing map[string]*dialCall
+	closed  bool
+}
+
+type peerConn struct {
+	cc   *http2.ClientConn
+	leaf []byte // DER of the SVID this side presented on it
+}
+
+type dialCall struct {
+	done chan struct{}
+	err  error
+}
+
+// NewTunnelClient validates cfg; no connection is made until the first Open.
+func NewTunnelClient(cfg TunnelClientConfig) (*TunnelClient, error) {
+	if err := cfg.validate(); err != nil {
+		return nil, err
+	}
+	return &TunnelClient{
+		cfg:     cfg,
+		t:       &http2.Transport{IdleConnTimeout: cfg.IdleTimeout, ReadIdleTimeout: 30 * time.Second, PingTimeout: 10 * time.Second},
+		conns:   map[string]*peerConn{},
+		dialing: map[string]*dialCall{},
+	}, nil
+}
+
+// Open starts a stream to authority (":8080" or "127.0.0.1:8080": the app port the peer
+// delivers to) through peer. ctx bounds the setup only; the stream lives until Close.
+func (c *TunnelClient) Open(ctx context.Context, peer Peer, authority string) (*TunnelStream, error) {
+	cc, err := c.conn(ctx, peer)
+	if err != nil {
+		return nil, err
+	}
+	pr, pw := io.Pipe()
+	sctx, cancel := context.WithCancel(context.Background())
+	req := (&http.Request{
+		Method: http.MethodConnect,
+		URL:    &url.URL{Host: authority},
+		Host:   authority,
+		Header: http.Header{},
+		Body:   pr,
+	}).WithContext(sctx)
+	type result struct {
+		resp *http.Response
+		err  error
+	}
+	ch := make(chan result, 1)
+	go func() {
+		resp, err := cc.RoundTrip(req)
+		ch <- result{resp, err}
+	}()
+	var r result
+	select {
+	case r = <-ch:
+	case <-ctx.Done():
+		cancel()
+		_ = pw.CloseWithError(ctx.Err())
+		if r = <-ch; r.err == nil {
+			r.resp.Body.Close()
+		}
+		return nil, fmt.Errorf("tunnel to %s (%s) for %s: %w", peer.Addr, peer.ID, authority, ctx.Err())
+	}
+	if r.err != nil {
+		cancel()
+		_ = pw.Close()
+		return nil, fmt.Errorf("tunnel to %s (%s) for %s: %w", peer.Addr, peer.ID, authority, r.err)
+	}
+	if r.resp.StatusCode != http.StatusOK {
+		cancel()
+		_ = pw.Close()
+		r.resp.Body.Close()
+		return nil, &RefusedError{Peer: peer, Authority: authority, Status: r.resp.StatusCode, Reason: r.resp.Header.Get(headerReason)}
+	}
+	return &TunnelStream{r: r.resp.Body, w: pw, cancel: cancel}, nil
+}
+
+// RefusedError is the peer sidecar declining a stream (policy denial, app unreachable, drain).
+type RefusedError struct {
+	Peer      Peer
+	Authority string
+	Status    int
+	Reason    string
+}
+
+func (e *RefusedError) Error() string {
+	return fmt.Sprintf("tunnel to %s (%s) for %s refused: %d %s", e.Peer.Addr, e.Peer.ID, e.Authority, e.Status, e.Reason)
+}
+
+// conn returns a pooled connection with a stream reserved on it, dialling at most once per key
+// at a time (concurrent callers wait for the same handshake).
+func (c *TunnelClient) conn(ctx context.Context, peer Peer) (*http2.ClientConn, error) {
+	key := peer.Addr + " " + peer.ID.String()
+	for {
+		svid, err := c.cfg.Creds.SVID.GetX509SVID()
+		if err != nil {
+			return nil, fmt.Errorf("tunnel to %s: own SVID: %w", peer.Addr, err)
+		}
+		cur := svid.Certificates[0].Raw
+		c.mu.Lock()
+		if c.closed {
+			c.mu.Unlock()
+			return nil, errors.New("tunnel client is closed")
+		}
+		if pc := c.conns[key]; pc != nil {
+			if !bytes.Equal(pc.leaf, cur) {
+				// Rotated: new streams go to a connection with the new SVID, the old one
+				// finishes its streams and closes.
+				delete(c.conns, key)
+				go c.retire(pc.cc)
+			} else if pc.cc.ReserveNewRequest() {
+				c.mu.Unlock()
+				return pc.cc, nil
+			} else {
+				delete(c.conns, key) // closing, GOAWAY or full: dial a successor
+			}
+		}
+		if call := c.dialing[key]; call != nil {
+			c.mu.Unlock()
+			select {
+			case <-call.done:
+				if call.err != nil {
+					return nil, call.err
+				}
+				continue
+			case <-ctx.Done():
+				return nil, fmt.Errorf("tunnel to %s: %w", peer.Addr, ctx.Err())
+			}
+		}
+		call := &dialCall{done: make(chan struct{})}
+		c.dialing[key] = call
+		c.mu.Unlock()
+
+		pc, err := c.dial(peer)
+		c.mu.Lock()
+		delete(c.dialing, key)
+		if err == nil && !c.closed {
+			c.conns[key] = pc
+		} else if err == nil {
+			pc.cc.Close()
+			err = errors.New("tunnel client is closed")
+		}
+		call.err = err
+		close(call.done)
+		c.mu.Unlock()
+		if err != nil {
+			return nil, err
+		}
+	}
+}
+
+// dial makes the TLS connection without the caller's ctx: other callers share the result, so
+// one caller giving up must not fail it. DialTimeout bounds it instead.
+func (c *TunnelClient) dial(peer Peer) (*peerConn, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), c.cfg.DialTimeout)
+	defer cancel()
+	d := net.Dialer{Control: markControl(c.cfg.Mark)}
+	raw, err := d.DialContext(ctx, "tcp", peer.Addr)
+	if err != nil {
+		return nil, fmt.Errorf("tunnel to %s: %w", peer.Addr, err)
+	}
+	var used *x509svid.SVID
+	tc := tls.Client(raw, clientTLS(c.cfg.Creds, c.cfg.Clock, peer.ID, func(s *x509svid.SVID) { used = s }))
+	if err := tc.HandshakeContext(ctx); err != nil {
+		raw.Close()
+		return nil, fmt.Errorf("tunnel to %s: tls handshake (expecting %s): %w", peer.Addr, peer.ID, err)
+	}
+	if p := tc.ConnectionState().NegotiatedProtocol; p != alpnTunnel {
+		tc.Close()
+		return nil, fmt.Errorf("tunnel to %s: peer negotiated %q, want %q (is it a meshguard tunnel port?)", peer.Addr, p, alpnTunnel)
+	}
+	if used == nil {
+		tc.Close()
+		return nil, fmt.Errorf("tunnel to %s: peer did not request a client certificate", peer.Addr)
+	}
+	cc, err := c.t.NewClientConn(tc)
+	if err != nil {
+		tc.Close()
+		return nil, fmt.Errorf("tunnel to %s: http2: %w", peer.Addr, err)
+	}
+	c.cfg.Log.Debug("tunnel connection up", "peer", peer.Addr, "peer_id", peer.ID.String())
+	return &peerConn{cc: cc, leaf: used.Certificates[0].Raw}, nil
+}
+
+func (c *TunnelClient) retire(cc *http2.ClientConn) {
+	// Shutdown waits for the connection's streams to finish; they can be long-lived, and
+	// nothing waits on this goroutine but the connection itself.
+	_ = cc.Shutdown(context.Background())
+}
+
+// Close stops new streams and closes every pooled connection once its streams finished or ctx
+// ended.
+func (c *TunnelClient) Close(ctx context.Context) error {
+	c.mu.Lock()
+	c.closed = true
+	conns := c.conns
+	c.conns = map[string]*peerConn{}
+	c.mu.Unlock()
+	var errs []error
+	for _, pc := range conns {
+		if err := pc.cc.Shutdown(ctx); err != nil {
+			_ = pc.cc.Close()
+			errs = append(errs, err)
+		}
+	}
+	return errors.Join(errs...)
+}
+
+func markControl(mark int) func(string, string, syscall.RawConn) error {
+	if mark == 0 {
+		return nil
+	}
+	return func(_, _ string, rc syscall.RawConn) error {
+		var serr error
+		if err := rc.Control(func(fd uintptr) {
+			serr = unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_MARK, mark)
+		}); err != nil {
+			return err
+		}
+		if serr != nil {
+			return fmt.Errorf("set SO_MARK %#x (needs CAP_NET_ADMIN): %w", mark, serr)
+		}
+		return nil
+	}
+}
+
+// TunnelStream is one proxied byte stream inside the tunnel. CloseWrite sends EOF to the far
+// app while still reading its answer.
+type TunnelStream struct {
+	r      io.ReadCloser
+	w      *io.PipeWriter
+	cancel context.CancelFunc
+	once   sync.Once
+}
+
+func (s *TunnelStream) Read(p []byte) (int, error)  { return s.r.Read(p) }
+func (s *TunnelStream) Write(p []byte) (int, error) { return s.w.Write(p) }
+
+// CloseWrite ends the request body: the peer delivers EOF to the app.
+func (s *TunnelStream) CloseWrite() error { return s.w.Close() }
+
+// Close tears the stream down in both directions (RST_STREAM if still open).
+func (s *TunnelStream) Close() error {
+	s.once.Do(func() {
+		_ = s.w.CloseWithError(net.ErrClosed)
+		s.r.Close()
+		s.cancel()
+	})
+	return nil
+}
