@@ -316,10 +316,10 @@ type Authorizer func(spiffeid.ID) error
 // and requires a client SVID that verifies against the current bundle.
 func (s *Source) ServerTLSConfig(authorize Authorizer) *tls.Config {
 	return &tls.Config{
-		MinVersion:            tls.VersionTLS12,
-		GetCertificate:        func(*tls.ClientHelloInfo) (*tls.Certificate, error) { return s.certificate() },
-		ClientAuth:            tls.RequireAnyClientCert,
-		VerifyPeerCertificate: s.VerifyPeer(authorize),
+		MinVersion:       tls.VersionTLS12,
+		GetCertificate:   func(*tls.ClientHelloInfo) (*tls.Certificate, error) { return s.certificate() },
+		ClientAuth:       tls.RequireAnyClientCert,
+		VerifyConnection: s.VerifyPeer(authorize),
 	}
 }
 
@@ -329,9 +329,9 @@ func (s *Source) ClientTLSConfig(authorize Authorizer) *tls.Config {
 	return &tls.Config{
 		MinVersion:           tls.VersionTLS12,
 		GetClientCertificate: func(*tls.CertificateRequestInfo) (*tls.Certificate, error) { return s.certificate() },
-		// Host names mean nothing in the mesh; VerifyPeerCertificate checks the chain and the ID.
-		InsecureSkipVerify:    true,
-		VerifyPeerCertificate: s.VerifyPeer(authorize),
+		// Host names mean nothing in the mesh; VerifyConnection checks the chain and the ID.
+		InsecureSkipVerify: true,
+		VerifyConnection:   s.VerifyPeer(authorize),
 	}
 }
 
@@ -344,21 +344,18 @@ func (s *Source) certificate() (*tls.Certificate, error) {
 	return s.tlsCert, nil
 }
 
-// VerifyPeer returns a tls.Config.VerifyPeerCertificate callback that verifies the peer's SVID
-// chain against the current bundle at the injected clock, then applies authorize.
-func (s *Source) VerifyPeer(authorize Authorizer) func([][]byte, [][]*x509.Certificate) error {
-	return func(raw [][]byte, _ [][]*x509.Certificate) error {
-		chain, err := parseDER(raw)
-		if err != nil {
-			return fmt.Errorf("peer certificate: %w", err)
-		}
+// VerifyPeer returns a tls.Config.VerifyConnection callback that verifies the peer's SVID
+// chain against the current bundle at the injected clock, then applies authorize. Unlike
+// VerifyPeerCertificate it also runs on resumed sessions, so expiry and bundle changes apply.
+func (s *Source) VerifyPeer(authorize Authorizer) func(tls.ConnectionState) error {
+	return func(cs tls.ConnectionState) error {
 		s.mu.RLock()
 		bundle, own := s.bundle, s.svid
 		s.mu.RUnlock()
 		if own == nil {
 			return errors.New("no SVID yet, cannot verify peers")
 		}
-		id, err := identity.VerifyChain(chain, bundle, s.cfg.Clock.Now(), own.ID.TrustDomain())
+		id, err := identity.VerifyChain(cs.PeerCertificates, bundle, s.cfg.Clock.Now(), own.ID.TrustDomain())
 		if err != nil {
 			return err
 		}

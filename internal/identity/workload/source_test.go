@@ -180,7 +180,7 @@ func TestHandshakesNeverFailThroughRotation(t *testing.T) {
 	}
 
 	shake("initial")
-	for round, root := range []bool{false, true, true, false, true} {
+	for _, root := range []bool{false, true, true, false, true} {
 		s.Clock.Advance(20 * time.Minute)
 		rotate(root)
 		shake("after rotation, nobody renewed")
@@ -194,7 +194,6 @@ func TestHandshakesNeverFailThroughRotation(t *testing.T) {
 		shake("client renewed first")
 		renew(server)
 		shake("both renewed again")
-		_ = round
 	}
 	if handshakes != 26 {
 		t.Fatalf("%d handshakes, want 26", handshakes)
@@ -208,5 +207,14 @@ func TestHandshakesNeverFailThroughRotation(t *testing.T) {
 	if err == nil {
 		c.Close()
 		t.Fatal("client accepted a server with an unexpected SPIFFE ID")
+	}
+	// Verification runs at the injected clock: once the SVIDs expire, handshakes fail.
+	s.Clock.Advance(2 * time.Hour)
+	if c, err = tls.Dial("tcp", ln.Addr().String(), client.ClientTLSConfig(only(dbID))); err == nil {
+		c.Close()
+		t.Fatal("client accepted an expired server SVID")
+	}
+	if err := client.Renew(ctx); err == nil {
+		t.Fatal("expired SVID renewed")
 	}
 }
