@@ -17,7 +17,9 @@ func (Kafka) Ports() []uint16       { return []uint16{9092, 9093} }
 
 const kafkaMaxRequest = 100 << 20
 
-func (Kafka) Detect(p *Probe) Verdict {
+func (Kafka) Detect(p *Probe) Verdict { return clientFirst(p, kafkaDetect(p)) }
+
+func kafkaDetect(p *Probe) Verdict {
 	c := p.Client
 	if len(c) == 0 {
 		return No

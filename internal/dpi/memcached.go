@@ -16,7 +16,9 @@ func (Memcached) Name() string          { return "memcached" }
 func (Memcached) Transports() Transport { return TCP }
 func (Memcached) Ports() []uint16       { return []uint16{11211} }
 
-func (Memcached) Detect(p *Probe) Verdict {
+func (Memcached) Detect(p *Probe) Verdict { return clientFirst(p, memcachedDetect(p)) }
+
+func memcachedDetect(p *Probe) Verdict {
 	c := p.Client
 	if len(c) == 0 {
 		if s := p.Server; len(s) >= 24 && s[0] == 0x81 && memcBinOp(s[1]) != "" && p.Midstream {

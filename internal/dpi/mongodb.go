@@ -25,7 +25,9 @@ const (
 	mongoMaxMessage   = 48 << 20
 )
 
-func (MongoDB) Detect(p *Probe) Verdict {
+func (MongoDB) Detect(p *Probe) Verdict { return clientFirst(p, mongoDBDetect(p)) }
+
+func mongoDBDetect(p *Probe) Verdict {
 	c := p.Client
 	if len(c) == 0 {
 		return No

@@ -29,8 +29,8 @@ const (
 func (MySQL) Detect(p *Probe) Verdict {
 	if s := p.Server; len(s) > 0 {
 		if len(s) < 6 {
-			if len(s) >= 4 && s[3] != 0 {
-				return No
+			if len(s) >= 4 && s[3] != 0 || len(p.Client) > 0 {
+				return No // the client answers only a complete greeting
 			}
 			return NeedMore
 		}

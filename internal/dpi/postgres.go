@@ -24,7 +24,9 @@ const (
 	pgMaxQuery  = 512 // bytes of SQL text reported
 )
 
-func (Postgres) Detect(p *Probe) Verdict {
+func (Postgres) Detect(p *Probe) Verdict { return clientFirst(p, postgresDetect(p)) }
+
+func postgresDetect(p *Probe) Verdict {
 	c := p.Client
 	if len(c) >= 8 {
 		n := binary.BigEndian.Uint32(c)

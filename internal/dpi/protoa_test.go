@@ -191,3 +191,20 @@ func TestBatchACapturesSeedFuzzing(t *testing.T) {
 		}
 	}
 }
+
+// A client-first protocol must not keep the engine waiting once the server has answered.
+func TestBatchANoWaitAfterServerAnswer(t *testing.T) {
+	for _, c := range []struct {
+		p      Protocol
+		client string
+	}{{Redis{}, "*"}, {Postgres{}, "\x00\x00"}, {MongoDB{}, "\x00\x00"}, {Kafka{}, "\x00\x00"}, {Memcached{}, "\x80\x00"}} {
+		pr := &Probe{Transport: TCP, Client: []byte(c.client)}
+		if v := c.p.Detect(pr); v != NeedMore {
+			t.Errorf("%s: %d before the server answered, want NeedMore", c.p.Name(), v)
+		}
+		pr.Server = []byte("\x00\x01hello")
+		if v := c.p.Detect(pr); v != No {
+			t.Errorf("%s: %d after the server answered, want No", c.p.Name(), v)
+		}
+	}
+}

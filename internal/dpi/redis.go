@@ -16,7 +16,9 @@ func (Redis) Name() string          { return "redis" }
 func (Redis) Transports() Transport { return TCP }
 func (Redis) Ports() []uint16       { return []uint16{6379, 6380, 26379} }
 
-func (Redis) Detect(p *Probe) Verdict {
+func (Redis) Detect(p *Probe) Verdict { return clientFirst(p, redisDetect(p)) }
+
+func redisDetect(p *Probe) Verdict {
 	c := p.Client
 	if len(c) == 0 {
 		return No

@@ -179,3 +179,13 @@ func replyCode(l []byte) (code []byte, final, ok bool) {
 	}
 	return l[:3], len(l) == 3 || l[3] == ' ', true
 }
+
+// clientFirst turns NeedMore into No once the server has answered: in a protocol where the
+// client speaks first, its first message is complete by then, so "too short to tell" means
+// "not this protocol" and must not hold up detection of the others.
+func clientFirst(p *Probe, v Verdict) Verdict {
+	if v == NeedMore && len(p.Server) > 0 {
+		return No
+	}
+	return v
+}
