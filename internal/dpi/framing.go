@@ -176,9 +176,17 @@ func capBytes(b []byte, n int) []byte {
 
 // scratch is a per-parser buffer for formatted attribute values (numbers, hex, OIDs). It is
 // reset per message; earlier views stay valid even if an append reallocates.
-type scratch struct{ b []byte }
+type scratch struct {
+	arr [512]byte // first backing store: typical messages format without allocating
+	b   []byte
+}
 
-func (s *scratch) reset() { s.b = s.b[:0] }
+func (s *scratch) reset() {
+	if cap(s.b) == 0 {
+		s.b = s.arr[:0]
+	}
+	s.b = s.b[:0]
+}
 
 func (s *scratch) uint(v uint64) []byte {
 	start := len(s.b)

@@ -27,7 +27,8 @@ func (NATS) Detect(p *Probe) Verdict {
 		if i < 0 {
 			continue
 		}
-		cmd, args := natsSplit(bytes.TrimSuffix(b[:i], []byte{'\r'}))
+		var argv [4][]byte
+		cmd, args := natsSplit(bytes.TrimSuffix(b[:i], []byte{'\r'}), &argv)
 		switch cmd {
 		case "PUB", "SUB", "MSG", "HPUB", "HMSG":
 			if len(args) >= 2 && natsSubjectOK(args[0]) && natsNumber(args[len(args)-1]) >= 0 {
@@ -55,8 +56,9 @@ func natsDetectSide(b []byte, prefix string) Verdict {
 }
 
 type natsParser struct {
-	r   [2]lineReasm
-	msg Message
+	r    [2]lineReasm
+	msg  Message
+	argv [4][]byte
 }
 
 // natsMaxLine is the server's default max_control_line is 4 KiB; INFO may be larger in
@@ -77,7 +79,7 @@ func (p *natsParser) line(dir Direction, l []byte, emit func(*Message)) int {
 	if len(l) == 0 {
 		return 0
 	}
-	cmd, args := natsSplit(l)
+	cmd, args := natsSplit(l, &p.argv)
 	if cmd == "" {
 		return 0 // unknown line: skip it, resynchronise on the next
 	}
@@ -145,8 +147,7 @@ func (p *natsParser) line(dir Direction, l []byte, emit func(*Message)) int {
 }
 
 // natsSplit returns the uppercased command as a constant and up to 4 space-separated args.
-func natsSplit(l []byte) (string, [][]byte) {
-	var argv [4][]byte
+func natsSplit(l []byte, argv *[4][]byte) (string, [][]byte) {
 	i := bytes.IndexAny(l, " \t")
 	word := l
 	rest := []byte(nil)
