@@ -72,7 +72,15 @@ func newLabUpCommand(g *globals, o *labOptions) *cobra.Command {
 				return err
 			}
 			if err := labStartDaemon(cmd.Context(), g, dir, timeout); err != nil {
-				_ = lab.Cleanup(dir, nil)
+				// The daemon cleans up after a failed start; after a timeout or Ctrl-C it
+				// may still run: stop it, then remove whatever remains.
+				if cur, rerr := lab.ReadState(dir); rerr == nil && lab.DaemonAlive(cur) {
+					_ = cur.Daemon.Signal(syscall.SIGTERM)
+					cur.Daemon.WaitExit(60 * time.Second)
+					_ = lab.Cleanup(dir, cur)
+				} else {
+					_ = lab.Cleanup(dir, cur)
+				}
 				return err
 			}
 			st, err = lab.ReadState(dir)
@@ -90,7 +98,7 @@ func newLabUpCommand(g *globals, o *labOptions) *cobra.Command {
 	f.StringVarP(&file, "file", "f", "", "topology file (pods and services)")
 	f.StringVar(&podCIDR, "pod-cidr", lab.DefaultPodCIDR.String(), "pod addresses (the first is the bridge gateway)")
 	f.StringVar(&svcCIDR, "service-cidr", lab.DefaultServiceCIDR.String(), "service virtual IPs")
-	f.DurationVar(&timeout, "timeout", 2*time.Minute, "how long to wait for the lab to be ready")
+	f.DurationVar(&timeout, "timeout", 3*time.Minute, "how long to wait for the lab to be ready")
 	return cmd
 }
 
@@ -137,9 +145,9 @@ func labStartDaemon(ctx context.Context, g *globals, dir string, timeout time.Du
 		return fmt.Errorf("lab not ready within %v (see %s):\n%s", timeout, logPath, tail)
 	}
 	if text == "" {
-		text = "lab daemon exited before it was ready"
+		return fmt.Errorf("lab daemon exited before it was ready (daemon log %s):\n%s", logPath, tail)
 	}
-	return fmt.Errorf("%s\n(daemon log %s:)\n%s", strings.TrimPrefix(text, "error: "), logPath, tail)
+	return errors.New(strings.TrimPrefix(text, "error: "))
 }
 
 func labTail(path string, n int) string {

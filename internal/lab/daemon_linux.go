@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -51,6 +52,8 @@ type DaemonConfig struct {
 	// after the network is up and before the pods; nil = none.
 	System   func(s *State) []SystemSpec
 	Sidecars SidecarLauncher
+	// EndpointTimeout bounds the wait for service endpoints to accept connections; 0 = 60s.
+	EndpointTimeout time.Duration
 	// Ready receives "ok\n" once everything runs, or "error: ...\n"; then it is closed.
 	Ready io.WriteCloser
 }
@@ -108,9 +111,9 @@ func (d *Daemon) Run(ctx context.Context) error {
 	defer cancel()
 	if err := d.build(runCtx); err != nil {
 		d.cfg.Log.Error("lab failed to start", "err", err)
-		d.ready("error: " + err.Error())
 		cancel()
-		d.teardown()
+		d.teardown() // before reporting, so `lab up` returns to a clean machine
+		d.ready("error: " + err.Error())
 		return err
 	}
 	d.update(func(s *State) { s.Phase = "ready" })
@@ -166,7 +169,73 @@ func (d *Daemon) build(ctx context.Context) error {
 			return err
 		}
 	}
+	return d.waitEndpoints(ctx)
+}
+
+// waitEndpoints waits (bounded) until every service endpoint accepts TCP connections on its
+// targetPort, so `lab up` returns a lab whose services answer.
+func (d *Daemon) waitEndpoints(ctx context.Context) error {
+	timeout := d.cfg.EndpointTimeout
+	if timeout <= 0 {
+		timeout = 60 * time.Second
+	}
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	for _, sv := range d.st.Services {
+		for _, ep := range sv.Endpoints {
+			for _, sp := range sv.Ports {
+				addr := net.JoinHostPort(ep, strconv.Itoa(int(sp.TargetPort)))
+				if err := waitTCP(ctx, addr, func() error { return d.podFailed(ep) }); err != nil {
+					return fmt.Errorf("service %s: endpoint %s: %w", sv.Key(), addr, err)
+				}
+			}
+		}
+	}
 	return nil
+}
+
+// podFailed returns an error when the pod with ip has exited.
+func (d *Daemon) podFailed(ip string) error {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	for _, p := range d.st.Pods {
+		if p.IP == ip && p.State == "exited" {
+			return fmt.Errorf("pod %s exited with code %d: %s", p.Key(), p.ExitCode, lastLine(p.LogFile))
+		}
+	}
+	return nil
+}
+
+func lastLine(path string) string {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return ""
+	}
+	lines := strings.Split(strings.TrimSpace(string(b)), "\n")
+	return lines[len(lines)-1]
+}
+
+func waitTCP(ctx context.Context, addr string, failed func() error) error {
+	var dialer net.Dialer
+	tick := time.NewTicker(100 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		attempt, cancel := context.WithTimeout(ctx, time.Second)
+		c, err := dialer.DialContext(attempt, "tcp", addr)
+		cancel()
+		if err == nil {
+			c.Close()
+			return nil
+		}
+		if ferr := failed(); ferr != nil {
+			return ferr
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("not accepting connections in time (is the pod's server listening on that port?): %w", err)
+		case <-tick.C:
+		}
+	}
 }
 
 func (d *Daemon) preparePodDir(p *PodState) error {
