@@ -32,7 +32,11 @@ func (DNS) NewFlowParser(info FlowInfo) Parser { return &dnsParser{tcp: info.Tra
 // records account for every byte. TCP needs the length prefix to frame it.
 func (DNS) Detect(p *Probe) Verdict {
 	if len(p.Client) > 0 {
-		return dnsVerdict(p.Client, p.Transport, false)
+		v := dnsVerdict(p.Client, p.Transport, false)
+		if v == No && p.Transport == UDP && dnsVerdict(p.Client, UDP, true) == Yes {
+			return Yes // a response first: mDNS/LLMNR announcements, or the query was missed
+		}
+		return v
 	}
 	return dnsVerdict(p.Server, p.Transport, true)
 }

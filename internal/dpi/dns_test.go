@@ -79,7 +79,8 @@ func TestDNSDetect(t *testing.T) {
 	}{
 		{"udp query", Probe{Transport: UDP, Client: q}, Yes},
 		{"udp response only", Probe{Transport: UDP, Server: r}, Yes},
-		{"response sent by the client", Probe{Transport: UDP, Client: r}, No},
+		{"response first (mDNS announcement, missed query)", Probe{Transport: UDP, Client: r}, Yes},
+		{"response first over tcp", Probe{Transport: TCP, Client: append(binary.BigEndian.AppendUint16(nil, uint16(len(r))), r...)}, No},
 		{"tcp framed", Probe{Transport: TCP, Client: framed}, Yes},
 		{"tcp partial", Probe{Transport: TCP, Client: framed[:9]}, NeedMore},
 		{"tcp unframed", Probe{Transport: TCP, Client: q}, No},

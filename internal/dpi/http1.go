@@ -33,8 +33,7 @@ func (HTTP1) Detect(p *Probe) Verdict {
 			return Yes
 		}
 	}
-	if p.Midstream && (findMessageStart(p.Client, ClientToServer) >= 0 ||
-		findMessageStart(p.Server, ServerToClient) >= 0) {
+	if p.Midstream && (findAnyMessageStart(p.Client) >= 0 || findAnyMessageStart(p.Server) >= 0) {
 		return Yes
 	}
 	if c == NeedMore || s == NeedMore || len(p.Client)+len(p.Server) == 0 {
@@ -112,7 +111,7 @@ func statusLineVerdict(b []byte) Verdict {
 }
 
 func httpTokenChar(c byte) bool { return c >= 'A' && c <= 'Z' || c == '-' || c == '_' }
-func httpDigit(c byte) bool      { return c >= '0' && c <= '9' }
+func httpDigit(c byte) bool     { return c >= '0' && c <= '9' }
 
 // findMessageStart finds the offset of a request line (client) or status line (server) that
 // starts b or a line of b, or -1.
@@ -139,6 +138,19 @@ func findMessageStart(b []byte, dir Direction) int {
 	return -1
 }
 
+// findAnyMessageStart finds the first request or status line in b, or -1. A flow seen from the
+// middle may have its sides guessed wrong, so resynchronisation accepts either kind.
+func findAnyMessageStart(b []byte) int {
+	i, j := findMessageStart(b, ClientToServer), findMessageStart(b, ServerToClient)
+	switch {
+	case i < 0:
+		return j
+	case j < 0 || i < j:
+		return i
+	}
+	return j
+}
+
 type h1State uint8
 
 const (
@@ -152,6 +164,7 @@ const (
 )
 
 type http1Dir struct {
+	resp   bool // this side sends responses (normally the server; mid-stream it may be swapped)
 	state  h1State
 	remain int64
 	buf    []byte // a header block or line split across segments; at most MaxBuffer
@@ -163,6 +176,7 @@ type http1Parser struct {
 	pending [16]uint8
 	pr, pw  uint8
 	msg     Message
+	init    bool
 }
 
 const (
@@ -178,11 +192,17 @@ func (p *http1Parser) Midstream() {
 
 // Gap resynchronises dir on the next message start.
 func (p *http1Parser) Gap(dir Direction) {
-	p.d[dir&1] = http1Dir{state: h1Resync, buf: p.d[dir&1].buf[:0]}
+	if !p.init {
+		p.d[1].resp, p.init = true, true
+	}
+	p.d[dir&1] = http1Dir{state: h1Resync, resp: p.d[dir&1].resp, buf: p.d[dir&1].buf[:0]}
 	p.pr, p.pw = 0, 0
 }
 
 func (p *http1Parser) Feed(dir Direction, data []byte, emit func(*Message)) error {
+	if !p.init { // the server side sends responses unless resynchronisation finds otherwise
+		p.d[1].resp, p.init = true, true
+	}
 	d := &p.d[dir&1]
 	for len(data) > 0 {
 		switch d.state {
@@ -230,11 +250,12 @@ func (p *http1Parser) Feed(dir Direction, data []byte, emit func(*Message)) erro
 		case h1UntilClose:
 			return nil
 		case h1Resync:
-			i := findMessageStart(data, dir)
+			i := findAnyMessageStart(data)
 			if i < 0 {
 				return nil
 			}
 			data = data[i:]
+			d.resp = statusLineVerdict(data) == Yes
 			d.state = h1Head
 			d.buf = d.buf[:0]
 		}
@@ -293,7 +314,7 @@ func (p *http1Parser) head(dir Direction, d *http1Dir, data []byte, emit func(*M
 		if len(data) == 0 {
 			return nil
 		}
-		if !plausibleStart(data, dir) {
+		if !plausibleStart(data, d.resp) {
 			d.state = h1Resync
 			return data
 		}
@@ -327,8 +348,8 @@ func (p *http1Parser) head(dir Direction, d *http1Dir, data []byte, emit func(*M
 	return data[end-old:]
 }
 
-func plausibleStart(b []byte, dir Direction) bool {
-	if dir == ServerToClient {
+func plausibleStart(b []byte, resp bool) bool {
+	if resp {
 		return statusLineVerdict(b) != No
 	}
 	return requestLineVerdict(b) != No
@@ -370,7 +391,7 @@ func (p *http1Parser) message(dir Direction, d *http1Dir, block []byte, emit fun
 	chunked := len(te) > 0 && httpContainsFold(te, "chunked")
 	length, hasLength := httpDecimal(cl)
 	m := &p.msg
-	if dir == ClientToServer {
+	if !d.resp {
 		sp1 := bytes.IndexByte(first, ' ')
 		sp2 := bytes.LastIndexByte(first, ' ')
 		if sp1 < 0 || sp2 <= sp1 {
@@ -389,7 +410,7 @@ func (p *http1Parser) message(dir Direction, d *http1Dir, block []byte, emit fun
 			p.pending[p.pw%uint8(len(p.pending))] = kind
 			p.pw++
 		}
-		m.Reset(ClientToServer, TypeRequest)
+		m.Reset(dir, TypeRequest)
 		m.Add(AttrMethod, method)
 		if len(host) > 0 {
 			m.Add(AttrHost, host)
@@ -418,7 +439,7 @@ func (p *http1Parser) message(dir Direction, d *http1Dir, block []byte, emit fun
 		return
 	}
 	status := first[9:12]
-	m.Reset(ServerToClient, TypeResponse)
+	m.Reset(dir, TypeResponse)
 	m.Add(AttrStatus, status)
 	m.Add(AttrVersion, first[:8])
 	if len(ctype) > 0 {

@@ -123,3 +123,18 @@ func TestHTTP1Detect(t *testing.T) {
 		}
 	}
 }
+
+// TestHTTP1SwappedMidstream: a flow picked up mid-way whose sides were guessed wrong (the
+// "client" sends responses) still yields requests and responses.
+func TestHTTP1SwappedMidstream(t *testing.T) {
+	e := coreEngine(t)
+	fl := e.NewFlow(FlowInfo{Transport: TCP, ServerPort: 45000, Midstream: true}, nil)
+	fl.Feed(ClientToServer, []byte("ody>\n</html>\nHTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"))
+	fl.Feed(ServerToClient, []byte("GET /next HTTP/1.1\r\nHost: a\r\n\r\n"))
+	fl.Close()
+	s := fl.Summary()
+	if fl.Protocol() != "http" || s.Count(TypeRequest) != 1 || s.Count(TypeResponse) != 1 {
+		b, _ := s.MarshalJSON()
+		t.Fatalf("%q %s", fl.Protocol(), b)
+	}
+}

@@ -20,6 +20,7 @@ type packetInfo struct {
 	ack        uint32
 	flags      uint8 // TCP flags
 	payload    []byte
+	cut        int // TCP payload bytes the IP header promises but the capture's snaplen cut off
 	ipProtocol uint8
 }
 
@@ -83,6 +84,7 @@ func decodeIP(b []byte, p *packetInfo) bool {
 	}
 	var proto uint8
 	var srcA, dstA netip.Addr
+	ipCut := 0 // bytes of the IP packet beyond the captured frame
 	switch b[0] >> 4 {
 	case 4:
 		if len(b) < 20 {
@@ -95,6 +97,9 @@ func decodeIP(b []byte, p *packetInfo) bool {
 		}
 		if total >= ihl && total < len(b) {
 			b = b[:total] // drop Ethernet padding
+		}
+		if total > len(b) {
+			ipCut = total - len(b)
 		}
 		if binary.BigEndian.Uint16(b[6:])&0x1fff != 0 {
 			return false // a non-first fragment carries no transport header
@@ -112,6 +117,9 @@ func decodeIP(b []byte, p *packetInfo) bool {
 		b = b[40:]
 		if plen > 0 && plen < len(b) {
 			b = b[:plen]
+		}
+		if plen > len(b) {
+			ipCut = plen - len(b)
 		}
 	ext:
 		for i := 0; i < 8; i++ { // extension headers
@@ -139,6 +147,7 @@ func decodeIP(b []byte, p *packetInfo) bool {
 		return false
 	}
 	p.ipProtocol = proto
+	ipPayload := len(b) + ipCut
 	switch proto {
 	case 6:
 		if len(b) < 20 {
@@ -154,6 +163,7 @@ func decodeIP(b []byte, p *packetInfo) bool {
 		p.seq, p.ack = binary.BigEndian.Uint32(b[4:]), binary.BigEndian.Uint32(b[8:])
 		p.flags = b[13]
 		p.payload = b[off:]
+		p.cut = ipPayload - off - len(p.payload)
 	case 17:
 		if len(b) < 8 {
 			return false

@@ -218,3 +218,31 @@ func FuzzInspectPcap(f *testing.F) {
 		_, _ = newInspector(t).Read(context.Background(), bytes.NewReader(b))
 	})
 }
+
+// TestSnaplen: a capture cut to 120 bytes per frame still tells each flow's protocol; the cut
+// tails are holes, not stalls.
+func TestSnaplen(t *testing.T) {
+	for _, path := range []string{"testdata/http/curl-nginx-80.pcap", "testdata/tls/curl-nginx-443.pcap"} {
+		frames, lt := readFrames(t, path)
+		full := inspectBytes(t, writePcap(t, lt, frames))
+		var b bytes.Buffer
+		w := pcapgo.NewWriter(&b)
+		_ = w.WriteFileHeader(120, lt)
+		for _, f := range frames {
+			ci := f.ci
+			data := f.data[:min(len(f.data), 120)]
+			ci.CaptureLength, ci.Length = len(data), len(f.data)
+			_ = w.WritePacket(ci, data)
+		}
+		cut := inspectBytes(t, b.Bytes())
+		if len(cut.Flows) != len(full.Flows) {
+			t.Fatalf("%s: %d flows, want %d", path, len(cut.Flows), len(full.Flows))
+		}
+		for i := range cut.Flows {
+			if cut.Flows[i].Protocol != full.Flows[i].Protocol || cut.Flows[i].Bytes != full.Flows[i].Bytes {
+				t.Errorf("%s flow %d: %s %d bytes, want %s %d", path, i, cut.Flows[i].Protocol,
+					cut.Flows[i].Bytes, full.Flows[i].Protocol, full.Flows[i].Bytes)
+			}
+		}
+	}
+}

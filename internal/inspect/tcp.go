@@ -47,6 +47,12 @@ func (f *flow) tcp(dir dpi.Direction, p *packetInfo) {
 	if len(p.payload) > 0 {
 		h.segment(f, dir, p.seq, p.payload)
 	}
+	if p.cut > 0 && p.cut < 1<<16 && h.next == p.seq+uint32(len(p.payload)) {
+		// The snaplen cut this segment short: the missing tail is a known hole.
+		f.df.Gap(dir)
+		h.next += uint32(p.cut)
+		h.drain(f, dir)
+	}
 	if p.flags&tcpFIN != 0 {
 		h.fin = true
 	}
