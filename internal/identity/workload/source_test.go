@@ -218,3 +218,21 @@ func TestHandshakesNeverFailThroughRotation(t *testing.T) {
 		t.Fatal("expired SVID renewed")
 	}
 }
+
+func TestRunStopsWhenSVIDExpired(t *testing.T) {
+	s := identitytest.Start(t, 10*time.Minute)
+	src := newSource(t, s, webID)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	done := make(chan error, 1)
+	go func() { done <- src.Run(ctx) }()
+	if err := s.Clock.BlockUntilContext(ctx, 1); err != nil {
+		t.Fatal(err)
+	}
+	// The workload was suspended past its SVID's lifetime: renewal must be refused.
+	s.Clock.Advance(time.Hour)
+	err := <-done
+	if status.Code(err) != codes.Unauthenticated || !strings.Contains(err.Error(), "attest again") {
+		t.Fatalf("Run after expiry = %v, want an expired refusal telling to attest again", err)
+	}
+}
