@@ -5,6 +5,8 @@ import (
 	"os"
 	"strings"
 	"testing"
+
+	"github.com/meshguard/meshguard/internal/dpi"
 )
 
 // FuzzParse feeds arbitrary bytes to the loader. It must never panic; whatever parses and
@@ -53,6 +55,47 @@ func FuzzParse(f *testing.F) {
 		}
 		if _, err := Compile(s, CompileOptions{}); err != nil {
 			t.Fatalf("compile of a valid set: %v", err)
+		}
+	})
+}
+
+// FuzzDecideL7 feeds arbitrary request attributes (they come from hostile traffic) to the L7
+// matchers through Decide: no panics, and a verdict for every input.
+func FuzzDecideL7(f *testing.F) {
+	s, err := Parse("shop.yaml", must(os.ReadFile("testdata/shop.yaml")))
+	if err != nil {
+		f.Fatal(err)
+	}
+	p, err := Compile(s, CompileOptions{})
+	if err != nil {
+		f.Fatal(err)
+	}
+	client, _ := p.GroupID("shop/client")
+	web, _ := p.GroupID("shop/web")
+	cache, _ := p.GroupID("shop/cache")
+	f.Add("http", "GET", "/api/x", "a.shop.example:80", uint16(8080))
+	f.Add("grpc", "POST", "/pkg.Svc/Method", "[::1]:", uint16(8000))
+	f.Add("redis", "FLUSHALL", "", "", uint16(6379))
+	f.Add("http", "", "/%2", ":", uint16(8001))
+	f.Add("http2", "G", "//", "]:1", uint16(0))
+	f.Fuzz(func(t *testing.T, app, a, b, c string, port uint16) {
+		m := &dpi.Message{}
+		m.Reset(dpi.ClientToServer, "request")
+		m.AddString(dpi.AttrMethod, a)
+		m.AddString(dpi.AttrCommand, a)
+		m.AddString(dpi.AttrVerb, a)
+		m.AddString(dpi.AttrPath, b)
+		m.AddString(dpi.AttrHost, c)
+		m.AddString(dpi.AttrName, c)
+		for _, src := range []GroupID{client, web} {
+			for _, dst := range []GroupID{web, cache} {
+				in := Input{SrcGroups: []GroupID{src}, DstGroups: []GroupID{dst}, Port: port, Transport: dpi.TCP, App: app, L7: m}
+				d := p.Decide(&in)
+				if d.Verdict != Allow && d.Verdict != Deny {
+					t.Fatalf("verdict %d", d.Verdict)
+				}
+				_, _ = p.Explain(&in)
+			}
 		}
 	})
 }

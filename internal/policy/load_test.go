@@ -2,6 +2,7 @@ package policy
 
 import (
 	"bytes"
+	"encoding/json"
 	"os"
 	"path/filepath"
 	"reflect"
@@ -279,5 +280,32 @@ func TestMergeDeleteSetMode(t *testing.T) {
 	}
 	if _, err := s.SetMode("shop/db", "block"); err == nil {
 		t.Fatal("set bad mode")
+	}
+}
+
+// TestJSON: the REST API speaks JSON; the documents marshal to the same shape and JSON input
+// parses (JSON is YAML) with the same strictness.
+func TestJSON(t *testing.T) {
+	s := loadShop(t)
+	b, err := json.Marshal(s.NetworkRules[0])
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.HasPrefix(string(b), `{"apiVersion":"meshguard.io/v1alpha1","kind":"NetworkRule","metadata":{"name":"web-to-cache","namespace":"shop"},"spec":{"from":{"group":"web"}`) {
+		t.Fatalf("json shape: %s", b)
+	}
+	s2, err := Parse("api.json", b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !reflect.DeepEqual(stripSources(s2).NetworkRules[0], stripSources(s).NetworkRules[0]) {
+		t.Fatalf("json round trip: %+v", s2.NetworkRules[0])
+	}
+	if _, err := Parse("api.json", []byte(`{"apiVersion":"meshguard.io/v1alpha1","kind":"Group","metadata":{"name":"a"},"spec":{"mod":"x"}}`)); err == nil ||
+		!strings.Contains(err.Error(), "api.json:1: Group a: spec.mod: unknown field") {
+		t.Fatalf("json strictness: %v", err)
+	}
+	if refs := s.Objects(); len(refs) != s.Len() || refs[0] != (ObjectRef{KindGroup, "shop", "web"}) {
+		t.Fatalf("objects: %v", refs)
 	}
 }

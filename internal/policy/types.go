@@ -501,3 +501,32 @@ func (s *Set) SetMode(groupKey string, m Mode) (*Set, error) {
 }
 
 func validMode(m Mode) bool { return m == ModeDiscover || m == ModeMonitor || m == ModeProtect }
+
+// ObjectRef names one document of a set.
+type ObjectRef struct {
+	Kind      string `json:"kind"`
+	Namespace string `json:"namespace,omitempty"`
+	Name      string `json:"name"`
+}
+
+// Objects lists every document of the set (for RBAC checks on an apply: a namespace editor
+// may only submit objects of its namespace; for audit records; for `get`).
+func (s *Set) Objects() []ObjectRef {
+	out := make([]ObjectRef, 0, s.Len())
+	for _, x := range s.Groups {
+		out = append(out, ObjectRef{KindGroup, x.Metadata.Namespace, x.Metadata.Name})
+	}
+	for _, x := range s.NetworkRules {
+		out = append(out, ObjectRef{KindNetworkRule, x.Metadata.Namespace, x.Metadata.Name})
+	}
+	for _, x := range s.ProcessProfiles {
+		out = append(out, ObjectRef{KindProcessProfile, x.Metadata.Namespace, x.Metadata.Name})
+	}
+	for _, x := range s.FileRules {
+		out = append(out, ObjectRef{KindFileRule, x.Metadata.Namespace, x.Metadata.Name})
+	}
+	for _, x := range s.ResponseRules {
+		out = append(out, ObjectRef{KindResponseRule, x.Metadata.Namespace, x.Metadata.Name})
+	}
+	return out
+}
