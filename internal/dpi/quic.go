@@ -163,6 +163,7 @@ type quicParser struct {
 	nranges  int
 	plain    []byte
 	hdr      [64]byte
+	bigHdr   []byte
 	msg      Message
 	sc       scratch
 }
@@ -309,14 +310,21 @@ func (p *quicParser) initial(pkt []byte, h quicLong) {
 
 func (p *quicParser) decrypt(pkt []byte, h quicLong, aead cipher.AEAD, hp cipher.Block, iv []byte) bool {
 	sampleAt := h.pnOffset + 4
-	if sampleAt+16 > len(pkt) || h.pnOffset+4 > len(p.hdr) {
+	if sampleAt+16 > len(pkt) {
 		return false
+	}
+	if h.pnOffset+4 > len(p.hdr) && len(p.bigHdr) < h.pnOffset+4 {
+		p.bigHdr = make([]byte, h.pnOffset+4) // a long token (after Retry or NEW_TOKEN)
 	}
 	var mask [16]byte
 	hp.Encrypt(mask[:], pkt[sampleAt:sampleAt+16])
 	b0 := pkt[0] ^ mask[0]&0x0f
 	pnLen := int(b0&3) + 1
-	hdr := p.hdr[:h.pnOffset+pnLen]
+	hdr := p.hdr[:]
+	if h.pnOffset+4 > len(p.hdr) {
+		hdr = p.bigHdr
+	}
+	hdr = hdr[:h.pnOffset+pnLen]
 	copy(hdr, pkt[:h.pnOffset+pnLen])
 	hdr[0] = b0
 	var pn uint64

@@ -130,6 +130,14 @@ func (p *syslogParser) Feed(dir Direction, data []byte, emit func(*Message)) err
 	if dir != ClientToServer {
 		return nil // syslog is one-way; anything back is not ours to read
 	}
+	if len(p.lr.buf) > 0 && !p.lines && !p.octets && p.pending == 0 {
+		if _, _, _, ok := syslogPRI(data); ok {
+			// The pending bytes were a whole datagram without a newline (too short for the
+			// header check below), and this is the next one.
+			p.message(dir, bytes.TrimRight(p.lr.buf, "\r\x00"), emit)
+			p.lr.buf = p.lr.buf[:0]
+		}
+	}
 	if len(p.lr.buf) == 0 && !p.lr.dropping && p.pending == 0 && len(p.buf) == 0 {
 		if _, _, _, ok := syslogPRI(data); ok && (bytes.IndexByte(data, '\n') < 0 ||
 			bytes.IndexByte(data, '\n') == len(data)-1) {

@@ -48,6 +48,8 @@ func TestSyslog(t *testing.T) {
 	bbNoSecret(t, got, "hunter2")
 	got = bbFeed(t, Syslog{}, bbFlow{TCP, []bbSeg{{ClientToServer, []byte(m5424 + "\n" + m3164 + "\n")}}}, 1)
 	bbWant(t, got, want...)
+	got = bbFeed(t, Syslog{}, bbFlow{UDP, []bbSeg{{ClientToServer, []byte("<13>short one")}, {ClientToServer, []byte(m3164)}}}, 0)
+	bbWant(t, got, "client log facility=user severity=notice host=short", want[1])
 	oc := []byte(strconv.Itoa(len(m5424)) + " " + m5424 + strconv.Itoa(len(m3164)) + " " + m3164)
 	got = bbFeed(t, Syslog{}, bbFlow{TCP, []bbSeg{{ClientToServer, oc}}}, 1)
 	bbWant(t, got, want...)
