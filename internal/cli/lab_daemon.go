@@ -16,7 +16,10 @@ import (
 // newLabDaemonCommand is the long-running lab process `lab up` starts detached. It hosts the
 // DNS server, supervises pods and system processes, and tears everything down on SIGTERM.
 func newLabDaemonCommand(g *globals, o *labOptions) *cobra.Command {
-	var readyFD int
+	var (
+		readyFD  int
+		epTimout time.Duration
+	)
 	cmd := &cobra.Command{
 		Use:    "daemon",
 		Short:  "Internal: the lab's supervisor process (started by 'lab up')",
@@ -34,7 +37,10 @@ func newLabDaemonCommand(g *globals, o *labOptions) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			cfg := lab.DaemonConfig{StateDir: o.stateDir, Self: self, Log: log}
+			cfg := lab.DaemonConfig{StateDir: o.stateDir, Self: self, Log: log, EndpointTimeout: epTimout}
+			if epTimout == 0 {
+				cfg.EndpointTimeout = -1
+			}
 			if readyFD > 0 {
 				syscall.CloseOnExec(readyFD) // pods and system processes must not inherit it
 				cfg.Ready = os.NewFile(uintptr(readyFD), "ready")
@@ -52,6 +58,7 @@ func newLabDaemonCommand(g *globals, o *labOptions) *cobra.Command {
 		},
 	}
 	cmd.Flags().IntVar(&readyFD, "ready-fd", 0, "file descriptor to report readiness on")
+	cmd.Flags().DurationVar(&epTimout, "wait-endpoints", time.Minute, "wait this long for service endpoints to accept connections (0: do not wait)")
 	return cmd
 }
 

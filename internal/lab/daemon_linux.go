@@ -52,7 +52,8 @@ type DaemonConfig struct {
 	// after the network is up and before the pods; nil = none.
 	System   func(s *State) []SystemSpec
 	Sidecars SidecarLauncher
-	// EndpointTimeout bounds the wait for service endpoints to accept connections; 0 = 60s.
+	// EndpointTimeout bounds the wait for service endpoints to accept connections; 0 = 60s,
+	// negative = do not wait.
 	EndpointTimeout time.Duration
 	// Ready receives "ok\n" once everything runs, or "error: ...\n"; then it is closed.
 	Ready io.WriteCloser
@@ -176,7 +177,10 @@ func (d *Daemon) build(ctx context.Context) error {
 // targetPort, so `lab up` returns a lab whose services answer.
 func (d *Daemon) waitEndpoints(ctx context.Context) error {
 	timeout := d.cfg.EndpointTimeout
-	if timeout <= 0 {
+	if timeout < 0 {
+		return nil
+	}
+	if timeout == 0 {
 		timeout = 60 * time.Second
 	}
 	ctx, cancel := context.WithTimeout(ctx, timeout)

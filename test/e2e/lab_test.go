@@ -274,7 +274,7 @@ func TestLabShop(t *testing.T) {
 
 func TestLabDownAfterDaemonCrash(t *testing.T) {
 	labRequire(t)
-	labUp(t, "pods:\n  - name: a\n    command: [sleep, infinity]\n    sidecar: false\n  - name: b\n    labels: {app: b}\n    command: [sleep, infinity]\n    sidecar: false\nservices:\n  - name: b\n    selector: {app: b}\n    ports: [{port: 80}]\n")
+	labUp(t, "pods:\n  - name: a\n    command: [sleep, infinity]\n    sidecar: false\n  - name: b\n    labels: {app: b}\n    command: [python3, -m, http.server, \"80\"]\n    sidecar: false\nservices:\n  - name: b\n    selector: {app: b}\n    ports: [{port: 80}]\n")
 	st := labState(t)
 	if err := syscall.Kill(st.Daemon.PID, syscall.SIGKILL); err != nil {
 		t.Fatal(err)
@@ -343,4 +343,20 @@ func TestLabNeedsRoot(t *testing.T) {
 			t.Errorf("meshguard %s as nobody: %v\n%s", strings.Join(args, " "), err, out)
 		}
 	}
+}
+
+func TestLabUpReportsDeadPodAndCleansUp(t *testing.T) {
+	labRequire(t)
+	file := filepath.Join(t.TempDir(), "dead.yaml")
+	topo := "pods:\n  - name: web\n    labels: {app: web}\n    command: [no-such-program-here]\n    sidecar: false\nservices:\n  - name: web\n    selector: {app: web}\n    ports: [{port: 80}]\n"
+	if err := os.WriteFile(file, []byte(topo), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	t.Setenv("HOME", t.TempDir())
+	t.Cleanup(func() { Run(t, "lab", "down") })
+	r := Run(t, "lab", "up", "-f", file)
+	if r.Code == 0 || !strings.Contains(r.Stderr, "pod default/web exited") || !strings.Contains(r.Stderr, "no-such-program-here") {
+		t.Fatalf("lab up with a dead pod: exit %d\nstderr: %s", r.Code, r.Stderr)
+	}
+	labAssertGone(t, &lab.State{StateDir: lab.DefaultStateDir})
 }
