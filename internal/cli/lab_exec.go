@@ -7,6 +7,7 @@ import (
 	"os"
 	"os/exec"
 	"strconv"
+	"time"
 
 	"github.com/spf13/cobra"
 
@@ -65,7 +66,8 @@ func newLabExecCommand(g *globals, o *labOptions) *cobra.Command {
 }
 
 func newLabLogsCommand(g *globals, o *labOptions) *cobra.Command {
-	return &cobra.Command{
+	var follow bool
+	cmd := &cobra.Command{
 		Use:   "logs POD",
 		Short: "Print a pod's output (or a lab system process's, e.g. controller)",
 		Args:  cobra.ExactArgs(1),
@@ -96,8 +98,27 @@ func newLabLogsCommand(g *globals, o *labOptions) *cobra.Command {
 				return fmt.Errorf("open log: %w", err)
 			}
 			defer f.Close()
-			_, err = io.Copy(g.stdout, f)
-			return err
+			if _, err := io.Copy(g.stdout, f); err != nil || !follow {
+				return err
+			}
+			// Follow: poll for appended output until Ctrl-C or the lab removes the log.
+			tick := time.NewTicker(250 * time.Millisecond)
+			defer tick.Stop()
+			for {
+				select {
+				case <-cmd.Context().Done():
+					return nil
+				case <-tick.C:
+				}
+				if _, err := io.Copy(g.stdout, f); err != nil {
+					return err
+				}
+				if _, err := os.Stat(path); err != nil {
+					return nil
+				}
+			}
 		},
 	}
+	cmd.Flags().BoolVarP(&follow, "follow", "f", false, "keep printing new output until interrupted or the lab goes down")
+	return cmd
 }
