@@ -44,7 +44,7 @@ var cqlOpNames = [...]string{
 	cqlAuthSuccess: "AUTH_SUCCESS",
 }
 
-var cqlRequestOps = [...]bool{cqlStartup: true, cqlOptions: true, cqlQuery: true,
+var cqlRequestOps = [len(cqlOpNames)]bool{cqlStartup: true, cqlOptions: true, cqlQuery: true,
 	cqlPrepare: true, cqlExecute: true, cqlRegister: true, cqlBatch: true, cqlAuthResp: true}
 
 // cqlHeader validates a frame header; ok=false if it cannot be CQL v3-v5.
