@@ -110,8 +110,8 @@ type Registry struct {
 
 	mu        sync.RWMutex
 	workloads map[string]*entry // by workload key
-	byIP      map[netip.Addr]string
-	bySPIFFE  map[string]string
+	byIP      map[netip.Addr]*entry
+	bySPIFFE  map[string]*entry
 	services  map[string]*Service
 	byVIP     map[netip.Addr]string
 	groups    []policy.Group             // current Group documents
@@ -142,8 +142,8 @@ func New(cfg Config) (*Registry, error) {
 	return &Registry{
 		cfg:       cfg,
 		workloads: map[string]*entry{},
-		byIP:      map[netip.Addr]string{},
-		bySPIFFE:  map[string]string{},
+		byIP:      map[netip.Addr]*entry{},
+		bySPIFFE:  map[string]*entry{},
 		services:  map[string]*Service{},
 		byVIP:     map[netip.Addr]string{},
 		byNS:      map[string][]*policy.Group{},
@@ -223,14 +223,14 @@ func (r *Registry) UpsertWorkload(w Workload) error {
 	if old, ok := r.workloads[key]; ok {
 		r.unindexLocked(key, old)
 	}
-	if other, ok := r.byIP[w.IP]; ok && other != key {
+	if other, ok := r.byIP[w.IP]; ok && other.w.Key() != key {
 		// Addresses get reused; the newest owner wins and the stale one loses its address.
-		r.cfg.Log.Warn("registry: address taken over", "ip", w.IP, "old", other, "new", key)
+		r.cfg.Log.Warn("registry: address taken over", "ip", w.IP, "old", other.w.Key(), "new", key)
 	}
 	e := &entry{w: w}
 	r.workloads[key] = e
-	r.byIP[w.IP] = key
-	r.bySPIFFE[w.SPIFFEID] = key
+	r.byIP[w.IP] = e
+	r.bySPIFFE[w.SPIFFEID] = e
 	r.computeLocked(e)
 	r.refreshEndpointsLocked(w.Namespace)
 	r.bumpLocked()
@@ -253,10 +253,10 @@ func (r *Registry) DeleteWorkload(namespace, name string) {
 }
 
 func (r *Registry) unindexLocked(key string, e *entry) {
-	if r.byIP[e.w.IP] == key {
+	if r.byIP[e.w.IP] == e {
 		delete(r.byIP, e.w.IP)
 	}
-	if r.bySPIFFE[e.w.SPIFFEID] == key {
+	if r.bySPIFFE[e.w.SPIFFEID] == e {
 		delete(r.bySPIFFE, e.w.SPIFFEID)
 	}
 	for _, g := range e.groups {
@@ -413,7 +413,8 @@ func (r *Registry) computeLocked(e *entry) {
 			set[g.Metadata.Key()] = struct{}{}
 		}
 	}
-	e.groups = e.groups[:0]
+	// A fresh slice: readers may still hold the previous one (GroupsOf shares it).
+	e.groups = make([]string, 0, len(set))
 	for g := range set {
 		e.groups = append(e.groups, g)
 		m := r.members[g]
@@ -461,7 +462,7 @@ func (r *Registry) Workload(namespace, name string) (Workload, bool) {
 func (r *Registry) ByIP(ip netip.Addr) (Workload, bool) {
 	r.mu.RLock()
 	defer r.mu.RUnlock()
-	e, ok := r.workloads[r.byIP[ip.Unmap()]]
+	e, ok := r.byIP[ip.Unmap()]
 	if !ok {
 		return Workload{}, false
 	}
@@ -472,7 +473,7 @@ func (r *Registry) ByIP(ip netip.Addr) (Workload, bool) {
 func (r *Registry) BySPIFFEID(id string) (Workload, bool) {
 	r.mu.RLock()
 	defer r.mu.RUnlock()
-	e, ok := r.workloads[r.bySPIFFE[id]]
+	e, ok := r.bySPIFFE[id]
 	if !ok {
 		return Workload{}, false
 	}
@@ -531,7 +532,7 @@ func (r *Registry) GroupsOfIP(ip netip.Addr) []string {
 	ip = ip.Unmap()
 	r.mu.RLock()
 	defer r.mu.RUnlock()
-	if e, ok := r.workloads[r.byIP[ip]]; ok {
+	if e, ok := r.byIP[ip]; ok {
 		return e.groups
 	}
 	var out []string
