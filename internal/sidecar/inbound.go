@@ -73,6 +73,7 @@ type InboundConfig struct {
 	Report  Reporter   // nil drops reports
 
 	DialTimeout          time.Duration // dialling the app; default 5s
+	Dial                 DialFunc      // dialling the app; nil: net.Dialer
 	HandshakeTimeout     time.Duration // TLS handshake on the tunnel port; default 10s
 	DrainTimeout         time.Duration // on shutdown, how long streams may finish; default 10s
 	MaxConcurrentStreams uint32        // per tunnel connection; default 1000
@@ -102,6 +103,9 @@ func (c *InboundConfig) validate() error {
 	}
 	if c.DialTimeout == 0 {
 		c.DialTimeout = 5 * time.Second
+	}
+	if c.Dial == nil {
+		c.Dial = (&net.Dialer{}).DialContext
 	}
 	if c.HandshakeTimeout == 0 {
 		c.HandshakeTimeout = 10 * time.Second
@@ -309,7 +313,7 @@ func (p *InboundProxy) serveStream(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 	}
-	app, err := net.DialTimeout("tcp", rep.DestAddr.String(), p.cfg.DialTimeout)
+	app, err := p.dialApp(r.Context(), rep.DestAddr)
 	if err != nil {
 		refuse(w, http.StatusBadGateway, "app unreachable")
 		finish(ReasonDialFailed, err)
@@ -415,7 +419,7 @@ func (p *InboundProxy) servePlain(base context.Context, c net.Conn) {
 		return
 	}
 	defer p.track.done(c)
-	app, err := net.DialTimeout("tcp", rep.DestAddr.String(), p.cfg.DialTimeout)
+	app, err := p.dialApp(base, rep.DestAddr)
 	if err != nil {
 		c.Close()
 		finish(ReasonDialFailed, err)
@@ -450,6 +454,12 @@ func (bp *bufPool) pipe(a, b net.Conn, aToB, bToA *int64) (CloseReason, error) {
 		}
 	}
 	return ReasonClosed, nil
+}
+
+func (p *InboundProxy) dialApp(ctx context.Context, to netip.AddrPort) (net.Conn, error) {
+	ctx, cancel := context.WithTimeout(ctx, p.cfg.DialTimeout)
+	defer cancel()
+	return p.cfg.Dial(ctx, "tcp", to.String())
 }
 
 func (p *InboundProxy) report(r ConnReport) {

@@ -57,6 +57,7 @@ type OutboundConfig struct {
 	Self        spiffeid.ID // this sidecar's identity, for reports
 
 	Mark           int           // SO_MARK on passthrough dials (intercept.Config.ExcludeMark)
+	Dial           DialFunc      // passthrough dials; nil: net.Dialer with Mark
 	ResolveTimeout time.Duration // how long a connection may wait for a route; default 10s
 	DialTimeout    time.Duration // stream setup through the tunnel or passthrough dial; default 5s
 	DrainTimeout   time.Duration // on shutdown, how long connections may finish; default 10s
@@ -77,6 +78,9 @@ func (c *OutboundConfig) validate() error {
 	}
 	if c.DialTimeout == 0 {
 		c.DialTimeout = 5 * time.Second
+	}
+	if c.Dial == nil {
+		c.Dial = (&net.Dialer{Control: markControl(c.Mark)}).DialContext
 	}
 	if c.DrainTimeout == 0 {
 		c.DrainTimeout = 10 * time.Second
@@ -192,8 +196,7 @@ func (p *OutboundProxy) serve(base context.Context, c net.Conn) {
 		if !to.IsValid() {
 			to = dst
 		}
-		d := net.Dialer{Control: markControl(p.cfg.Mark)}
-		out, err := d.DialContext(dctx, "tcp", to.String())
+		out, err := p.cfg.Dial(dctx, "tcp", to.String())
 		cancel()
 		if err != nil {
 			rst(tc)

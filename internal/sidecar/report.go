@@ -1,6 +1,8 @@
 package sidecar
 
 import (
+	"context"
+	"net"
 	"net/netip"
 	"time"
 
@@ -48,6 +50,10 @@ type ConnReport struct {
 	Reason              CloseReason
 	Err                 string // detail for non-normal reasons; never contains payload or secrets
 }
+
+// DialFunc opens a TCP connection; the proxies take one so a process outside the pod's
+// network namespace (tests, a node agent) can dial from inside it. nil means net.Dialer.
+type DialFunc func(ctx context.Context, network, addr string) (net.Conn, error)
 
 // Reporter receives connection reports. It is called on the connection's goroutine after the
 // connection ended, so it must not block (queue and batch).

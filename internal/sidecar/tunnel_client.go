@@ -37,6 +37,7 @@ type TunnelClientConfig struct {
 	// alone (intercept.Config.ExcludeMark); 0 sets none (rely on the uid exclusion).
 	Mark        int
 	DialTimeout time.Duration // TCP+TLS handshake bound per peer connection; default 5s
+	Dial        DialFunc      // TCP dial to peers; nil: net.Dialer with Mark
 	IdleTimeout time.Duration // close a pooled connection idle this long; default 5m
 }
 
@@ -52,6 +53,9 @@ func (c *TunnelClientConfig) validate() error {
 	}
 	if c.DialTimeout == 0 {
 		c.DialTimeout = 5 * time.Second
+	}
+	if c.Dial == nil {
+		c.Dial = (&net.Dialer{Control: markControl(c.Mark)}).DialContext
 	}
 	if c.IdleTimeout == 0 {
 		c.IdleTimeout = 5 * time.Minute
@@ -225,8 +229,7 @@ func (c *TunnelClient) conn(ctx context.Context, peer Peer) (*http2.ClientConn, 
 func (c *TunnelClient) dial(peer Peer) (*peerConn, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), c.cfg.DialTimeout)
 	defer cancel()
-	d := net.Dialer{Control: markControl(c.cfg.Mark)}
-	raw, err := d.DialContext(ctx, "tcp", peer.Addr)
+	raw, err := c.cfg.Dial(ctx, "tcp", peer.Addr)
 	if err != nil {
 		return nil, fmt.Errorf("tunnel to %s: %w", peer.Addr, err)
 	}

@@ -21,6 +21,8 @@ import (
 type Pair struct {
 	A, B     string     // bind-mounted netns paths, usable with intercept.Do and intercept.Config
 	AIP, BIP netip.Addr // addresses of the veth ends
+	VethA    string     // the veth end inside A (capture on it to see what leaves the pod)
+	VethB    string
 }
 
 var seq atomic.Uint32
@@ -49,6 +51,7 @@ func NewPair(t testing.TB) *Pair {
 		BIP: netip.AddrFrom4([4]byte{10, second, third, 2}),
 	}
 	vethA, vethB := "v"+tag+"a", "v"+tag+"b"
+	p.VethA, p.VethB = vethA, vethB
 	la := &netlink.Veth{LinkAttrs: netlink.LinkAttrs{Name: vethA, Namespace: netlink.NsFd(hA)}, PeerName: vethB, PeerNamespace: netlink.NsFd(hB)}
 	if err := netlink.LinkAdd(la); err != nil {
 		t.Fatalf("nstest: add veth: %v", err)
