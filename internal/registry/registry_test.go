@@ -276,3 +276,29 @@ func BenchmarkLookup(b *testing.B) {
 		i++
 	}
 }
+
+// TestConcurrentReadsAndWrites: lookups while feeders and the policy store write (-race).
+func TestConcurrentReadsAndWrites(t *testing.T) {
+	r := newReg(t)
+	gs := loadGroups(t).Groups
+	ctx, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
+	defer cancel()
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for i := 0; ctx.Err() == nil && i < 100000; i++ {
+			r.ByIP(netip.MustParseAddr("10.0.0.1"))
+			for _, g := range r.GroupsOf("shop", "w1") {
+				_ = len(g)
+			}
+			r.Members("shop/web")
+		}
+	}()
+	for i := 0; ctx.Err() == nil && i < 2000; i++ {
+		must(t, r.UpsertWorkload(wl("shop", "w1", "10.0.0.1", "web", "app", "web", "tier", "front", "env", "prod")))
+		r.SetGroups(gs)
+		r.DeleteWorkload("shop", "w1")
+	}
+	cancel()
+	<-done
+}
