@@ -30,6 +30,9 @@ func (AMQP) Detect(p *Probe) Verdict {
 			return Yes
 		}
 	}
+	if p.Midstream && amqpFrames(p.Client) {
+		return Yes
+	}
 	if s := p.Server; len(s) >= 11 && len(p.Client) == 0 || p.Midstream && len(s) >= 11 {
 		// Connection.Start on channel 0.
 		if s[0] == 1 && s[1] == 0 && s[2] == 0 && s[7] == 0 && s[8] == 10 && s[9] == 0 && s[10] == 10 {
@@ -37,6 +40,19 @@ func (AMQP) Detect(p *Probe) Verdict {
 		}
 	}
 	return No
+}
+
+// amqpFrames recognises a stream seen from the middle that starts at a method frame of a
+// known class and method, checked by its frame-end octet.
+func amqpFrames(b []byte) bool {
+	if len(b) < 12 || b[0] != 1 {
+		return false
+	}
+	n := int(binary.BigEndian.Uint32(b[3:]))
+	if n < 4 || n > 1<<20 || 7+n >= len(b) || b[7+n] != 0xce {
+		return false
+	}
+	return amqpMethod(binary.BigEndian.Uint16(b[7:]), binary.BigEndian.Uint16(b[9:])) != ""
 }
 
 // NewParser returns a parser for one connection.

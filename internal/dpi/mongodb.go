@@ -30,6 +30,9 @@ func (MongoDB) Detect(p *Probe) Verdict { return clientFirst(p, mongoDBDetect(p)
 func mongoDBDetect(p *Probe) Verdict {
 	c := p.Client
 	if len(c) == 0 {
+		if p.Midstream && mongoReply(p.Server) {
+			return Maybe
+		}
 		return No
 	}
 	if len(c) < 16 {
@@ -71,6 +74,35 @@ func mongoDBDetect(p *Probe) Verdict {
 		return Maybe
 	}
 	return No
+}
+
+// mongoReply recognises a server reply (OP_REPLY or OP_MSG answering a request) whose first
+// document fits the message, for flows seen from the middle.
+func mongoReply(s []byte) bool {
+	if len(s) < 26 {
+		return false
+	}
+	n := binary.LittleEndian.Uint32(s)
+	if n < 26 || n > mongoMaxMessage || binary.LittleEndian.Uint32(s[8:]) == 0 {
+		return false
+	}
+	var doc []byte
+	switch binary.LittleEndian.Uint32(s[12:]) {
+	case mongoOpMsg:
+		if s[20] != 0 {
+			return false
+		}
+		doc = s[21:]
+	case mongoOpReply:
+		if len(s) < 41 {
+			return false
+		}
+		doc = s[36:]
+	default:
+		return false
+	}
+	dl := binary.LittleEndian.Uint32(doc)
+	return dl >= 5 && int(dl) <= int(n)-(len(s)-len(doc))
 }
 
 // NewParser returns a parser for one connection.

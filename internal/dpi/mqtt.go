@@ -20,6 +20,9 @@ func (MQTT) Detect(p *Probe) Verdict {
 		return No
 	}
 	if c[0] != 0x10 {
+		if p.Midstream && mqttPackets(c) {
+			return Maybe
+		}
 		return No
 	}
 	// Remaining length (1-4 bytes), then the protocol name.
@@ -42,6 +45,47 @@ func (MQTT) Detect(p *Probe) Verdict {
 		}
 	}
 	return No
+}
+
+// mqttPackets recognises client bytes seen from the middle: whole packets of client types
+// with their mandated flags, PUBLISH topics printable, at least one PUBLISH or SUBSCRIBE.
+func mqttPackets(b []byte) bool {
+	seen := false
+	for len(b) > 0 {
+		n := mqttSize(b)
+		if n <= 0 || n > len(b) {
+			return seen && n >= 0 // a truncated last packet is fine, garbage is not
+		}
+		pkt := b[:n]
+		b = b[n:]
+		i := 1
+		for pkt[i]&0x80 != 0 { // mqttSize checked the length is at most 4 bytes
+			i++
+		}
+		body := pkt[i+1:]
+		switch t := pkt[0]; {
+		case t>>4 == 3:
+			if len(body) < 2 {
+				return false
+			}
+			tl := int(body[0])<<8 | int(body[1])
+			if tl == 0 || 2+tl > len(body) {
+				return false
+			}
+			for _, c := range body[2 : 2+tl] {
+				if c < 0x20 || c == 0x7f {
+					return false
+				}
+			}
+			seen = true
+		case t == 0x82 || t == 0xa2:
+			seen = true
+		case t == 0x40 || t == 0x50 || t == 0x62 || t == 0x70 || t == 0xc0 || t == 0xe0:
+		default:
+			return false
+		}
+	}
+	return seen
 }
 
 // NewParser returns a parser for one connection.

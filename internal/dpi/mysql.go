@@ -45,7 +45,18 @@ func (MySQL) Detect(p *Probe) Verdict {
 		if s[3] == 0 && n >= 3 && n < 1024 && s[4] == 0xff && len(p.Client) == 0 {
 			return Maybe // "Host ... is not allowed to connect" instead of a greeting
 		}
-		return No
+		if !p.Midstream {
+			return No
+		}
+	}
+	if c := p.Client; len(c) >= 36 && c[3] == 1 {
+		// A handshake response whose greeting was not captured: capabilities with
+		// CLIENT_PROTOCOL_41, max packet, charset, then 23 zero bytes.
+		caps := binary.LittleEndian.Uint32(c[4:])
+		n := int(c[0]) | int(c[1])<<8 | int(c[2])<<16
+		if caps&myClientProtocol41 != 0 && n >= 32 && n < 4096 && bytes.Equal(c[13:36], make([]byte, 23)) {
+			return Yes
+		}
 	}
 	if c := p.Client; len(c) >= 5 && p.Midstream {
 		n := int(c[0]) | int(c[1])<<8 | int(c[2])<<16

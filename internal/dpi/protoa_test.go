@@ -208,3 +208,34 @@ func TestBatchANoWaitAfterServerAnswer(t *testing.T) {
 		}
 	}
 }
+
+// Flows seen from the middle: each protocol recognises its later messages.
+func TestBatchAMidstreamDetect(t *testing.T) {
+	caps := "\x0d\xa2\x3a\x00"
+	login := myPkt(1, caps+"\x00\x00\x00\x01\x2d"+string(make([]byte, 23))+"bob\x00\x00")
+	okReply := mongoTestMsg(mongoOpMsg, 7, "\x00\x00\x00\x00\x00"+bsonTestDoc("\x01ok\x00\x00\x00\x00\x00\x00\x00\xf0\x3f"))
+	cases := []struct {
+		p              Protocol
+		client, server string
+		want           Verdict
+	}{
+		{MySQL{}, login, "", Yes},
+		{MongoDB{}, "", okReply, Maybe},
+		{AMQP{}, amqpFrame(60, 40, "\x00\x00"+amqpShort("")+amqpShort("tasks")+"\x00") + "\x02\x00", "", Yes},
+		{AMQP{}, "\x01\x00\x01\x00\x00\x00\x05hello", "", No},
+		{MQTT{}, mqttPkt(0x30, mqttStr("sensors/temp")+"21.5") + "\xc0\x00", "", Maybe},
+		{MQTT{}, "\x30\x05\x00\x03a\x00b", "", No},
+		{IMAP{}, "", "* 3 EXISTS\r\n", Maybe},
+		{IMAP{}, "", "* hello\r\n", No},
+	}
+	for i, c := range cases {
+		pr := &Probe{Transport: TCP, Client: []byte(c.client), Server: []byte(c.server), Midstream: true}
+		if got := c.p.Detect(pr); got != c.want {
+			t.Errorf("case %d %s: got %d want %d", i, c.p.Name(), got, c.want)
+		}
+	}
+	// Lowercase memcached-style inline commands wait for the reply before calling it Redis.
+	if v := (Redis{}).Detect(&Probe{Transport: TCP, Client: []byte("get k\r\n")}); v != NeedMore {
+		t.Errorf("redis on a bare \"get k\": %d, want NeedMore", v)
+	}
+}

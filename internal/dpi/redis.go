@@ -70,6 +70,9 @@ func redisDetect(p *Probe) Verdict {
 		}
 		return No
 	}
+	if memcTextCommand(w) {
+		return NeedMore // "get k" is also memcached (lowercase only there): the reply decides
+	}
 	return Maybe
 }
 

@@ -49,6 +49,10 @@ func textMailDetect(p *Probe) (v [4]Verdict) {
 		if !p.Midstream {
 			return v
 		}
+		if len(p.Client) == 0 && imapUntagged(s) {
+			v[tmIMAP] = Maybe // "* 3 EXISTS", "* CAPABILITY ...": only IMAP talks like this
+			return v
+		}
 	}
 	if len(c) == 0 {
 		return v
@@ -74,6 +78,18 @@ func textMailDetect(p *Probe) (v [4]Verdict) {
 		}
 	}
 	return v
+}
+
+func imapUntagged(s []byte) bool {
+	if !bytes.HasPrefix(s, []byte("* ")) {
+		return false
+	}
+	w, rest := cutWord(s[2:])
+	if isDigits(w) {
+		w, _ = cutWord(rest)
+	}
+	return eqWord(w, "CAPABILITY", "FLAGS", "EXISTS", "RECENT", "FETCH", "EXPUNGE", "LIST", "LSUB",
+		"STATUS", "SEARCH", "NO", "BAD", "NAMESPACE", "ENABLED", "QUOTA", "QUOTAROOT", "ID")
 }
 
 func smtpOrFTP(server, s, cw, crest []byte, cDone bool) (smtp, ftp Verdict) {
