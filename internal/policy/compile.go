@@ -55,8 +55,8 @@ type Policy struct {
 	// byDst indexes rules by destination GroupID, then by source group: a small array of
 	// source IDs scanned linearly (it stays in cache) and their buckets of compact entries.
 	byDst       []dstIndex
-	apps        map[string]uint16 // application name -> id used in entries; 0 = not in any rule
-	rules       []crule           // sorted by (priority, key): index order is evaluation order
+	apps        map[string]appInfo // application name -> id used in entries, and its L7 sections
+	rules       []crule            // sorted by (priority, key): index order is evaluation order
 	defaultMode Mode
 	set         *Set
 	noPolicy    bool // the engine's initial placeholder: nothing loaded yet
@@ -82,6 +82,7 @@ type centry struct {
 	flags  uint8
 	nports uint8
 	napps  uint8
+	l7has  uint8 // the rule's l7 section bits (l7Has*)
 	ports  [2]portSpec
 	apps   [2]uint16
 }
@@ -97,6 +98,33 @@ const (
 	fL7
 	fOverflow // ports or apps did not fit inline: use crule
 )
+
+// appInfo is what the decision needs about the input's application.
+type appInfo struct {
+	id uint16
+	l7 uint8 // l7Has* bits of the sections that apply to it
+}
+
+// l7Class returns the l7 sections that apply to an application.
+func l7Class(app string) uint8 {
+	var b uint8
+	if isHTTP(app) {
+		b |= l7HasHTTP
+	}
+	if isGRPC(app) {
+		b |= l7HasGRPC
+	}
+	if app == "dns" {
+		b |= l7HasDNS
+	}
+	if app == "redis" {
+		b |= l7HasRedis
+	}
+	if isSQL(app) {
+		b |= l7HasSQL
+	}
+	return b
+}
 
 func bucketKey(dst, src GroupID) uint64 { return uint64(dst)<<32 | uint64(src) }
 
@@ -190,12 +218,18 @@ func Compile(s *Set, opts CompileOptions) (*Policy, error) {
 		}
 		return p.rules[a].id < p.rules[b].id
 	})
-	p.apps = map[string]uint16{}
+	p.apps = map[string]appInfo{}
+	addApp := func(a string) {
+		if _, ok := p.apps[a]; !ok && a != "any" {
+			p.apps[a] = appInfo{id: uint16(len(p.apps) + 1), l7: l7Class(a)}
+		}
+	}
+	for _, a := range []string{"http", "http2", "grpc", "dns", "redis", "postgres", "postgresql", "mysql", "mariadb"} {
+		addApp(a) // so "applications: [any]" rules know which l7 sections apply without the rule
+	}
 	for i := range p.rules {
 		for _, a := range p.rules[i].apps {
-			if _, ok := p.apps[a]; !ok && a != "any" {
-				p.apps[a] = uint16(len(p.apps) + 1)
-			}
+			addApp(a)
 		}
 	}
 	lists := map[uint64]*bucket{}
@@ -269,12 +303,13 @@ func (p *Policy) entry(i int32) centry {
 		e.flags |= fOverflow
 	} else {
 		for j, a := range cr.apps {
-			e.apps[j] = p.apps[a]
+			e.apps[j] = p.apps[a].id
 		}
 		e.napps = uint8(len(cr.apps))
 	}
 	if cr.l7.has != 0 {
 		e.flags |= fL7
+		e.l7has = cr.l7.has
 	}
 	return e
 }

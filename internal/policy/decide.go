@@ -193,7 +193,7 @@ const (
 )
 
 // match checks an inline entry; only L7 and overflowing rules touch the full rule.
-func (p *Policy) match(e *centry, in *Input, msg *dpi.Message, tr uint8, app uint16, allow bool) matchResult {
+func (p *Policy) match(e *centry, in *Input, msg *dpi.Message, tr uint8, app appInfo, allow bool) matchResult {
 	if e.flags&fOverflow != 0 {
 		return p.rules[e.idx].matches(in, msg, allow)
 	}
@@ -211,11 +211,21 @@ func (p *Policy) match(e *centry, in *Input, msg *dpi.Message, tr uint8, app uin
 		}
 	}
 	if e.flags&fAnyApp == 0 {
-		if app == 0 || (e.apps[0] != app && (e.napps < 2 || e.apps[1] != app)) {
+		if app.id == 0 || (e.apps[0] != app.id && (e.napps < 2 || e.apps[1] != app.id)) {
 			return matchNo
 		}
 	}
 	if e.flags&fL7 != 0 {
+		// Decided from the entry where possible: the full rule is cold in cache.
+		if e.l7has&app.l7 == 0 {
+			return matchNo // no section is about this application
+		}
+		if msg == nil {
+			if allow {
+				return matchYes
+			}
+			return matchNo
+		}
 		return p.rules[e.idx].matchL7(in, msg, allow)
 	}
 	return matchYes
