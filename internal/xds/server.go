@@ -38,14 +38,15 @@ import (
 type Node struct {
 	// ID is the sidecar's SPIFFE ID: from its TLS client certificate when mTLS is used,
 	// else from its Hello (insecure mode, tests only).
-	ID spiffeid.ID
+	ID spiffeid.ID `json:"spiffeId"`
 	// Namespace and Workload name the pod the sidecar serves, as claimed in the Hello; with
 	// mTLS the namespace is checked against ID, the Generator should check the rest (the pod
 	// exists and runs as ID's service account).
-	Namespace, Workload string
-	Node                string // host the sidecar runs on
+	Namespace string `json:"namespace"`
+	Workload  string `json:"workload"`
+	Node      string `json:"node,omitempty"` // host the sidecar runs on
 	// Authenticated is true when ID comes from a verified TLS client certificate.
-	Authenticated bool
+	Authenticated bool `json:"authenticated"`
 }
 
 // Key is "namespace/workload", the name operators and metrics use for a sidecar.
@@ -122,20 +123,20 @@ func (c *ServerConfig) validate() error {
 // SidecarStatus is what the controller knows about one connected sidecar (REST API,
 // `meshguard get sidecars`).
 type SidecarStatus struct {
-	Node         Node
-	PeerAddr     string
-	BuildVersion string
-	ConnectedAt  time.Time
+	Node         Node      `json:"sidecar"`
+	PeerAddr     string    `json:"peerAddr,omitempty"`
+	BuildVersion string    `json:"buildVersion,omitempty"`
+	ConnectedAt  time.Time `json:"connectedAt"`
 	// SentVersion is the last version pushed; AckedVersion the last one the sidecar applied
 	// (it may report one from before this connection in its Hello, until it ACKs a push).
-	SentVersion  uint64
-	AckedVersion uint64
-	AckedAt      time.Time
+	SentVersion  uint64    `json:"sentVersion"`
+	AckedVersion uint64    `json:"ackedVersion"`
+	AckedAt      time.Time `json:"ackedAt,omitzero"`
 	// NackedVersion and NackError describe the last rejected version (cleared by a later ACK).
-	NackedVersion uint64
-	NackError     string
+	NackedVersion uint64 `json:"nackedVersion,omitempty"`
+	NackError     string `json:"nackError,omitempty"`
 	// GenerateError is the Generator's last error for this sidecar, if any.
-	GenerateError string
+	GenerateError string `json:"generateError,omitempty"`
 }
 
 // UpToDate says whether the sidecar applied the current version.
@@ -372,6 +373,9 @@ func (s *Server) StreamConfig(stream grpc.BidiStreamingServer[xdsv1.SidecarMessa
 		}
 		nonce++
 		n := strconv.FormatUint(nonce, 10)
+		if bumpedAt.Before(c.status.ConnectedAt) {
+			bumpedAt = c.status.ConnectedAt // a connect push: latency counts from the connect
+		}
 		s.mu.Lock()
 		c.status.SentVersion, c.status.GenerateError = version, ""
 		c.nonce, c.sentAt, c.sentBumpedAt, c.inflight = n, s.cfg.Clock.Now(), bumpedAt, true

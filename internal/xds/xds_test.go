@@ -2,6 +2,7 @@ package xds
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"os"
 	"path/filepath"
@@ -396,4 +397,38 @@ func TestSnapshotLargerThanGRPCDefaultLimit(t *testing.T) {
 	if _, p, _ := app.state(); len(p) != len(big) {
 		t.Fatalf("applied policy of %d bytes, want %d", len(p), len(big))
 	}
+}
+
+func TestPushLatencyCountsFromBumpOrConnect(t *testing.T) {
+	clk := clockwork.NewFakeClock()
+	w := newWorld("rules: 1")
+	srv := startServer(t, "127.0.0.1:0", w, func(c *ServerConfig) { c.Clock = clk })
+	srv.Bump()
+	clk.Advance(time.Hour) // the version is old when the sidecar connects
+	app := newApplier()
+	startClient(t, ClientConfig{Conn: dial(t, srv.Addr, nil), Applier: app, SpiffeID: webID(0), Namespace: "shop", Workload: "web-0"})
+	v := srv.Version()
+	waitServer(t, srv.Server, "acked", func(s []SidecarStatus) bool { return len(s) == 1 && s[0].AckedVersion == v })
+	if sum := histogramSum(t, srv); sum != 0 {
+		t.Fatalf("connect push latency %vs: must count from the connect, not the hour-old bump", sum)
+	}
+	js, err := json.Marshal(srv.Sidecars()[0])
+	if err != nil || !strings.Contains(string(js), `"spiffeId":"spiffe://test.local/ns/shop/sa/web0"`) || !strings.Contains(string(js), `"workload":"web-0"`) {
+		t.Fatalf("status JSON %s %v", js, err)
+	}
+}
+
+func histogramSum(t *testing.T, ts *testServer) float64 {
+	t.Helper()
+	mfs, err := ts.Reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, mf := range mfs {
+		if mf.GetName() == "meshguard_xds_push_latency_seconds" {
+			return mf.GetMetric()[0].GetHistogram().GetSampleSum()
+		}
+	}
+	t.Fatal("no push latency histogram")
+	return 0
 }
