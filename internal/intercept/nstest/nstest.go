@@ -7,7 +7,6 @@ import (
 	"net"
 	"net/netip"
 	"os"
-	"path/filepath"
 	"runtime"
 	"sync/atomic"
 	"testing"
@@ -19,7 +18,7 @@ import (
 // Pair is two network namespaces, A and B, linked by a veth (A: 10.x.y.1/24, B: 10.x.y.2/24),
 // each with lo up.
 type Pair struct {
-	A, B     string     // bind-mounted netns paths, usable with intercept.Do and intercept.Config
+	A, B     string     // netns paths (/proc/PID/fd/FD), usable with intercept.Do, intercept.Config, nsenter
 	AIP, BIP netip.Addr // addresses of the veth ends
 	VethA    string     // the veth end inside A (capture on it to see what leaves the pod)
 	VethB    string
@@ -36,17 +35,16 @@ func NewPair(t testing.TB) *Pair {
 	n := seq.Add(1)
 	pid := os.Getpid()
 	tag := fmt.Sprintf("%d%d", pid%100000, n)
-	nameA, nameB := "mgt"+tag+"a", "mgt"+tag+"b"
-	hA := newNamed(t, nameA)
-	hB := newNamed(t, nameB)
+	hA, pathA := newNS(t)
+	hB, pathB := newNS(t)
 
 	// 10.200-253.x.0/24 from the pid and sequence, so parallel test binaries rarely collide;
 	// the namespaces are private anyway, so a collision would be harmless.
 	third := byte(n)
 	second := byte(200 + pid%50)
 	p := &Pair{
-		A:   filepath.Join("/var/run/netns", nameA),
-		B:   filepath.Join("/var/run/netns", nameB),
+		A:   pathA,
+		B:   pathB,
 		AIP: netip.AddrFrom4([4]byte{10, second, third, 1}),
 		BIP: netip.AddrFrom4([4]byte{10, second, third, 2}),
 	}
@@ -61,7 +59,11 @@ func NewPair(t testing.TB) *Pair {
 	return p
 }
 
-func newNamed(t testing.TB, name string) netns.NsHandle {
+// newNS makes an anonymous namespace held by an fd; its path is /proc/PID/fd/FD, which
+// intercept.Do, nftables and nsenter all accept. Nothing is mounted, so nothing can leak: a
+// bind mount under /run/netns copied into another mount namespace (another process's pod) could
+// not be removed while that process lives.
+func newNS(t testing.TB) (netns.NsHandle, string) {
 	t.Helper()
 	runtime.LockOSThread()
 	defer runtime.UnlockOSThread()
@@ -70,18 +72,15 @@ func newNamed(t testing.TB, name string) netns.NsHandle {
 		t.Fatalf("nstest: current netns: %v", err)
 	}
 	defer orig.Close()
-	h, err := netns.NewNamed(name) // also switches this thread into it
+	h, err := netns.New() // also switches this thread into it
 	if err != nil {
-		t.Fatalf("nstest: new netns %s: %v", name, err)
+		t.Fatalf("nstest: new netns: %v", err)
 	}
 	if err := netns.Set(orig); err != nil {
 		t.Fatalf("nstest: back to original netns: %v", err)
 	}
-	t.Cleanup(func() {
-		h.Close()
-		_ = netns.DeleteNamed(name) // deleting the namespace deletes its veth end too
-	})
-	return h
+	t.Cleanup(func() { h.Close() }) // the last reference: the namespace and its veth end go away
+	return h, fmt.Sprintf("/proc/%d/fd/%d", os.Getpid(), int(h))
 }
 
 func setup(t testing.TB, h netns.NsHandle, link string, ip netip.Addr) {
