@@ -59,7 +59,16 @@ type portKey struct {
 }
 
 // Engine holds the registry and the port table; it is immutable after New and safe for
-// concurrent use. Per-flow state lives in Flow, which is not safe for concurrent use.
+// concurrent use. Per-flow state lives in Flow, which is not safe for concurrent use: a proxy
+// that copies each direction in its own goroutine serialises Feed calls with a mutex.
+//
+//	eng, err := dpi.New(dpi.Config{Protocols: dpi.DefaultProtocols()})
+//	fl := eng.NewFlow(dpi.FlowInfo{Transport: dpi.TCP, ServerPort: 6379}, onMessage)
+//	fl.Feed(dpi.ClientToServer, buf[:n]) // bytes as they are relayed, any segmentation
+//	fl.Feed(dpi.ServerToClient, buf[:n])
+//	if fl.Detected() { _ = fl.Protocol(); _ = fl.Mismatch() } // policy can decide now
+//	fl.Close()                                                  // connection ended
+//	report(fl.Protocol(), fl.Summary())                         // Summary marshals to JSON
 type Engine struct {
 	cfg    Config
 	protos []Protocol
