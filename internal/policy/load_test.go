@@ -309,3 +309,15 @@ func TestJSON(t *testing.T) {
 		t.Fatalf("objects: %v", refs)
 	}
 }
+
+func TestKindFromName(t *testing.T) {
+	for in, want := range map[string]string{"groups": KindGroup, "Group": KindGroup, "rules": KindNetworkRule,
+		"networkrules": KindNetworkRule, "ProcessProfiles": KindProcessProfile, "filerule": KindFileRule, "responserules": KindResponseRule} {
+		if got, ok := KindFromName(in); !ok || got != want {
+			t.Errorf("%s: %s %v", in, got, ok)
+		}
+	}
+	if _, ok := KindFromName("pods"); ok {
+		t.Error("pods is not a kind")
+	}
+}

@@ -1,10 +1,3 @@
-// Package policy is meshguard's v1alpha1 policy model: the documents users apply (Group,
-// NetworkRule, and the process, file and response kinds), their loading and validation with
-// errors that point at file, line and field, a deterministic export, and the compiled form the
-// sidecar consults for every connection and request (Compile, Policy.Decide).
-//
-// The document shape is the Kubernetes custom resource shape (apiVersion, kind, metadata,
-// spec), so the YAML applied locally is the YAML a cluster stores.
 package policy
 
 import (
@@ -529,4 +522,22 @@ func (s *Set) Objects() []ObjectRef {
 		out = append(out, ObjectRef{KindResponseRule, x.Metadata.Namespace, x.Metadata.Name})
 	}
 	return out
+}
+
+// KindFromName maps what users type (`meshguard get rules`, `delete group x`) to a kind:
+// any case, singular or plural, and the short forms "rule(s)" and "profile(s)".
+func KindFromName(s string) (string, bool) {
+	switch strings.TrimSuffix(strings.ToLower(s), "s") {
+	case "group":
+		return KindGroup, true
+	case "networkrule", "rule", "netrule":
+		return KindNetworkRule, true
+	case "processprofile", "profile":
+		return KindProcessProfile, true
+	case "filerule":
+		return KindFileRule, true
+	case "responserule":
+		return KindResponseRule, true
+	}
+	return "", false
 }
