@@ -249,6 +249,39 @@ func (s *Server) Bump() uint64 {
 	return s.version
 }
 
+// BumpOn bumps the version once, then each time one of the sources changes, until ctx ends.
+// A source is a Changed method in the registry's style: it returns a channel closed at the
+// next change (e.g. registry.Registry.Changed and the policy store's equivalent). Bursts
+// coalesce in Bump.
+func (s *Server) BumpOn(ctx context.Context, sources ...func() <-chan struct{}) error {
+	// Subscribe first, then bump once: a change before the subscription is covered by that
+	// bump, one after it by the channel.
+	chans := make([]<-chan struct{}, len(sources))
+	for i, src := range sources {
+		chans[i] = src()
+	}
+	s.Bump()
+	var wg sync.WaitGroup
+	for i, src := range sources {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			ch := chans[i]
+			for {
+				select {
+				case <-ctx.Done():
+					return
+				case <-ch:
+					ch = src()
+					s.Bump()
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	return nil
+}
+
 // Changed returns a channel that is closed at the next change of any sidecar's status
 // (connect, disconnect, push, ACK, NACK) or of the version. Read the state after taking the
 // channel, so no change is missed.

@@ -7,6 +7,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -431,4 +432,53 @@ func histogramSum(t *testing.T, ts *testServer) float64 {
 	}
 	t.Fatal("no push latency histogram")
 	return 0
+}
+
+// changeSource is a registry-style Changed source.
+type changeSource struct {
+	mu sync.Mutex
+	ch chan struct{}
+}
+
+func (c *changeSource) Changed() <-chan struct{} {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.ch
+}
+
+func (c *changeSource) change() {
+	c.mu.Lock()
+	close(c.ch)
+	c.ch = make(chan struct{})
+	c.mu.Unlock()
+}
+
+func TestBumpOnSourceChange(t *testing.T) {
+	w := newWorld("rules: 1")
+	srv := startServer(t, "127.0.0.1:0", w, nil)
+	src := &changeSource{ch: make(chan struct{})}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- srv.BumpOn(ctx, src.Changed) }()
+	defer func() { cancel(); <-done }()
+	app := newApplier()
+	cl := startClient(t, ClientConfig{Conn: dial(t, srv.Addr, nil), Applier: app, SpiffeID: webID(0), Namespace: "shop", Workload: "web-0"})
+	waitReady(t, cl.Client)
+	v0 := srv.Version()
+	w.set("rules: 2")
+	src.change()
+	for {
+		_, p, ch := app.state()
+		if p == "rules: 2" {
+			break
+		}
+		select {
+		case <-ch:
+		case <-time.After(10 * time.Second):
+			t.Fatal("a source change did not reach the sidecar")
+		}
+	}
+	if srv.Version() <= v0 {
+		t.Fatal("version not bumped")
+	}
 }
