@@ -44,6 +44,9 @@ func (HTTP1) Detect(p *Probe) Verdict {
 
 // requestLineVerdict judges "METHOD SP target SP HTTP/1.x CRLF" at the start of b.
 func requestLineVerdict(b []byte) Verdict {
+	for len(b) > 0 && (b[0] == '\r' || b[0] == '\n') { // some clients send a stray CRLF first
+		b = b[1:]
+	}
 	if len(b) == 0 {
 		return NeedMore
 	}

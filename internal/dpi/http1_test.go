@@ -106,6 +106,7 @@ func TestHTTP1Detect(t *testing.T) {
 		want Verdict
 	}{
 		{Probe{Client: []byte("GET / HTTP/1.1\r\n")}, Yes},
+		{Probe{Client: []byte("\r\nPOST /x HTTP/1.0\r\n")}, Yes},
 		{Probe{Client: []byte("GE")}, NeedMore},
 		{Probe{Client: []byte("GET /very/long/path")}, NeedMore},
 		{Probe{Client: []byte("DESCRIBE rtsp://x/ RTSP/1.0\r\n")}, No},

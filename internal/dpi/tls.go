@@ -54,6 +54,13 @@ func tlsHelloVerdict(b []byte, hsType byte) Verdict {
 	if len(b) == 0 {
 		return NeedMore
 	}
+	if hsType == 1 && b[0]&0x80 != 0 && len(b) >= 5 {
+		// SSLv2-compatible ClientHello (old clients): 2-byte length, type 1, version 3.x.
+		if b[2] == 1 && b[3] == 3 && b[4] <= 3 && int(b[0]&0x7f)<<8|int(b[1]) >= 9 {
+			return Yes
+		}
+		return No
+	}
 	if b[0] != 0x16 {
 		return No
 	}

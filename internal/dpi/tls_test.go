@@ -100,6 +100,7 @@ func TestTLSDetect(t *testing.T) {
 		{"http", Probe{Transport: TCP, Client: []byte("GET / HTTP/1.1\r\n")}, No},
 		{"app data midstream", Probe{Transport: TCP, Client: appData, Midstream: true}, Maybe},
 		{"app data from the start", Probe{Transport: TCP, Client: appData}, No},
+		{"sslv2-compatible hello", Probe{Transport: TCP, Client: []byte{0x80, 0x2e, 1, 3, 1, 0, 0x15, 0, 0, 0, 0x10}}, Yes},
 	}
 	for _, c := range cases {
 		if got := (TLS{}).Detect(&c.p); got != c.want {
