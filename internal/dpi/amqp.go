@@ -30,7 +30,7 @@ func (AMQP) Detect(p *Probe) Verdict {
 			return Yes
 		}
 	}
-	if p.Midstream && amqpFrames(p.Client) {
+	if p.Midstream && (amqpFrames(p.Client) || len(p.Client) == 0 && amqpFrames(p.Server)) {
 		return Yes
 	}
 	if s := p.Server; len(s) >= 11 && len(p.Client) == 0 || p.Midstream && len(s) >= 11 {

@@ -24,6 +24,17 @@ func memcachedDetect(p *Probe) Verdict {
 		if s := p.Server; len(s) >= 24 && s[0] == 0x81 && memcBinOp(s[1]) != "" && p.Midstream {
 			return Maybe
 		}
+		if l, ok := firstLine(p.Server); ok && p.Midstream {
+			w, rest := cutWord(l)
+			switch string(w) {
+			case "STORED", "NOT_STORED", "DELETED", "NOT_FOUND", "TOUCHED", "END":
+				if len(rest) == 0 {
+					return Maybe
+				}
+			case "VALUE", "STAT":
+				return Maybe
+			}
+		}
 		return No
 	}
 	if c[0] == 0x80 {

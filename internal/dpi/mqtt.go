@@ -17,10 +17,13 @@ func (MQTT) Ports() []uint16       { return []uint16{1883, 8883} }
 func (MQTT) Detect(p *Probe) Verdict {
 	c := p.Client
 	if len(c) == 0 {
+		if p.Midstream && mqttPackets(p.Server, true) {
+			return Maybe
+		}
 		return No
 	}
 	if c[0] != 0x10 {
-		if p.Midstream && mqttPackets(c) {
+		if p.Midstream && mqttPackets(c, false) {
 			return Maybe
 		}
 		return No
@@ -47,9 +50,9 @@ func (MQTT) Detect(p *Probe) Verdict {
 	return No
 }
 
-// mqttPackets recognises client bytes seen from the middle: whole packets of client types
-// with their mandated flags, PUBLISH topics printable, at least one PUBLISH or SUBSCRIBE.
-func mqttPackets(b []byte) bool {
+// mqttPackets recognises bytes seen from the middle: whole packets of the side's types with
+// their mandated flags, PUBLISH topics printable, at least one PUBLISH, SUBSCRIBE or SUBACK.
+func mqttPackets(b []byte, server bool) bool {
 	seen := false
 	for len(b) > 0 {
 		n := mqttSize(b)
@@ -78,9 +81,10 @@ func mqttPackets(b []byte) bool {
 				}
 			}
 			seen = true
-		case t == 0x82 || t == 0xa2:
+		case !server && (t == 0x82 || t == 0xa2) || server && (t == 0x90 || t == 0xb0):
 			seen = true
-		case t == 0x40 || t == 0x50 || t == 0x62 || t == 0x70 || t == 0xc0 || t == 0xe0:
+		case t == 0x40 || t == 0x50 || t == 0x62 || t == 0x70 || !server && (t == 0xc0 || t == 0xe0) ||
+			server && (t == 0x20 || t == 0xd0):
 		default:
 			return false
 		}

@@ -51,10 +51,11 @@ func (MySQL) Detect(p *Probe) Verdict {
 	}
 	if c := p.Client; len(c) >= 36 && c[3] == 1 {
 		// A handshake response whose greeting was not captured: capabilities with
-		// CLIENT_PROTOCOL_41, max packet, charset, then 23 zero bytes.
+		// CLIENT_PROTOCOL_41, max packet, charset, then 23 filler bytes of which MariaDB uses
+		// the last 4 for its extended capabilities.
 		caps := binary.LittleEndian.Uint32(c[4:])
 		n := int(c[0]) | int(c[1])<<8 | int(c[2])<<16
-		if caps&myClientProtocol41 != 0 && n >= 32 && n < 4096 && bytes.Equal(c[13:36], make([]byte, 23)) {
+		if caps&myClientProtocol41 != 0 && n >= 32 && n < 4096 && bytes.Equal(c[13:32], make([]byte, 19)) {
 			return Yes
 		}
 	}

@@ -239,3 +239,41 @@ func TestBatchAMidstreamDetect(t *testing.T) {
 		t.Errorf("redis on a bare \"get k\": %d, want NeedMore", v)
 	}
 }
+
+// TestBatchAMidstreamCaptures replays the real captures with their first segments cut off,
+// as when a capture or the sidecar starts in the middle of a connection: a flow is either
+// recognised as its protocol or honestly unknown, never mistaken for another protocol.
+func TestBatchAMidstreamCaptures(t *testing.T) {
+	e, err := New(Config{Protocols: DefaultProtocols()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Protocols whose flows should still be recognised with the first segment missing.
+	wantAfterOne := map[string]bool{"ssh": true, "redis": true, "postgres": true, "mysql": true,
+		"mongodb": true, "amqp": true, "smtp": true, "imap": true, "pop3": true, "ftp": true, "memcached": true}
+	for _, p := range []Protocol{SSH{}, Redis{}, Postgres{}, MySQL{}, MongoDB{}, Kafka{}, AMQP{}, MQTT{}, SMTP{}, IMAP{}, POP3{}, FTP{}, Memcached{}} {
+		for skip := 1; skip <= 4; skip++ {
+			found := 0
+			for _, fl := range pcapFlows(t, p.Name()) {
+				if skip >= len(fl) {
+					continue
+				}
+				f := e.NewFlow(FlowInfo{Transport: TCP, ServerPort: 9, Midstream: true}, nil)
+				for _, s := range fl[skip:] {
+					f.Feed(s.dir, s.data)
+				}
+				f.Close()
+				switch got := f.Protocol(); got {
+				case p.Name():
+					found++
+				case Unknown:
+				default:
+					t.Errorf("%s flow without its first %d segments detected as %s", p.Name(), skip, got)
+				}
+			}
+			if skip == 1 && wantAfterOne[p.Name()] && found == 0 {
+				t.Errorf("%s: no flow recognised without its first segment", p.Name())
+			}
+		}
+	}
+}

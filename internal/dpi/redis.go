@@ -21,6 +21,9 @@ func (Redis) Detect(p *Probe) Verdict { return clientFirst(p, redisDetect(p)) }
 func redisDetect(p *Probe) Verdict {
 	c := p.Client
 	if len(c) == 0 {
+		if p.Midstream && redisReply(p.Server) {
+			return Maybe
+		}
 		return No
 	}
 	if c[0] == '*' {
@@ -74,6 +77,25 @@ func redisDetect(p *Probe) Verdict {
 		return NeedMore // "get k" is also memcached (lowercase only there): the reply decides
 	}
 	return Maybe
+}
+
+// redisReply recognises typical server replies, for flows whose commands were not captured.
+func redisReply(s []byte) bool {
+	l, ok := firstLine(s)
+	if !ok || len(l) < 2 {
+		return false
+	}
+	switch l[0] {
+	case '+':
+		return eqWord(l[1:], "OK", "PONG", "QUEUED")
+	case '-':
+		w, _ := cutWord(l[1:])
+		return eqWord(w, "ERR", "WRONGTYPE", "NOAUTH", "MOVED", "ASK", "LOADING", "READONLY", "NOSCRIPT", "BUSY", "EXECABORT")
+	case ':', '$', '*':
+		_, ok := respInt(l[1:])
+		return ok
+	}
+	return false
 }
 
 func isAlphaWord(b []byte) bool {

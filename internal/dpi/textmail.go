@@ -31,12 +31,15 @@ func textMailDetect(p *Probe) (v [4]Verdict) {
 			if len(c) > 0 && (c[0] == '*' || c[0] == '$') {
 				return v
 			}
-			if !sDone {
+			switch {
+			case !sDone:
 				v[tmPOP3] = NeedMore
-			} else if len(s) > 4 && s[3] == ' ' || len(c) == 0 {
+			case len(s) > 4 && s[3] == ' ':
 				v[tmPOP3] = Yes
-			} else {
-				v[tmPOP3] = Maybe
+			case len(c) == 0 && p.Midstream:
+				v[tmPOP3] = NeedMore // a bare "+OK" is as much a Redis reply: the client decides
+			case cDone && (pop3Only(cw) || eqWord(cw, "USER", "PASS", "RETR", "LIST", "DELE", "QUIT", "NOOP", "RSET", "AUTH")):
+				v[tmPOP3] = Yes
 			}
 			return v
 		case bytes.HasPrefix(s, []byte("* OK")) || bytes.HasPrefix(s, []byte("* PREAUTH")) || bytes.HasPrefix(s, []byte("* BYE")):
@@ -49,7 +52,7 @@ func textMailDetect(p *Probe) (v [4]Verdict) {
 		if !p.Midstream {
 			return v
 		}
-		if len(p.Client) == 0 && imapUntagged(s) {
+		if len(p.Client) == 0 && (imapUntagged(s) || imapTagged(s)) {
 			v[tmIMAP] = Maybe // "* 3 EXISTS", "* CAPABILITY ...": only IMAP talks like this
 			return v
 		}
@@ -90,6 +93,21 @@ func imapUntagged(s []byte) bool {
 	}
 	return eqWord(w, "CAPABILITY", "FLAGS", "EXISTS", "RECENT", "FETCH", "EXPUNGE", "LIST", "LSUB",
 		"STATUS", "SEARCH", "NO", "BAD", "NAMESPACE", "ENABLED", "QUOTA", "QUOTAROOT", "ID")
+}
+
+// imapTagged recognises a tagged completion: "a12 OK [READ-WRITE] done".
+func imapTagged(s []byte) bool {
+	tag, rest := cutWord(s)
+	st, text := cutWord(rest)
+	if len(tag) == 0 || len(tag) > 16 || len(text) == 0 || !eqWord(st, "OK", "NO", "BAD") {
+		return false
+	}
+	for _, c := range tag {
+		if !(c >= '0' && c <= '9' || c|0x20 >= 'a' && c|0x20 <= 'z' || c == '.' || c == '-' || c == '_') {
+			return false
+		}
+	}
+	return true
 }
 
 func smtpOrFTP(server, s, cw, crest []byte, cDone bool) (smtp, ftp Verdict) {
