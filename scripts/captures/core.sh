@@ -30,6 +30,7 @@ wait_port() {
 capture() {
   local file=$1 iface=$2 filter=$3; shift 4
   mkdir -p "$(dirname "$file")"
+  rm -f "$WORK/tcpdump.err" # the readiness check below must see this run's message
   tcpdump -i "$iface" --immediate-mode -s 0 -w "$file" "$filter" 2>"$WORK/tcpdump.err" &
   local tp=$!
   for _ in $(seq 1 100); do grep -q listening "$WORK/tcpdump.err" 2>/dev/null && break; sleep 0.05; done
