@@ -277,3 +277,32 @@ func TestBatchAMidstreamCaptures(t *testing.T) {
 		}
 	}
 }
+
+// TestBatchANeverReportsSecrets feeds each protocol's ways of sending a password and checks
+// that the secret never shows up in any attribute, whole or byte by byte.
+func TestBatchANeverReportsSecrets(t *testing.T) {
+	const pw = "S3CRETpw"
+	convs := []struct {
+		p    Protocol
+		conv []seg
+	}{
+		{Redis{}, []seg{c2s("*2\r\n$4\r\nAUTH\r\n$8\r\n" + pw + "\r\n"), c2s("AUTH " + pw + "\r\n"), c2s("*3\r\n$5\r\nHELLO\r\n$1\r\n3\r\n$8\r\n" + pw + "\r\n"), c2s("CONFIG SET requirepass " + pw + "\r\n")}},
+		{Postgres{}, []seg{c2s(pgStartup("user\x00bob\x00")), c2s(pgMsg('p', pw+"\x00"))}},
+		{MQTT{}, []seg{c2s(mqttPkt(0x10, mqttStr("MQTT")+"\x04\xc6\x00\x3c"+mqttStr("c1")+mqttStr("will/t")+mqttStr(pw)+mqttStr("alice")+mqttStr(pw)))}},
+		{AMQP{}, []seg{c2s("AMQP\x00\x00\x09\x01"), c2s(amqpFrame(10, 11, amqpLong("")+amqpShort("PLAIN")+amqpLong("\x00guest\x00"+pw)+amqpShort("en_US")))}},
+		{SMTP{}, []seg{s2c("220 mx ESMTP\r\n"), c2s("AUTH PLAIN AGJvYgBTM0NSRVRwdw==\r\nAUTH LOGIN\r\n"), s2c("235 ok\r\n334 VXNlcm5hbWU6\r\n"), c2s(pw + "\r\n")}},
+		{FTP{}, []seg{s2c("220 FTP\r\n"), c2s("USER bob\r\nPASS " + pw + "\r\nACCT " + pw + "\r\n")}},
+		{POP3{}, []seg{s2c("+OK ready\r\n"), c2s("USER bob\r\nPASS " + pw + "\r\nAPOP bob " + pw + "\r\nAUTH PLAIN\r\n" + pw + "\r\n")}},
+		{IMAP{}, []seg{s2c("* OK ready\r\n"), c2s("a1 LOGIN bob " + pw + "\r\na2 LOGIN {3}\r\nbob {8}\r\n" + pw + "\r\na3 AUTHENTICATE PLAIN\r\n" + pw + "\r\na4 AUTHENTICATE PLAIN " + pw + "\r\n")}},
+		{Memcached{}, []seg{c2s(memcBin(0x80, 0x21, "PLAIN", "", "\x00bob\x00"+pw, 0))}},
+	}
+	for _, c := range convs {
+		for _, chunk := range []int{0, 1} {
+			for _, line := range runA(t, c.p, c.conv, chunk) {
+				if strings.Contains(line, pw) {
+					t.Errorf("%s (chunk %d) reported a secret: %s", c.p.Name(), chunk, line)
+				}
+			}
+		}
+	}
+}
