@@ -72,6 +72,9 @@ func labRemoveAdminConfig(dir string, g *globals) {
 		if err := os.Remove(dst); err == nil {
 			fmt.Fprintf(g.stderr, "removed %s (it pointed at the lab's controller)\n", dst)
 		}
+		if err := os.Rename(dst+labConfigBackupSuffix, dst); err == nil {
+			fmt.Fprintf(g.stderr, "restored your %s\n", dst)
+		}
 	}
 }
 

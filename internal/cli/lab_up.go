@@ -2,6 +2,7 @@ package cli
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -163,6 +164,9 @@ func labTail(path string, n int) string {
 	return strings.Join(lines, "\n")
 }
 
+// labConfigBackupSuffix names the user's own ~/.meshguard/config while a lab's replaces it.
+const labConfigBackupSuffix = ".before-lab"
+
 // labInstallAdminConfig copies the lab controller's admin.conf to ~/.meshguard/config (0600)
 // so other verbs find the lab's controller; a lab without a controller skips it.
 func labInstallAdminConfig(dir string, stderr io.Writer) error {
@@ -181,6 +185,15 @@ func labInstallAdminConfig(dir string, stderr io.Writer) error {
 	dst := filepath.Join(home, ".meshguard", "config")
 	if err := os.MkdirAll(filepath.Dir(dst), 0o700); err != nil {
 		return err
+	}
+	// Keep a config that is not a lab's: lab down puts it back.
+	if cur, err := os.ReadFile(dst); err == nil && !bytes.Equal(cur, b) {
+		if _, err := os.Stat(dst + labConfigBackupSuffix); errors.Is(err, os.ErrNotExist) {
+			if err := os.Rename(dst, dst+labConfigBackupSuffix); err != nil {
+				return fmt.Errorf("keep the existing %s: %w", dst, err)
+			}
+			fmt.Fprintf(stderr, "existing %s saved as %s (lab down restores it)\n", dst, dst+labConfigBackupSuffix)
+		}
 	}
 	if err := os.WriteFile(dst, b, 0o600); err != nil {
 		return fmt.Errorf("write %s: %w", dst, err)

@@ -68,8 +68,18 @@ func gatewayPrefix(s *State) (netip.Addr, netip.Prefix, error) {
 }
 
 // newNamedNetns creates a network namespace bind-mounted at path without moving the calling
-// goroutine's thread: the thread is locked, switched, and switched back.
+// goroutine's thread: the thread is locked, unshared, bind-mounted, and switched back. The lab
+// keeps its netns files in its own dir rather than /run/netns: `ip netns` bind-mounts /run/netns
+// over itself the first time it runs, which would hide mounts made there before.
 func newNamedNetns(path string) (netns.NsHandle, error) {
+	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+		return netns.None(), err
+	}
+	f, err := os.OpenFile(path, os.O_CREATE|os.O_EXCL|os.O_RDONLY, 0o444)
+	if err != nil {
+		return netns.None(), fmt.Errorf("create netns file %s: %w", path, err)
+	}
+	f.Close()
 	runtime.LockOSThread()
 	defer runtime.UnlockOSThread()
 	orig, err := netns.Get()
@@ -77,19 +87,31 @@ func newNamedNetns(path string) (netns.NsHandle, error) {
 		return netns.None(), fmt.Errorf("get current netns: %w", err)
 	}
 	defer orig.Close()
-	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
-		return netns.None(), err
+	if err := unix.Unshare(unix.CLONE_NEWNET); err != nil {
+		return netns.None(), fmt.Errorf("create netns: %w", err)
 	}
-	ns, err := netns.NewNamed(filepath.Base(path)) // creates /run/netns/NAME and enters it
-	if setErr := netns.Set(orig); setErr != nil {
-		// This thread is in the wrong namespace; keep it locked so the runtime retires it.
-		runtime.LockOSThread()
-		return netns.None(), fmt.Errorf("return to host netns: %w", setErr)
+	src := fmt.Sprintf("/proc/self/task/%d/ns/net", unix.Gettid())
+	mountErr := unix.Mount(src, path, "none", unix.MS_BIND, "")
+	if err := netns.Set(orig); err != nil {
+		runtime.LockOSThread() // this thread is in the wrong netns: keep it locked so the runtime retires it
+		return netns.None(), fmt.Errorf("return to host netns: %w", err)
 	}
-	if err != nil {
-		return netns.None(), fmt.Errorf("create netns %s: %w", path, err)
+	if mountErr != nil {
+		return netns.None(), fmt.Errorf("bind netns to %s: %w", path, mountErr)
 	}
-	return ns, nil
+	return netns.GetFromPath(path)
+}
+
+// deleteNetns unmounts and removes a netns file; a file that is no longer a mount point (already
+// unmounted, or hidden by a later mount) is just removed.
+func deleteNetns(path string) error {
+	if err := unix.Unmount(path, unix.MNT_DETACH); err != nil && !errors.Is(err, unix.EINVAL) && !errors.Is(err, unix.ENOENT) {
+		return fmt.Errorf("unmount %s: %w", path, err)
+	}
+	if err := os.Remove(path); err != nil && !errors.Is(err, os.ErrNotExist) {
+		return err
+	}
+	return nil
 }
 
 // setupPodNetwork gives a pod its netns, a veth pair onto the bridge, its address, loopback and a
@@ -304,10 +326,14 @@ func Cleanup(dir string, s *State) error {
 			}
 		}
 	}
-	if ents, err := os.ReadDir(netnsDir); err == nil {
+	for _, d := range []string{NetnsDir, "/run/netns"} { // /run/netns: labs of earlier versions
+		ents, err := os.ReadDir(d)
+		if err != nil {
+			continue
+		}
 		for _, e := range ents {
 			if strings.HasPrefix(e.Name(), NetnsPrefix) {
-				if err := netns.DeleteNamed(e.Name()); err != nil && !errors.Is(err, os.ErrNotExist) {
+				if err := deleteNetns(filepath.Join(d, e.Name())); err != nil {
 					errs = append(errs, fmt.Errorf("delete netns %s: %w", e.Name(), err))
 				}
 			}

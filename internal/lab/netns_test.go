@@ -7,8 +7,6 @@ import (
 	"strconv"
 	"strings"
 	"testing"
-
-	"github.com/vishvananda/netns"
 )
 
 // TestStartInNetns checks the seam sidecars use: a process started with startIn lives in the
@@ -17,13 +15,13 @@ func TestStartInNetns(t *testing.T) {
 	if os.Geteuid() != 0 {
 		t.Skip("needs root to create a network namespace")
 	}
-	path := filepath.Join(netnsDir, "mgtest-"+strconv.Itoa(os.Getpid()))
+	path := filepath.Join(NetnsDir, "mgtest-"+strconv.Itoa(os.Getpid()))
 	ns, err := newNamedNetns(path)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer ns.Close()
-	t.Cleanup(func() { _ = netns.DeleteNamed(filepath.Base(path)) })
+	t.Cleanup(func() { _ = deleteNetns(path) })
 	want, err := os.Readlink("/proc/self/ns/net")
 	if err != nil {
 		t.Fatal(err)

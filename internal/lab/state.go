@@ -17,9 +17,9 @@ const (
 	DefaultStateDir = "/run/meshguard/lab"
 	BridgeName      = "mg-br0"
 	NFTTable        = "meshguard-lab"
-	NetnsPrefix     = "mglab-" // named netns: /run/netns/mglab-<index>
-	VethPrefix      = "mgv"    // host side of a pod's veth pair: mgv<index>
-	netnsDir        = "/run/netns"
+	NetnsDir        = "/run/meshguard/netns" // pods' netns bind mounts: NetnsDir/mglab-<index>
+	NetnsPrefix     = "mglab-"
+	VethPrefix      = "mgv" // host side of a pod's veth pair: mgv<index>
 	stateFileName   = "state.json"
 	stateVersion    = 1
 	maxPods         = 250
@@ -169,7 +169,8 @@ func (s *State) FindPod(ref string) (*PodState, error) {
 }
 
 // PodNetns returns the network namespace path of pod ref ("name" or "namespace/name") in the
-// lab whose state lives in stateDir (lab.DefaultStateDir normally), e.g. /run/netns/mglab-3.
+// lab whose state lives in stateDir (lab.DefaultStateDir normally), e.g.
+// /run/meshguard/netns/mglab-3. Open it with netns.GetFromPath.
 func PodNetns(stateDir, ref string) (string, error) {
 	s, err := ReadState(stateDir)
 	if err != nil {
@@ -230,7 +231,7 @@ func Plan(t *Topology, dir string, podCIDR, serviceCIDR netip.Prefix) (*State, e
 			Pod:      p,
 			IP:       ip.String(),
 			Hostname: p.Name,
-			Netns:    filepath.Join(netnsDir, NetnsPrefix+strconv.Itoa(i)),
+			Netns:    filepath.Join(NetnsDir, NetnsPrefix+strconv.Itoa(i)),
 			HostVeth: VethPrefix + strconv.Itoa(i),
 			Dir:      podDir,
 			LogFile:  filepath.Join(podDir, "log"),

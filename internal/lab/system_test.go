@@ -10,8 +10,6 @@ import (
 	"strings"
 	"testing"
 	"time"
-
-	"github.com/vishvananda/netns"
 )
 
 // testDaemon is a daemon whose "meshguard" is /bin/sh, to exercise the system-process seam
@@ -30,13 +28,13 @@ func TestStartSystemInNetnsWaitsForReadyLine(t *testing.T) {
 	if os.Geteuid() != 0 {
 		t.Skip("needs root to create a network namespace")
 	}
-	path := filepath.Join(netnsDir, "mgtest-sys-"+strconv.Itoa(os.Getpid()))
+	path := filepath.Join(NetnsDir, "mgtest-sys-"+strconv.Itoa(os.Getpid()))
 	ns, err := newNamedNetns(path)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer ns.Close()
-	t.Cleanup(func() { _ = netns.DeleteNamed(filepath.Base(path)) })
+	t.Cleanup(func() { _ = deleteNetns(path) })
 	d := testDaemon(t)
 	spec := SystemSpec{
 		Name:      "sidecar:shop/web",

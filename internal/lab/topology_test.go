@@ -151,7 +151,7 @@ func TestPlanAddresses(t *testing.T) {
 	if got := strings.Join(ips, ","); got != "10.244.0.2,10.244.0.3,10.244.0.4" {
 		t.Fatalf("pod ips %s", got)
 	}
-	if p := st.Pods[1]; p.Netns != "/run/netns/mglab-1" || p.HostVeth != "mgv1" || p.Dir != "/run/x/lab-pods/shop_web-1" || p.Hostname != "web-1" {
+	if p := st.Pods[1]; p.Netns != "/run/meshguard/netns/mglab-1" || p.HostVeth != "mgv1" || p.Dir != "/run/x/lab-pods/shop_web-1" || p.Hostname != "web-1" {
 		t.Fatalf("pod 1 names: %+v", p)
 	}
 	sv := st.Services[0]

@@ -49,6 +49,9 @@ services:
     ports: [{port: 6379}]
 `
 
+// labUserConfig stands for a user's own admin config that a lab must not destroy.
+const labUserConfig = "server: https://controller.example:7443\n"
+
 // labRequire skips unless the test runs as root with the tools the topology uses.
 func labRequire(t *testing.T, tools ...string) {
 	t.Helper()
@@ -100,8 +103,15 @@ func labUp(t *testing.T, topology string) string {
 		t.Fatal(err)
 	}
 	// lab up copies the lab controller's admin.conf to ~/.meshguard/config: keep it out of the
-	// real home.
-	t.Setenv("HOME", t.TempDir())
+	// real home, in one that holds a user's own config for lab up to keep and lab down to restore.
+	home := t.TempDir()
+	t.Setenv("HOME", home)
+	if err := os.MkdirAll(filepath.Join(home, ".meshguard"), 0o700); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(home, ".meshguard", "config"), []byte(labUserConfig), 0o600); err != nil {
+		t.Fatal(err)
+	}
 	t.Cleanup(func() { Run(t, "lab", "down") })
 	MustRun(t, "lab", "up", "-f", file)
 	return file
@@ -140,10 +150,11 @@ func labEventually(t *testing.T, pod, want string, argv ...string) string {
 // processes, state.
 func labAssertGone(t *testing.T, st *lab.State) {
 	t.Helper()
-	if ents, err := os.ReadDir("/run/netns"); err == nil {
+	for _, d := range []string{lab.NetnsDir, "/run/netns"} {
+		ents, _ := os.ReadDir(d)
 		for _, e := range ents {
 			if strings.HasPrefix(e.Name(), lab.NetnsPrefix) {
-				t.Errorf("netns %s remains", e.Name())
+				t.Errorf("netns %s/%s remains", d, e.Name())
 			}
 		}
 	}
@@ -262,12 +273,15 @@ func TestLabShop(t *testing.T) {
 		if fi, err := os.Stat(adminConf); err != nil || fi.Mode().Perm() != 0o600 {
 			t.Errorf("lab up did not install %s (0600): %v", adminConf, err)
 		}
+		if b, _ := os.ReadFile(adminConf); string(b) == labUserConfig {
+			t.Errorf("lab up left the user's config in place of the lab's")
+		}
 	}
 
 	MustRun(t, "lab", "down")
 	labAssertGone(t, st)
-	if _, err := os.Stat(adminConf); !os.IsNotExist(err) {
-		t.Errorf("lab down left %s pointing at a gone controller (%v)", adminConf, err)
+	if b, err := os.ReadFile(adminConf); err != nil || string(b) != labUserConfig {
+		t.Errorf("lab down did not restore the user's %s: %q %v", adminConf, b, err)
 	}
 	MustRun(t, "lab", "down") // idempotent
 }
@@ -359,4 +373,29 @@ func TestLabUpReportsDeadPodAndCleansUp(t *testing.T) {
 		t.Fatalf("lab up with a dead pod: exit %d\nstderr: %s", r.Code, r.Stderr)
 	}
 	labAssertGone(t, &lab.State{StateDir: lab.DefaultStateDir})
+}
+
+// TestLabShopExample brings up the shipped examples/shop.yaml (nginx ×2, redis-server,
+// postgresql, a client) and uses each server through its service name with its real client.
+func TestLabShopExample(t *testing.T) {
+	labRequire(t, "nginx", "redis-server", "redis-cli", "psql", "curl")
+	example, err := filepath.Abs("../../examples/shop.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Setenv("HOME", t.TempDir())
+	t.Cleanup(func() { Run(t, "lab", "down") })
+	MustRun(t, "lab", "up", "-f", example)
+	st := labState(t)
+
+	if got := MustRun(t, "lab", "exec", "client", "--", "curl", "-s", "-m", "5", "http://web.shop.svc.cluster.local/").Stdout; !strings.HasPrefix(got, "hello from web-") {
+		t.Errorf("curl web: %q", got)
+	}
+	if got := MustRun(t, "lab", "exec", "client", "--", "redis-cli", "-h", "redis.shop.svc.cluster.local", "ping").Stdout; strings.TrimSpace(got) != "PONG" {
+		t.Errorf("redis-cli ping: %q", got)
+	}
+	// postgres accepts connections a moment before it finishes starting up: bounded retries.
+	labEventually(t, "client", "42", "psql", "-h", "postgres.shop.svc.cluster.local", "-U", "postgres", "-tAc", "select 6*7")
+	MustRun(t, "lab", "down")
+	labAssertGone(t, st)
 }
