@@ -1,0 +1,175 @@
+package xdsgen
+
+import (
+	"context"
+	"io"
+	"log/slog"
+	"net/netip"
+	"strings"
+	"sync/atomic"
+	"testing"
+
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
+
+	"github.com/meshguard/meshguard/internal/policy"
+	"github.com/meshguard/meshguard/internal/registry"
+	"github.com/meshguard/meshguard/internal/xds"
+
+	xdsv1 "github.com/meshguard/meshguard/api/xds/v1"
+)
+
+const shopPolicy = `apiVersion: meshguard.io/v1alpha1
+kind: Group
+metadata: {name: cache, namespace: shop}
+spec:
+  selector: {matchLabels: {app: cache}}
+  mode: protect
+---
+apiVersion: meshguard.io/v1alpha1
+kind: Group
+metadata: {name: pypi, namespace: shop}
+spec:
+  external: {cidrs: [151.101.0.0/16], dnsNames: [pypi.org]}
+  mode: monitor
+---
+apiVersion: meshguard.io/v1alpha1
+kind: NetworkRule
+metadata: {name: web-to-cache, namespace: shop}
+spec:
+  from: {group: web}
+  to: {group: cache}
+  ports: ["tcp/6379"]
+  applications: [redis]
+  action: allow
+`
+
+type policyHolder struct{ p atomic.Pointer[policy.Set] }
+
+func (h *policyHolder) PolicySet() *policy.Set { return h.p.Load() }
+
+func setup(t *testing.T) (*registry.Registry, *policyHolder, *Generator) {
+	t.Helper()
+	reg, err := registry.New(registry.Config{Log: slog.New(slog.NewTextHandler(io.Discard, nil)), TrustDomain: "test.local"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	set, err := policy.Parse("shop.yaml", []byte(shopPolicy))
+	if err != nil {
+		t.Fatal(err)
+	}
+	reg.SetGroups(set.Groups)
+	for _, w := range []registry.Workload{
+		{Namespace: "shop", Name: "web-0", IP: netip.MustParseAddr("10.0.0.2"), ServiceAccount: "web", Labels: map[string]string{"app": "web"}},
+		{Namespace: "shop", Name: "cache-0", IP: netip.MustParseAddr("10.0.0.3"), ServiceAccount: "cache", Labels: map[string]string{"app": "cache"}},
+		{Namespace: "shop", Name: "legacy-0", IP: netip.MustParseAddr("10.0.0.4"), ServiceAccount: "legacy", Labels: map[string]string{"app": "cache"}},
+	} {
+		if err := reg.UpsertWorkload(w); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := reg.UpsertService(registry.Service{Namespace: "shop", Name: "cache", VIP: netip.MustParseAddr("10.96.0.10"),
+		Ports: []registry.ServicePort{{Protocol: "tcp", Port: 6379}}, Selector: map[string]string{"app": "cache"}}); err != nil {
+		t.Fatal(err)
+	}
+	ph := &policyHolder{}
+	ph.p.Store(set)
+	g, err := New(Config{Registry: reg, Policy: ph, TunnelPort: 15008, TrustDomain: "test.local",
+		HasSidecar:    func(w registry.Workload) bool { return w.Name != "legacy-0" },
+		NamespaceMTLS: map[string]xdsv1.MTLSMode{"legacy": xdsv1.MTLSMode_MTLS_MODE_PERMISSIVE},
+		Egress:        xdsv1.EgressMode_EGRESS_MODE_REGISTRY_ONLY})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return reg, ph, g
+}
+
+func node(ns, name, id string) xds.Node {
+	return xds.Node{ID: spiffeid.RequireFromString(id), Namespace: ns, Workload: name, Authenticated: true}
+}
+
+func TestSnapshotFromRegistryAndPolicy(t *testing.T) {
+	_, _, g := setup(t)
+	snap, err := g.Generate(context.Background(), node("shop", "web-0", "spiffe://test.local/ns/shop/sa/web"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	x, err := xds.NewIndex(snap) // what the sidecar does with it
+	if err != nil {
+		t.Fatalf("generated snapshot does not validate: %v", err)
+	}
+	if s := x.Self(); s.GetName() != "web-0" || s.GetMode() != xdsv1.PolicyMode_POLICY_MODE_DISCOVER || s.GetTunnelPort() != 15008 {
+		t.Fatalf("self %v: want web-0 in discover (automatic group only) with a tunnel", s)
+	}
+	r, ok := x.Service(netip.MustParseAddrPort("10.96.0.10:6379"))
+	if !ok || len(r.Backends) != 2 {
+		t.Fatalf("cache VIP -> %+v %v, want two backends", r, ok)
+	}
+	if b := r.Backends[0]; b.Workload != "shop/cache-0" || b.ID.String() != "spiffe://test.local/ns/shop/sa/cache" || b.Tunnel.Port() != 15008 {
+		t.Fatalf("meshed backend %+v", b)
+	}
+	if b := r.Backends[1]; b.Workload != "shop/legacy-0" || b.Meshed() {
+		t.Fatalf("sidecar-less backend %+v must be unmeshed", b)
+	}
+	cache, ok := x.Workload(netip.MustParseAddr("10.0.0.3"))
+	if !ok || cache.GetMode() != xdsv1.PolicyMode_POLICY_MODE_PROTECT || !contains(cache.GetGroups(), "shop/cache") {
+		t.Fatalf("peer cache-0 %v: want group shop/cache in protect", cache)
+	}
+	if e, ok := x.External(netip.MustParseAddrPort("151.101.2.3:443")); !ok || e.GetName() != "pypi" || e.GetDnsNames()[0] != "pypi.org" {
+		t.Fatal("external group not distributed")
+	}
+	if x.MTLS("legacy") != xdsv1.MTLSMode_MTLS_MODE_PERMISSIVE || x.MTLS("shop") != xdsv1.MTLSMode_MTLS_MODE_STRICT {
+		t.Fatal("mtls modes")
+	}
+	back, err := policy.Parse("from-snapshot.yaml", snap.GetPolicy())
+	if err != nil || len(back.NetworkRules) != 1 || back.NetworkRules[0].Metadata.Name != "web-to-cache" {
+		t.Fatalf("policy in snapshot does not parse back: %v", err)
+	}
+}
+
+func TestRefusesUnknownOrImpersonatingSidecars(t *testing.T) {
+	_, _, g := setup(t)
+	if _, err := g.Generate(context.Background(), node("shop", "ghost-0", "spiffe://test.local/ns/shop/sa/web")); err == nil || !strings.Contains(err.Error(), "not registered") {
+		t.Fatalf("unknown workload: %v", err)
+	}
+	// The cache's sidecar asking for web-0's config (which would reveal web's view).
+	if _, err := g.Generate(context.Background(), node("shop", "web-0", "spiffe://test.local/ns/shop/sa/cache")); err == nil || !strings.Contains(err.Error(), "runs as") {
+		t.Fatalf("impersonation: %v", err)
+	}
+}
+
+func TestSharedPartsAreCachedUntilAChange(t *testing.T) {
+	reg, ph, g := setup(t)
+	web := node("shop", "web-0", "spiffe://test.local/ns/shop/sa/web")
+	a, _ := g.Generate(context.Background(), web)
+	b, _ := g.Generate(context.Background(), node("shop", "cache-0", "spiffe://test.local/ns/shop/sa/cache"))
+	if &a.Services[0] != &b.Services[0] || &a.Policy[0] != &b.Policy[0] {
+		t.Fatal("shared parts rebuilt for every sidecar")
+	}
+	if err := reg.UpsertWorkload(registry.Workload{Namespace: "shop", Name: "cache-1", IP: netip.MustParseAddr("10.0.0.5"), ServiceAccount: "cache", Labels: map[string]string{"app": "cache"}}); err != nil {
+		t.Fatal(err)
+	}
+	c, _ := g.Generate(context.Background(), web)
+	if len(c.Services[0].Endpoints) != 3 {
+		t.Fatalf("registry change not reflected: %d endpoints, want 3", len(c.Services[0].Endpoints))
+	}
+	set, err := ph.PolicySet().SetMode("shop/cache", policy.ModeMonitor)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ph.p.Store(set)
+	d, _ := g.Generate(context.Background(), web)
+	for _, p := range d.Peers {
+		if p.GetName() == "cache-0" && p.GetMode() != xdsv1.PolicyMode_POLICY_MODE_MONITOR {
+			t.Fatalf("policy change not reflected: cache-0 mode %v", p.GetMode())
+		}
+	}
+}
+
+func contains(list []string, s string) bool {
+	for _, v := range list {
+		if v == s {
+			return true
+		}
+	}
+	return false
+}
