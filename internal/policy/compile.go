@@ -128,8 +128,14 @@ func l7Class(app string) uint8 {
 
 func bucketKey(dst, src GroupID) uint64 { return uint64(dst)<<32 | uint64(src) }
 
+// inlineHeads source groups per destination are found without leaving the dstIndex array,
+// which is dense and stays in cache; more spill to a slice.
+const inlineHeads = 6
+
 type dstIndex struct {
-	heads   []head   // one per source group with rules to this destination
+	n       uint32 // number of heads
+	inl     [inlineHeads]head
+	more    []head   // heads past inlineHeads
 	entries []centry // all buckets of this destination, contiguous
 }
 
@@ -142,9 +148,15 @@ type head struct {
 
 // find returns the head for src.
 func (d *dstIndex) find(src GroupID) *head {
-	for i := range d.heads {
-		if d.heads[i].src == src {
-			return &d.heads[i]
+	n := min(int(d.n), inlineHeads)
+	for i := 0; i < n; i++ {
+		if d.inl[i].src == src {
+			return &d.inl[i]
+		}
+	}
+	for i := range d.more {
+		if d.more[i].src == src {
+			return &d.more[i]
 		}
 	}
 	return nil
@@ -267,12 +279,17 @@ func Compile(s *Set, opts CompileOptions) (*Policy, error) {
 		h.deny = uint32(len(d.entries))
 		d.entries = append(d.entries, allows[k]...)
 		h.end = uint32(len(d.entries))
-		d.heads = append(d.heads, h)
+		if d.n < inlineHeads {
+			d.inl[d.n] = h
+		} else {
+			d.more = append(d.more, h)
+		}
+		d.n++
 	}
 	for i := range p.byDst {
 		d := &p.byDst[i]
 		d.entries = slices.Clip(d.entries)
-		d.heads = slices.Clip(d.heads)
+		d.more = slices.Clip(d.more)
 	}
 	return p, nil
 }

@@ -107,7 +107,7 @@ func (p *Policy) Decide(in *Input) Decision {
 			continue
 		}
 		dx := &p.byDst[dg]
-		if len(dx.heads) == 0 {
+		if dx.n == 0 {
 			continue
 		}
 		for _, sg := range in.SrcGroups {
