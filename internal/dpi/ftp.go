@@ -132,3 +132,8 @@ func (p *ftpParser) reply(l []byte, emit func(*Message)) {
 
 // Midstream: the banner was missed, so the first reply is an ordinary one.
 func (p *ftpParser) Midstream() { p.banner = true }
+
+// Gap: bytes of dir were lost; drop the partial line and resynchronise on the next one.
+func (p *ftpParser) Gap(dir Direction) {
+	p.lines[dir&1] = lineReasm{dropping: true}
+}

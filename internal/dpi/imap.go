@@ -164,3 +164,9 @@ func (p *imapParser) server(l []byte, emit func(*Message)) {
 
 // Midstream: the greeting was missed; tagged completions are reported from the start.
 func (p *imapParser) Midstream() { p.banner = true }
+
+// Gap: bytes of dir were lost; drop the partial line and resynchronise on the next one.
+func (p *imapParser) Gap(dir Direction) {
+	p.lines[dir&1] = lineReasm{dropping: true}
+	p.cont[dir&1] = false
+}

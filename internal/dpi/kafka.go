@@ -107,6 +107,14 @@ func (p *kafkaParser) request(b []byte, emit func(*Message)) {
 	if flex {
 		r.tags()
 	}
+	if key == 18 && ver >= 3 && !r.bad { // ApiVersions names the client library
+		if sw := r.nstr(true); len(sw) > 0 && !r.bad {
+			m.Add(AttrSoftware, capBytes(sw, 64))
+			if v := r.nstr(true); len(v) > 0 && !r.bad {
+				m.Add("software_version", capBytes(v, 32))
+			}
+		}
+	}
 	if !r.bad {
 		p.topics(&r, key, ver, flex)
 	}

@@ -16,7 +16,7 @@ func kafkaReq(key, ver int16, clientID string, body string) string {
 }
 
 func TestKafkaParse(t *testing.T) {
-	apiv := kafkaReq(18, 3, "rdkafka", "\x00\x08librdkafka\x062.0.2\x00"[1:])
+	apiv := kafkaReq(18, 3, "rdkafka", "\x00\x0blibrdkafka\x062.0.2\x00")
 	meta := kafkaReq(3, 4, "rdkafka", "\x00\x00\x00\x02\x00\x06orders\x00\x05users\x01")
 	// Produce v3: null transactional id, acks, timeout, 1 topic with 1 partition of 3 record bytes.
 	produce := kafkaReq(0, 3, "producer-1", "\xff\xff\x00\x01\x00\x00\x75\x30\x00\x00\x00\x01\x00\x06orders\x00\x00\x00\x01\x00\x00\x00\x00\x00\x00\x00\x03abc")
@@ -30,7 +30,7 @@ func TestKafkaParse(t *testing.T) {
 		{"postgres startup", pgStartup("user\x00bob\x00"), "", No},
 	})
 	checkConv(t, Kafka{}, []seg{c2s(apiv), s2c("\x00\x00\x00\x06\x00\x00\x00\x01\x00\x00"), c2s(meta + produce + metaFlex)}, []string{
-		"client request command=ApiVersions version=3 client_id=rdkafka",
+		"client request command=ApiVersions version=3 client_id=rdkafka software=librdkafka software_version=2.0.2",
 		"client request command=Metadata version=4 client_id=rdkafka topic=orders topic=users",
 		"client request command=Produce version=3 client_id=producer-1 topic=orders",
 		"client request command=Metadata version=12 client_id=adminclient-1 topic=events",

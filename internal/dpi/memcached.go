@@ -326,3 +326,8 @@ func memcBinOp(op byte) string {
 	}
 	return ""
 }
+
+// Gap: bytes of dir were lost; drop the partial line and resynchronise on the next one.
+func (p *memcParser) Gap(dir Direction) {
+	p.lines[dir&1] = lineReasm{dropping: true}
+}

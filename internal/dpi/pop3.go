@@ -158,3 +158,8 @@ func (p *pop3Parser) server(l []byte, emit func(*Message)) {
 
 // Midstream: the greeting was missed, so the first status line is an ordinary reply.
 func (p *pop3Parser) Midstream() { p.banner = true }
+
+// Gap: bytes of dir were lost; drop the partial line and resynchronise on the next one.
+func (p *pop3Parser) Gap(dir Direction) {
+	p.lines[dir&1] = lineReasm{dropping: true}
+}

@@ -306,3 +306,39 @@ func TestBatchANeverReportsSecrets(t *testing.T) {
 		}
 	}
 }
+
+// After a hole in reassembly the line-based parsers drop the cut line and carry on.
+func TestBatchAGapResync(t *testing.T) {
+	for _, c := range []struct {
+		p        Protocol
+		before   string
+		after    string
+		wantLast string
+	}{
+		{Redis{}, "*2\r\n$3\r\nGET\r\n$4\r\nke", "y2\r\n*1\r\n$4\r\nPING\r\n", "client command command=PING keys=0"},
+		{SMTP{}, "MAIL FROM:<a@b", "c>\r\nRCPT TO:<x@y>\r\n", "client command command=RCPT to=<x@y>"},
+		{FTP{}, "RETR /a/very/long", "/path\r\nQUIT\r\n", "client command command=QUIT"},
+		{POP3{}, "RETR", " 1\r\nQUIT\r\n", "client command command=QUIT"},
+		{IMAP{}, "a1 LOGIN {3}", "\r\na2 NOOP\r\n", "client command command=NOOP tag=a2"},
+		{Memcached{}, "get user", ":1\r\ndelete k\r\n", "client command command=DELETE key=k keys=1"},
+	} {
+		ps := c.p.NewParser()
+		var last string
+		emit := func(m *Message) {
+			var b strings.Builder
+			fmt.Fprintf(&b, "%s %s", m.Dir, m.Type)
+			for _, a := range m.Attrs() {
+				fmt.Fprintf(&b, " %s=%s", a.Key, a.Value)
+			}
+			last = b.String()
+		}
+		ps.Feed(ClientToServer, []byte(c.before), emit)
+		ps.(GapParser).Gap(ClientToServer)
+		if err := ps.Feed(ClientToServer, []byte(c.after), emit); err != nil {
+			t.Errorf("%s: %v", c.p.Name(), err)
+		}
+		if last != c.wantLast {
+			t.Errorf("%s: last message %q, want %q", c.p.Name(), last, c.wantLast)
+		}
+	}
+}

@@ -135,7 +135,7 @@ var errRedisGarbage = errors.New("redis: malformed RESP")
 
 type redisDir struct {
 	line    []byte
-	drop    bool // inside an over-long line
+	drop    bool // skipping the rest of a line cut by a gap
 	bulk    int  // payload bytes (plus CRLF) still to read, 0 when reading lines
 	bulkLen int  // payload length of the current bulk string
 	stack   [redisMaxDepth]int
@@ -182,6 +182,11 @@ func (p *redisParser) Feed(dir Direction, data []byte, emit func(*Message)) erro
 			return nil
 		}
 		l := data[:i]
+		if s.drop { // the rest of a line cut by a gap
+			s.drop = false
+			data = data[i+1:]
+			continue
+		}
 		if len(s.line) > 0 {
 			if len(s.line)+i > redisMaxLine {
 				return errRedisGarbage
@@ -371,4 +376,10 @@ func (p *redisParser) reply(dir Direction, t byte, text []byte, emit func(*Messa
 		m.AddString(AttrStatus, "ok")
 	}
 	emit(m)
+}
+
+// Gap: bytes of dir were lost; forget the value in progress and resynchronise on the next
+// line that starts a command or reply.
+func (p *redisParser) Gap(dir Direction) {
+	p.d[dir&1] = redisDir{drop: true}
 }

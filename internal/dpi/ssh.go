@@ -13,6 +13,10 @@ func (SSH) Ports() []uint16       { return []uint16{22, 2222} }
 var sshPrefix = []byte("SSH-")
 
 func (SSH) Detect(p *Probe) Verdict {
+	if len(p.Client) >= len(sshPrefix) && !bytes.HasPrefix(p.Client, sshPrefix) && !p.Midstream &&
+		!bytes.HasPrefix(p.Server, sshPrefix) {
+		return No // an SSH client starts with its banner
+	}
 	v := No
 	for _, b := range [2][]byte{p.Client, p.Server} {
 		switch {
