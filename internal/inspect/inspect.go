@@ -81,7 +81,7 @@ type Result struct {
 // Read analyses one capture. On a truncated capture it returns the flows so far together with
 // an error wrapping ErrTruncated; on a file that is not a capture, an error and no result.
 func (in *Inspector) Read(ctx context.Context, r io.Reader) (*Result, error) {
-	br := bufio.NewReaderSize(r, 1<<20)
+	br := bufio.NewReaderSize(r, 64<<10)
 	magic, err := br.Peek(4)
 	if err != nil {
 		return nil, fmt.Errorf("not a pcap or pcapng file: too short to hold a header (%w)", err)
