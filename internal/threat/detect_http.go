@@ -1,0 +1,578 @@
+package threat
+
+import (
+	"bytes"
+
+	"github.com/corazawaf/libinjection-go"
+)
+
+// The value detectors. Each works on one decoded value and returns the offending bytes.
+
+// minInjectionLen skips values too short to carry an injection (libinjection's own minimum is
+// similar); short values are the bulk of parameters.
+const minInjectionLen = 2
+
+func isSQLi(v []byte) (string, bool) {
+	if len(v) < minInjectionLen || !hasSQLChar(v) {
+		return "", false
+	}
+	if stackedQuery(v) {
+		return "stacked query", true
+	}
+	// Program code ("if (a && b) { }") tokenizes like SQL operators; SQL has no brace blocks.
+	if bytes.IndexByte(v, '{') >= 0 && bytes.IndexByte(v, '}') >= 0 && bytes.IndexByte(v, '\'') < 0 {
+		return "", false
+	}
+	ok, fp := libinjection.IsSQLi(string(v))
+	if ok && isProse(v) && !strongSQL(v) {
+		// libinjection judges the first few tokens; in free text (comments, posts, bios) that
+		// is often a sentence that merely mentions SQL.
+		return "", false
+	}
+	return fp, ok
+}
+
+// isProse: free text of many words with few code characters.
+func isProse(v []byte) bool {
+	words, code, inWord := 0, 0, false
+	for _, c := range v {
+		isLetter := 'a' <= c|0x20 && c|0x20 <= 'z' || c >= 0x80
+		if isLetter && !inWord {
+			words++
+		}
+		inWord = isLetter
+		switch c {
+		case '\'', '"', '(', ')', '=', ';', '*', '#', '<', '>', '|', '&', '`':
+			code++
+		}
+	}
+	return words >= 10 && code*100 < len(v)*8
+}
+
+// Markers of SQL injection that ordinary sentences do not contain.
+var strongSQLMarkers = [...]string{"union select", "union all select", "sleep(", "benchmark(", "waitfor delay", "pg_sleep",
+	"' or '", "' or 1", "or 1=1", "' and '", "'--", "information_schema", "xp_cmdshell", "load_file(", "into outfile", "@@version"}
+
+func strongSQL(v []byte) bool {
+	for _, m := range strongSQLMarkers {
+		if containsFold(v, m) {
+			return true
+		}
+	}
+	return false
+}
+
+// Statement pairs that start a second (stacked) SQL statement after ';'.
+var stackedStatements = [...][2]string{{"select", "from"}, {"insert", "into"}, {"update", "set"}, {"delete", "from"},
+	{"drop", "table"}, {"drop", "database"}, {"exec", "("}, {"exec", "xp_"}, {"execute", "("}, {"declare", "@"},
+	{"waitfor", "delay"}, {"shutdown", ""}, {"create", "table"}, {"alter", "table"}, {"truncate", "table"}, {"select", "("}}
+
+// stackedQuery: "; <statement> ... <its second keyword>" (1;SELECT * FROM users, '; DROP TABLE x).
+func stackedQuery(v []byte) bool {
+	for i := bytes.IndexByte(v, ';'); i >= 0 && i < len(v); {
+		rest := bytes.TrimLeft(v[i+1:], " \t\r\n+")
+		for _, st := range stackedStatements {
+			if !hasPrefixFold(rest, st[0]) || len(rest) == len(st[0]) {
+				continue
+			}
+			if c := rest[len(st[0])]; c != ' ' && c != '\t' && c != '(' && c != '/' && c != '\n' {
+				continue
+			}
+			if st[1] == "" && len(bytes.TrimSpace(rest[len(st[0]):])) <= 2 {
+				return true
+			}
+			tail := rest[len(st[0]):]
+			if len(tail) > 120 {
+				tail = tail[:120]
+			}
+			if st[1] != "" && containsFold(tail, st[1]) {
+				return true
+			}
+		}
+		j := bytes.IndexByte(v[i+1:], ';')
+		if j < 0 {
+			break
+		}
+		i += j + 1
+	}
+	return false
+}
+
+// hasSQLChar is a cheap pre-filter: every libinjection SQLi fingerprint needs a quote, comment,
+// operator, parenthesis or keyword separator; plain words and numbers skip the tokenizer.
+func hasSQLChar(v []byte) bool {
+	for _, c := range v {
+		switch c {
+		case '\'', '"', '`', '-', '#', '/', '(', ')', ';', '=', '<', '>', '|', '&', '*', ' ', '+', '%', ',', '@', '\\', '!', '\t', '\n', '\r', '{':
+			return true
+		}
+	}
+	return false
+}
+
+func isXSS(s *scratch, v []byte) bool {
+	if len(v) < minInjectionLen || bytes.IndexByte(v, '<') < 0 && !containsFold(v, "script") && !containsFold(v, "on") {
+		return false
+	}
+	if libinjection.IsXSS(string(v)) || scriptURL(s, v) {
+		return true
+	}
+	// Nested tags that survive a naive filter: <scr<script>ipt>.
+	if i := indexFold(v, "<script"); i >= 0 && i+7 < len(v) && (v[i+7] == '>' || v[i+7] == ' ' || v[i+7] == '/' || v[i+7] == '\t') {
+		return true
+	}
+	return false
+}
+
+// scriptURL: a value that is (or, after HTML character references and the control characters
+// browsers skip, becomes) a javascript:/vbscript: URL, or one inside an attribute.
+func scriptURL(s *scratch, v []byte) bool {
+	if !containsFold(v, "script") {
+		return false
+	}
+	s.t = s.t[:0]
+	for i := 0; i < len(v) && len(s.t) < 1024; i++ {
+		c := v[i]
+		if c == '&' && i+2 < len(v) && v[i+1] == '#' {
+			if r, n := charRef(v[i+2:]); n > 0 {
+				c = r
+				i += 1 + n
+			}
+		}
+		if c == '\t' || c == '\n' || c == '\r' || c == 0 {
+			continue
+		}
+		s.t = append(s.t, lower(c))
+	}
+	n := bytes.TrimLeft(s.t, " \x0b\x0c")
+	if bytes.HasPrefix(n, []byte("javascript:")) || bytes.HasPrefix(n, []byte("vbscript:")) {
+		return true
+	}
+	for _, attr := range [...]string{"href=", "src=", "action=", "formaction=", "data="} {
+		if i := bytes.Index(n, []byte(attr)); i >= 0 {
+			a := bytes.TrimLeft(n[i+len(attr):], "\"' ")
+			if bytes.HasPrefix(a, []byte("javascript:")) || bytes.HasPrefix(a, []byte("vbscript:")) {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+// charRef decodes a numeric character reference body ("x09;" or "106;") to one ASCII byte.
+func charRef(b []byte) (byte, int) {
+	hex := len(b) > 0 && (b[0] == 'x' || b[0] == 'X')
+	i, v := 0, 0
+	if hex {
+		i = 1
+	}
+	start := i
+	for ; i < len(b) && i < 10; i++ {
+		d, ok := unhex(b[i])
+		if !hex && (b[i] < '0' || b[i] > '9') || !ok {
+			break
+		}
+		if hex {
+			v = v*16 + int(d)
+		} else {
+			v = v*10 + int(b[i]-'0')
+		}
+	}
+	if i == start || v > 0x7f {
+		return 0, 0
+	}
+	if i < len(b) && b[i] == ';' {
+		i++
+	}
+	return byte(v), i
+}
+
+// containsFold reports whether b contains the lower-case ASCII string s, ignoring ASCII case.
+func containsFold(b []byte, s string) bool {
+	if len(s) == 0 {
+		return true
+	}
+	c0 := s[0]
+	for i := 0; i+len(s) <= len(b); i++ {
+		if lower(b[i]) != c0 {
+			continue
+		}
+		j := 1
+		for j < len(s) && lower(b[i+j]) == s[j] {
+			j++
+		}
+		if j == len(s) {
+			return true
+		}
+	}
+	return false
+}
+
+func indexFold(b []byte, s string) int {
+	c0 := s[0]
+	for i := 0; i+len(s) <= len(b); i++ {
+		if lower(b[i]) != c0 {
+			continue
+		}
+		j := 1
+		for j < len(s) && lower(b[i+j]) == s[j] {
+			j++
+		}
+		if j == len(s) {
+			return i
+		}
+	}
+	return -1
+}
+
+func lower(c byte) byte {
+	if 'A' <= c && c <= 'Z' {
+		return c + 'a' - 'A'
+	}
+	return c
+}
+
+// isShellshock: bash imports a variable as a function only when its value starts with "() {".
+func isShellshock(v []byte) bool {
+	v = bytes.TrimLeft(v, " \t")
+	if len(v) < 4 || v[0] != '(' {
+		return false
+	}
+	v = bytes.TrimLeft(v[1:], " \t")
+	if len(v) == 0 || v[0] != ')' {
+		return false
+	}
+	v = bytes.TrimLeft(v[1:], " \t")
+	return len(v) > 0 && v[0] == '{'
+}
+
+// maxLookupRounds bounds the nested-lookup resolution in findJNDI.
+const maxLookupRounds = 64
+
+// findJNDI resolves Log4j lookups the way Log4j does (innermost first: ${lower:j} -> j,
+// ${::-j} and ${env:X:-j} -> j, ${date:'j'} -> j, unknown -> empty) and reports a ${jndi:...}
+// that appears at any round. This catches ${${lower:j}ndi:...}, ${${::-j}${::-n}di:...} and
+// friends without a list of obfuscations.
+func findJNDI(s *scratch, v []byte) ([]byte, bool) {
+	i := bytes.Index(v, []byte("${"))
+	if i < 0 {
+		return nil, false
+	}
+	if len(v) > 8<<10 {
+		v = v[:8<<10]
+	}
+	ev := v[i:]
+	s.t = append(s.t[:0], v[i:]...)
+	buf := s.t
+	for round := 0; round < maxLookupRounds; round++ {
+		open := bytes.LastIndex(buf, []byte("${"))
+		if open < 0 {
+			return nil, false
+		}
+		closeRel := bytes.IndexByte(buf[open:], '}')
+		if closeRel < 0 {
+			// Unterminated: judge what is there (payloads are often cut by length limits).
+			closeRel = len(buf) - open
+		}
+		body := buf[open+2 : open+closeRel]
+		if hasPrefixFold(bytes.TrimSpace(body), "jndi:") || hasPrefixFold(bytes.TrimSpace(body), "jndi%3a") {
+			return ev, true
+		}
+		repl := resolveLookup(body)
+		end := open + closeRel + 1
+		if end > len(buf) {
+			end = len(buf)
+		}
+		// Replace buf[open:end] with repl (repl is a sub-slice of body, so copy first).
+		var tmp [64]byte
+		r := append(tmp[:0], repl...)
+		buf = append(buf[:open], append(r, buf[end:]...)...)
+	}
+	return nil, false
+}
+
+// resolveLookup returns what a Log4j lookup body evaluates to, for the obfuscation lookups.
+func resolveLookup(body []byte) []byte {
+	if i := bytes.Index(body, []byte(":-")); i >= 0 {
+		return body[i+2:]
+	}
+	if c := bytes.IndexByte(body, ':'); c >= 0 {
+		name, arg := body[:c], body[c+1:]
+		switch {
+		case bytes.EqualFold(name, []byte("lower")), bytes.EqualFold(name, []byte("upper")):
+			return arg
+		case bytes.EqualFold(name, []byte("date")):
+			return bytes.Trim(arg, "'")
+		}
+	}
+	return nil
+}
+
+// Sensitive OS files that traversal and LFI payloads aim at (lower-case, '/' separators).
+var sensitiveFiles = [...]string{
+	"etc/passwd", "etc/shadow", "etc/group", "etc/hosts", "etc/issue", "etc/motd", "etc/crontab",
+	"proc/self/", "proc/version", "proc/1/", "windows/win.ini", "win.ini", "boot.ini", "system32/",
+	"windows/system.ini", "web-inf/web.xml", "meta-inf/", ".htpasswd", ".htaccess", ".ssh/id_", ".ssh/authorized_keys",
+	"var/log/", "bash_history", "windows/system32/", "windows/system.ini", "etc/nginx/", "etc/apache2/", "etc/httpd/", "inetpub/", "autoexec.bat",
+}
+
+// findTraversal reports ../ sequences that climb out of a directory, NUL bytes in file-like
+// values, and absolute paths to well-known sensitive OS files.
+func findTraversal(s *scratch, v []byte) ([]byte, bool) {
+	hasDot := bytes.Contains(v, []byte(".."))
+	hasNul := bytes.IndexByte(v, 0) >= 0
+	if !hasDot && !hasNul && bytes.IndexByte(v, '/') < 0 && bytes.IndexByte(v, '\\') < 0 && !containsFold(v, "win.ini") {
+		return nil, false
+	}
+	// Normalise: lower-case, '\' -> '/', collapse "//".
+	s.t = s.t[:0]
+	for _, c := range v {
+		c = lower(c)
+		if c == '\\' {
+			c = '/'
+		}
+		if c == '/' && len(s.t) > 0 && s.t[len(s.t)-1] == '/' {
+			continue
+		}
+		s.t = append(s.t, c)
+	}
+	n := s.t
+	if bytes.Contains(n, []byte("..;/")) {
+		n = bytes.ReplaceAll(n, []byte("..;/"), []byte("../"))
+	}
+	if hasNul && (bytes.IndexByte(n, '/') >= 0 || bytes.IndexByte(n, '.') >= 0) {
+		return v, true
+	}
+	if hasDot {
+		ups := bytes.Count(n, []byte("../"))
+		if bytes.HasSuffix(n, []byte("/..")) {
+			ups++
+		}
+		if ups >= 2 || (ups == 1 && (bytes.HasPrefix(n, []byte("../")) || bytes.HasPrefix(n, []byte("/../")))) {
+			// "a/../b" stays inside; a value that starts by climbing, or climbs twice, does not.
+			if ups >= 2 || mentionsSensitive(n) || isFileLike(n) {
+				return v, true
+			}
+		}
+	}
+	// Absolute or file:// references to sensitive files.
+	t := bytes.TrimLeft(n, " ")
+	t = bytes.TrimPrefix(t, []byte("file:"))
+	t = bytes.TrimLeft(t, "/")
+	if len(t) > 2 && t[1] == ':' && t[2] == '/' { // c:/...
+		t = t[3:]
+	}
+	if len(t) < len(n) || bytes.HasPrefix(n, []byte("file:")) { // it was absolute
+		for _, f := range sensitiveFiles {
+			// A path, not a sentence about one ("/etc/hosts file on windows").
+			if bytes.HasPrefix(t, []byte(f)) && bytes.IndexByte(t, ' ') < 0 {
+				return v, true
+			}
+		}
+	}
+	return nil, false
+}
+
+func mentionsSensitive(n []byte) bool {
+	for _, f := range sensitiveFiles {
+		if bytes.Contains(n, []byte(f)) {
+			return true
+		}
+	}
+	return false
+}
+
+// isFileLike: "../x.ext" or "../dir/file", the target of a single climb.
+func isFileLike(n []byte) bool {
+	i := bytes.LastIndexByte(n, '/')
+	return i >= 0 && i < len(n)-1 && bytes.IndexByte(n[i:], '.') > 0
+}
+
+// rawPathTraversal: a dot-segment in the path as sent. Browsers and HTTP clients resolve them
+// before sending, so an escaped or literal ".." segment in the raw path was put there on purpose.
+func rawPathTraversal(p []byte) bool {
+	if !bytes.Contains(p, []byte("..")) && !containsFold(p, "%2e") && !containsFold(p, "%c0") && !containsFold(p, "%u") {
+		return false
+	}
+	var buf [2048]byte
+	d := percentDecode(buf[:0], p[:min(len(p), 1024)], false)
+	d = percentDecode(buf[1024:1024], d[:min(len(d), 1024)], false)
+	d = foldOverlong(d)
+	for i := 0; i+1 < len(d); i++ {
+		if d[i] == '.' && d[i+1] == '.' && (i == 0 || d[i-1] == '/' || d[i-1] == '\\') &&
+			(i+2 == len(d) || d[i+2] == '/' || d[i+2] == '\\' || d[i+2] == ';') {
+			return true
+		}
+	}
+	return false
+}
+
+// Commands that injection payloads run (lower-case).
+var shellCommands = [...]string{
+	"cat", "ls", "id", "whoami", "uname", "wget", "curl", "nc", "ncat", "netcat", "bash", "sh", "zsh", "ksh",
+	"dash", "python", "python2", "python3", "perl", "ruby", "php", "ping", "nslookup", "dig", "host", "sleep", "echo",
+	"rm", "chmod", "chown", "touch", "mkfifo", "telnet", "ifconfig", "ipconfig", "netstat", "ps", "kill", "env",
+	"printenv", "pwd", "hostname", "head", "tail", "more", "less", "find", "grep", "awk", "sed", "base64",
+	"xxd", "tftp", "ftp", "scp", "ssh", "socat", "busybox", "powershell", "pwsh", "cmd", "certutil", "net",
+	"systeminfo", "tasklist", "reg", "wmic", "nohup", "timeout", "expr", "passwd", "useradd", "crontab",
+	"dir", "type", "ver", "whoami.exe", "cmd.exe", "powershell.exe", "bitsadmin", "mshta", "rundll32",
+	"nmap", "tee", "cp", "mv", "sudo", "su", "exec", "eval", "system", "xterm", "lynx", "fetch",
+}
+
+// Commands that are not English words, so "; id" at the very end of a value is enough.
+var bareCommands = [...]string{"id", "whoami", "uname", "ifconfig", "ipconfig", "ls", "pwd", "hostname", "netstat",
+	"ps", "env", "printenv", "systeminfo", "tasklist", "whoami.exe", "ver", "dir", "bash", "sh", "cmd", "cmd.exe"}
+
+// findCmdInjection looks for a shell separator or substitution followed by a known command
+// whose argument looks like shell usage (an option, a path, a number, a variable, a redirect,
+// another separator), or a non-word command on its own. Quotes, backslashes and carets inside
+// the command word are removed first (c'a't, c\at, c^md), as the shell would.
+func findCmdInjection(s *scratch, v []byte) ([]byte, bool) {
+	if bytes.Contains(v, []byte("```")) {
+		return nil, false // Markdown with fenced code: documentation, not a parameter
+	}
+	for i := 0; i < len(v); i++ {
+		c := v[i]
+		var start int
+		switch c {
+		case ';':
+			if endsEntity(v[:i]) {
+				continue // "&amp;" in HTML text
+			}
+			start = i + 1
+		case '|', '&', '\n', '\r':
+			start = i + 1
+			for start < len(v) && (v[start] == '|' || v[start] == '&') {
+				start++
+			}
+		case '`':
+			if len(v) > 256 { // long text with backticks is prose or Markdown, not a parameter
+				continue
+			}
+			start = i + 1
+		case '$':
+			if i+1 < len(v) && v[i+1] == '(' {
+				start = i + 2
+			} else {
+				continue
+			}
+		default:
+			continue
+		}
+		if cmdAt(s, v[start:], c == '`' || c == '$') {
+			return v[i:min(len(v), i+MaxEvidence)], true
+		}
+	}
+	// Value that is itself a substitution-free command with a glob path: /???/c?t /???/p??s??
+	if i := bytes.Index(v, []byte("/???/")); i >= 0 {
+		return v[i:], true
+	}
+	return nil, false
+}
+
+// cmdAt reports whether b starts (after blanks and ${IFS}) with a known command in shell usage.
+func cmdAt(s *scratch, b []byte, substitution bool) bool {
+	b = skipBlanks(b)
+	if len(b) > 0 && (b[0] == '{' || b[0] == '(') { // {cat,/etc/passwd} and (id)
+		b = b[1:]
+	}
+	// Read the word, dropping shell quoting inside it.
+	s.t = s.t[:0]
+	j := 0
+	for ; j < len(b) && j < 64; j++ {
+		c := b[j]
+		if c == '\'' || c == '"' || c == '\\' || c == '^' {
+			continue
+		}
+		if c == ' ' || c == '\t' || c == ';' || c == '|' || c == '&' || c == '`' || c == ')' || c == '<' || c == '>' || c == '$' || c == ',' || c == '\n' || c == '}' {
+			break
+		}
+		s.t = append(s.t, lower(c))
+	}
+	word := s.t
+	if len(word) == 0 {
+		return false
+	}
+	if word[0] == '/' && (bytes.IndexByte(word, '?') >= 0 || bytes.IndexByte(word, '*') >= 0) {
+		return true // /???/c?t: a globbed binary path
+	}
+	if k := bytes.LastIndexByte(word, '/'); k >= 0 {
+		if word[0] != '/' { // only absolute paths to binaries (/bin/sh, /usr/bin/id)
+			return false
+		}
+		word = word[k+1:]
+	}
+	if !isShellCommand(word) {
+		return false
+	}
+	rest := b[j:]
+	if len(bytes.TrimSpace(rest)) == 0 || rest[0] == '`' || rest[0] == ')' || rest[0] == ';' || rest[0] == '|' || rest[0] == '&' || rest[0] == '}' {
+		// Command alone: only non-words, or inside a substitution.
+		return substitution || isBareCommand(word)
+	}
+	if rest[0] == '$' || rest[0] == ',' || rest[0] == '<' || rest[0] == '>' {
+		return true // ${IFS}, $IFS$9, brace expansion, redirects
+	}
+	rest = skipBlanks(rest)
+	if len(rest) == 0 {
+		return substitution || isBareCommand(word)
+	}
+	switch a := rest[0]; {
+	case a == '-', a == '/', a == '$', a == '`', a == '.', a == '~', a == '<', a == '>', a == '\'', a == '"', a == '|', a == '&', a == ';':
+		return true
+	case '0' <= a && a <= '9':
+		return true
+	case len(rest) > 2 && rest[1] == ':' && (rest[2] == '\\' || rest[2] == '/'): // c:\
+		return true
+	case hasPrefixFold(rest, "http://"), hasPrefixFold(rest, "https://"), hasPrefixFold(rest, "ftp://"), hasPrefixFold(rest, "tftp://"):
+		return true // wget http://..., curl https://...
+	}
+	return substitution && isShellCommand(word)
+}
+
+// endsEntity: b ends with an HTML character reference name ("&amp", "&#39").
+func endsEntity(b []byte) bool {
+	for k := len(b) - 1; k >= 0 && k >= len(b)-10; k-- {
+		c := b[k]
+		if c == '&' {
+			return k < len(b)-1
+		}
+		if !('a' <= c|0x20 && c|0x20 <= 'z' || '0' <= c && c <= '9' || c == '#') {
+			return false
+		}
+	}
+	return false
+}
+
+func skipBlanks(b []byte) []byte {
+	for {
+		switch {
+		case len(b) > 0 && (b[0] == ' ' || b[0] == '\t' || b[0] == '+'):
+			b = b[1:]
+		case hasPrefixFold(b, "${ifs}"):
+			b = b[6:]
+		case hasPrefixFold(b, "$ifs"):
+			b = b[4:]
+		default:
+			return b
+		}
+	}
+}
+
+func isShellCommand(w []byte) bool {
+	for _, c := range shellCommands {
+		if string(w) == c {
+			return true
+		}
+	}
+	return false
+}
+
+func isBareCommand(w []byte) bool {
+	for _, c := range bareCommands {
+		if string(w) == c {
+			return true
+		}
+	}
+	return false
+}

