@@ -45,6 +45,15 @@ func setupBridge(s *State) (string, error) {
 	if err := netlink.LinkSetUp(link); err != nil {
 		return "", fmt.Errorf("bring up bridge %s: %w", s.Bridge, err)
 	}
+	// With br_netfilter loaded (Docker hosts), bridged pod-to-pod frames would traverse the
+	// host's iptables FORWARD chain, whose policy may drop them: opt this bridge out. The file
+	// exists only when br_netfilter is loaded.
+	nfCall := filepath.Join("/sys/class/net", s.Bridge, "bridge", "nf_call_iptables")
+	if _, err := os.Stat(nfCall); err == nil {
+		if err := os.WriteFile(nfCall, []byte("0\n"), 0o644); err != nil {
+			return "", fmt.Errorf("bridge %s: disable nf_call_iptables: %w", s.Bridge, err)
+		}
+	}
 	was, err := os.ReadFile(ipForwardPath)
 	if err != nil {
 		return "", fmt.Errorf("read %s: %w", ipForwardPath, err)
