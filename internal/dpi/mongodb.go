@@ -19,6 +19,10 @@ func (MongoDB) Ports() []uint16       { return []uint16{27017, 27018, 27019} }
 
 const (
 	mongoOpReply      = 1
+	mongoOpUpdate     = 2001 // legacy opcodes, still in old captures
+	mongoOpInsert     = 2002
+	mongoOpGetMore    = 2005
+	mongoOpDelete     = 2006
 	mongoOpQuery      = 2004
 	mongoOpCompressed = 2012
 	mongoOpMsg        = 2013
@@ -59,7 +63,8 @@ func mongoDBDetect(p *Probe) Verdict {
 			return No
 		}
 		return Yes
-	case mongoOpQuery:
+	case mongoOpQuery, mongoOpUpdate, mongoOpInsert, mongoOpGetMore, mongoOpDelete:
+		// flags (or a reserved zero), then the "db.collection" namespace
 		if len(c) < 21 {
 			return NeedMore
 		}
@@ -185,6 +190,21 @@ func (p *mongoParser) message(dir Direction, b []byte, emit func(*Message)) {
 		doc = bsonDoc(body[20:])
 	case mongoOpCompressed:
 		m.Reset(dir, "compressed")
+		emit(m)
+		return
+	case mongoOpUpdate, mongoOpInsert, mongoOpGetMore, mongoOpDelete:
+		if len(body) < 5 || dir != ClientToServer {
+			return
+		}
+		ns, _, ok := bytes.Cut(body[4:], []byte{0})
+		if !ok {
+			return
+		}
+		m.Reset(dir, "command")
+		m.AddString(AttrCommand, mongoLegacyOp(op))
+		db, coll, _ := bytes.Cut(ns, []byte("."))
+		m.Add("collection", capBytes(coll, 128))
+		m.Add(AttrDatabase, capBytes(db, 128))
 		emit(m)
 		return
 	default:
@@ -344,4 +364,16 @@ func bsonValueLen(t byte, b []byte) int {
 		return 16
 	}
 	return -1
+}
+
+func mongoLegacyOp(op uint32) string {
+	switch op {
+	case mongoOpUpdate:
+		return "update"
+	case mongoOpInsert:
+		return "insert"
+	case mongoOpGetMore:
+		return "getMore"
+	}
+	return "delete"
 }

@@ -58,3 +58,11 @@ func TestMongoDBBadBodyTerminates(t *testing.T) {
 		t.Fatalf("got %q", got)
 	}
 }
+
+func TestMongoDBLegacyOpcodes(t *testing.T) {
+	insert := mongoTestMsg(mongoOpInsert, 0, "\x00\x00\x00\x00shop.users\x00"+bsonTestDoc(bsonStr("name", "x")))
+	if v := (MongoDB{}).Detect(&Probe{Transport: TCP, Client: []byte(insert)}); v != Yes {
+		t.Fatalf("OP_INSERT: %d", v)
+	}
+	checkConv(t, MongoDB{}, []seg{c2s(insert)}, []string{"client command command=insert collection=users database=shop"})
+}

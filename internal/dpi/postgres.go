@@ -18,6 +18,7 @@ func (Postgres) Ports() []uint16       { return []uint16{5432} }
 
 const (
 	pgProtocol3 = 196608
+	pgProtocol2 = 131072 // pre-7.4 clients
 	pgSSL       = 80877103
 	pgGSSEnc    = 80877104
 	pgCancel    = 80877102
@@ -36,8 +37,8 @@ func postgresDetect(p *Probe) Verdict {
 			return Yes
 		case code == pgCancel && n == 16:
 			return Yes
-		case code == pgProtocol3 && n > 8 && n < 10000:
-			if len(c) >= 13 && !bytes.Contains(c[8:min(int(n), len(c))], []byte("user\x00")) {
+		case (code == pgProtocol3 || code == pgProtocol2) && n > 8 && n < 10000:
+			if code == pgProtocol3 && len(c) >= 13 && !bytes.Contains(c[8:min(int(n), len(c))], []byte("user\x00")) {
 				return No
 			}
 			return Yes
@@ -180,6 +181,14 @@ func (p *pgParser) client(b []byte, emit func(*Message)) {
 		case code>>16 == 3:
 			p.typed = true
 			p.startup(b[8:])
+		case code>>16 == 2 && len(b) >= 8+96: // fixed fields: database[64], user[32]...
+			p.typed = true
+			m.Reset(ClientToServer, "startup")
+			m.AddString(AttrVersion, "2.0")
+			db, _, _ := bytes.Cut(b[8:72], []byte{0})
+			user, _, _ := bytes.Cut(b[72:104], []byte{0})
+			m.Add(AttrUser, user)
+			m.Add(AttrDatabase, db)
 		default:
 			p.bad = true
 			return

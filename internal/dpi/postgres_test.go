@@ -66,3 +66,14 @@ func TestPostgresSSLAcceptedStops(t *testing.T) {
 func FuzzPostgres(f *testing.F) {
 	fuzzA(f, Postgres{}, []byte(pgStartup("user\x00alice\x00database\x00shop\x00")), []byte(pgMsg('Q', "select 1\x00")+pgMsg('E', "SERROR\x00C42P01\x00\x00")))
 }
+
+func TestPostgresProtocol2Startup(t *testing.T) {
+	fixed := make([]byte, 288)
+	copy(fixed, "shop")
+	copy(fixed[64:], "alice")
+	start := pgMsg(0, "\x00\x02\x00\x00"+string(fixed))
+	if v := (Postgres{}).Detect(&Probe{Transport: TCP, Client: []byte(start)}); v != Yes {
+		t.Fatalf("v2 startup: %d", v)
+	}
+	checkConv(t, Postgres{}, []seg{c2s(start)}, []string{"client startup version=2.0 user=alice database=shop"})
+}
