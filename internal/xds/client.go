@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/jonboulle/clockwork"
+	"github.com/prometheus/client_golang/prometheus"
 	"google.golang.org/grpc"
 	"google.golang.org/protobuf/proto"
 
@@ -56,6 +57,8 @@ type ClientConfig struct {
 	BackoffMin, BackoffMax time.Duration
 	// Rand draws the jitter; nil seeds one from the clock.
 	Rand *rand.Rand
+	// Metrics, if set, is where the client registers its collectors (sidecar metrics).
+	Metrics prometheus.Registerer
 }
 
 func (c *ClientConfig) validate() error {
@@ -93,10 +96,12 @@ type Client struct {
 	readyOnce sync.Once
 	connected atomic.Bool
 
-	mu       sync.Mutex
-	version  uint64
-	snapshot *xdsv1.Snapshot
-	lastErr  string // last NACK or load error
+	mu         sync.Mutex
+	version    uint64
+	snapshot   *xdsv1.Snapshot
+	lastErr    string // last NACK or load error
+	rejected   uint64
+	reconnects uint64
 }
 
 // NewClient validates cfg.
@@ -104,7 +109,45 @@ func NewClient(cfg ClientConfig) (*Client, error) {
 	if err := cfg.validate(); err != nil {
 		return nil, err
 	}
-	return &Client{cfg: cfg, client: xdsv1.NewConfigDiscoveryClient(cfg.Conn), ready: make(chan struct{})}, nil
+	c := &Client{cfg: cfg, client: xdsv1.NewConfigDiscoveryClient(cfg.Conn), ready: make(chan struct{})}
+	if cfg.Metrics != nil {
+		if err := c.registerMetrics(cfg.Metrics); err != nil {
+			return nil, err
+		}
+	}
+	return c, nil
+}
+
+// registerMetrics exposes the client's state, read at scrape time.
+func (c *Client) registerMetrics(reg prometheus.Registerer) error {
+	read := func(f func() float64) func() float64 {
+		return func() float64 {
+			c.mu.Lock()
+			defer c.mu.Unlock()
+			return f()
+		}
+	}
+	cs := []prometheus.Collector{
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "meshguard_sidecar_config_version", Help: "Config version the sidecar applied."},
+			read(func() float64 { return float64(c.version) })),
+		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "meshguard_sidecar_config_rejected_total", Help: "Config versions the sidecar rejected (NACKed)."},
+			read(func() float64 { return float64(c.rejected) })),
+		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "meshguard_sidecar_config_reconnects_total", Help: "Config streams re-opened after a failure."},
+			read(func() float64 { return float64(c.reconnects) })),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "meshguard_sidecar_config_connected", Help: "1 while the config stream to the controller is open."},
+			func() float64 {
+				if c.connected.Load() {
+					return 1
+				}
+				return 0
+			}),
+	}
+	for _, col := range cs {
+		if err := reg.Register(col); err != nil {
+			return fmt.Errorf("xds client: register metrics: %w (one Client per registry)", err)
+		}
+	}
+	return nil
 }
 
 // Ready is closed once a snapshot has been applied (from the controller or the state file).
@@ -148,6 +191,9 @@ func (c *Client) Run(ctx context.Context) error {
 		}
 		d := backoffDelay(attempt, c.cfg.BackoffMin, c.cfg.BackoffMax, c.cfg.Rand)
 		attempt++
+		c.mu.Lock()
+		c.reconnects++
+		c.mu.Unlock()
 		c.cfg.Log.Info("config stream ended; reconnecting", "err", err, "in", d)
 		t := c.cfg.Clock.NewTimer(d)
 		select {
@@ -247,6 +293,7 @@ func (c *Client) apply(resp *xdsv1.ConfigResponse) error {
 func (c *Client) setErr(err error) {
 	c.mu.Lock()
 	c.lastErr = err.Error()
+	c.rejected++
 	c.mu.Unlock()
 }
 

@@ -263,7 +263,12 @@ func (ts *testServer) stop() {
 // histogram.
 func (ts *testServer) metric(t testing.TB, name string) float64 {
 	t.Helper()
-	mfs, err := ts.Reg.Gather()
+	return gatherValue(t, ts.Reg, name)
+}
+
+func gatherValue(t testing.TB, reg prometheus.Gatherer, name string) float64 {
+	t.Helper()
+	mfs, err := reg.Gather()
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -3,11 +3,13 @@ package xds
 import (
 	"context"
 	"errors"
+	"fmt"
 	"log/slog"
 	"sync"
 	"time"
 
 	"github.com/jonboulle/clockwork"
+	"github.com/prometheus/client_golang/prometheus"
 
 	xdsv1 "github.com/meshguard/meshguard/api/xds/v1"
 )
@@ -31,6 +33,8 @@ type BatcherConfig struct {
 	FlushInterval time.Duration
 	// SendTimeout bounds one batch's RPC. Default 10s.
 	SendTimeout time.Duration
+	// Metrics, if set, is where the batcher registers its counters.
+	Metrics prometheus.Registerer
 }
 
 func (c *BatcherConfig) validate() error {
@@ -85,7 +89,26 @@ func NewBatcher(cfg BatcherConfig) (*Batcher, error) {
 	if err := cfg.validate(); err != nil {
 		return nil, err
 	}
-	return &Batcher{cfg: cfg, kick: make(chan struct{}, 1), queue: make([]*xdsv1.ConnectionReport, 0, cfg.BatchSize)}, nil
+	b := &Batcher{cfg: cfg, kick: make(chan struct{}, 1), queue: make([]*xdsv1.ConnectionReport, 0, cfg.BatchSize)}
+	if cfg.Metrics != nil {
+		// Read at scrape time: Add stays a queue append under a short lock.
+		stat := func(f func(BatcherStats) float64) func() float64 { return func() float64 { return f(b.Stats()) } }
+		for _, col := range []prometheus.Collector{
+			prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "meshguard_sidecar_reports_sent_total", Help: "Connection reports delivered to the controller."},
+				stat(func(s BatcherStats) float64 { return float64(s.Sent) })),
+			prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "meshguard_sidecar_reports_dropped_total", Help: "Connection reports dropped because the queue was full."},
+				stat(func(s BatcherStats) float64 { return float64(s.Dropped) })),
+			prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "meshguard_sidecar_reports_send_failures_total", Help: "Report batches the controller did not accept."},
+				stat(func(s BatcherStats) float64 { return float64(s.Failed) })),
+			prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "meshguard_sidecar_reports_queued", Help: "Connection reports waiting to be sent."},
+				stat(func(s BatcherStats) float64 { return float64(s.Queued) })),
+		} {
+			if err := cfg.Metrics.Register(col); err != nil {
+				return nil, fmt.Errorf("report batcher: register metrics: %w (one Batcher per registry)", err)
+			}
+		}
+	}
+	return b, nil
 }
 
 // Add queues r; false means the queue was full and r was dropped.

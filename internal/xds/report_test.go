@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/jonboulle/clockwork"
+	"github.com/prometheus/client_golang/prometheus"
 
 	xdsv1 "github.com/meshguard/meshguard/api/xds/v1"
 )
@@ -106,7 +107,8 @@ func TestBatcherFlushesOnSizeAndInterval(t *testing.T) {
 func TestBatcherNeverBlocksAndDropsBeyondBound(t *testing.T) {
 	clk := clockwork.NewFakeClock()
 	snd := &fakeSender{sent: make(chan int, 10), gate: make(chan error)}
-	b, _ := startBatcher(t, BatcherConfig{Sender: snd, Clock: clk, QueueSize: 8, BatchSize: 4, FlushInterval: time.Minute})
+	reg := prometheus.NewRegistry()
+	b, _ := startBatcher(t, BatcherConfig{Sender: snd, Clock: clk, QueueSize: 8, BatchSize: 4, FlushInterval: time.Minute, Metrics: reg})
 	// The first 4 go out as a batch that hangs in the sender (the controller is slow); the
 	// queue then holds 8 more; everything after is dropped without blocking.
 	for i := 0; i < 4; i++ {
@@ -128,6 +130,9 @@ func TestBatcherNeverBlocksAndDropsBeyondBound(t *testing.T) {
 	}
 	if s := b.Stats(); s.Dropped != 92 || s.Queued != 8 {
 		t.Fatalf("stats %+v, want 92 dropped and 8 queued", s)
+	}
+	if n := gatherValue(t, reg, "meshguard_sidecar_reports_dropped_total"); n != 92 {
+		t.Fatalf("dropped metric %v, want 92", n)
 	}
 	// The hanging send fails: its reports go back in front only as far as room allows (none).
 	snd.gate <- errors.New("controller unavailable")

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/jonboulle/clockwork"
+	"github.com/prometheus/client_golang/prometheus"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
@@ -114,7 +115,8 @@ func TestNackKeepsPreviousConfigAndIsVisible(t *testing.T) {
 	w := newWorld("rules: good")
 	srv := startServer(t, "127.0.0.1:0", w, nil)
 	app := newApplier()
-	cl := startClient(t, ClientConfig{Conn: dial(t, srv.Addr, nil), Applier: app, SpiffeID: webID(0), Namespace: "shop", Workload: "web-0"})
+	creg := prometheus.NewRegistry()
+	cl := startClient(t, ClientConfig{Conn: dial(t, srv.Addr, nil), Applier: app, SpiffeID: webID(0), Namespace: "shop", Workload: "web-0", Metrics: creg})
 	waitReady(t, cl.Client)
 	v1 := srv.Version()
 	app.waitApplied(t, v1)
@@ -130,6 +132,12 @@ func TestNackKeepsPreviousConfigAndIsVisible(t *testing.T) {
 	}
 	if !strings.Contains(cl.LastError(), "unknown field") {
 		t.Fatalf("client last error %q", cl.LastError())
+	}
+	if n := gatherValue(t, creg, "meshguard_sidecar_config_rejected_total"); n != 1 {
+		t.Fatalf("sidecar rejected metric %v, want 1", n)
+	}
+	if v := gatherValue(t, creg, "meshguard_sidecar_config_version"); v != float64(v1) {
+		t.Fatalf("sidecar version metric %v, want %d", v, v1)
 	}
 	if n := srv.metric(t, "meshguard_xds_nacks_total"); n != 1 {
 		t.Fatalf("nacks %v, want 1", n)
