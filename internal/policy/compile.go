@@ -370,6 +370,9 @@ func compileRule(nr *NetworkRule, r *resolver, ids map[string]GroupID) (crule, e
 			cr.anyApp = true
 		}
 		cr.apps = append(cr.apps, a)
+		if a == "grpc" && !contains(nr.Spec.Applications, "http2") {
+			cr.apps = append(cr.apps, "http2") // DPI reports gRPC as http2
+		}
 	}
 	if nr.Spec.L7 != nil {
 		cr.l7 = *compileL7(nr.Spec.L7)

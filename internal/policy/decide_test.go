@@ -121,6 +121,39 @@ metadata: {name: allow-udp, namespace: ns}
 spec: {from: {group: a}, to: {group: b}, ports: ["udp/53"], applications: [dns], l7: {dns: {names: ["*.svc.local"]}}, action: allow}
 `
 
+func TestGRPCRuleMatchesHTTP2(t *testing.T) {
+	s, err := Parse("g.yaml", []byte(baseGroups+hdr+`kind: NetworkRule
+metadata: {name: cart, namespace: shop}
+spec:
+  from: {group: web}
+  to: {group: cache}
+  applications: [grpc]
+  l7: {grpc: {methods: [shop.Cart/Add]}}
+  action: allow
+`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	p, _ := Compile(s, CompileOptions{})
+	for _, c := range []struct {
+		m    *dpi.Message
+		rule string
+	}{
+		{nil, "shop/cart"},
+		{msg("request", dpi.AttrMethod, "POST", dpi.AttrPath, "/shop.Cart/Add", dpi.AttrService, "shop.Cart", dpi.AttrRPC, "Add"), "shop/cart"},
+		{msg("request", dpi.AttrMethod, "POST", dpi.AttrPath, "/shop.Cart/Clear", dpi.AttrService, "shop.Cart", dpi.AttrRPC, "Clear"), ""},
+	} {
+		f := flow("shop/web", "shop/cache", dpi.TCP, 50051, "http2", c.m)
+		in := p.Input(&f)
+		if d := p.Decide(&in); d.RuleID != c.rule {
+			t.Errorf("%v: %s", c.m, d)
+		}
+	}
+}
+
 func TestDecideOrderAndModes(t *testing.T) {
 	s, err := Parse("order.yaml", []byte(orderPolicy))
 	if err != nil {

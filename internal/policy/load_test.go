@@ -126,6 +126,8 @@ func TestValidationErrors(t *testing.T) {
 		{"conflict", baseGroups + hdr + "kind: NetworkRule\nmetadata: {name: a, namespace: shop}\nspec:\n  from: {group: web}\n  to: {group: cache}\n  ports: [tcp/6379]\n  applications: [redis]\n  action: allow\n---\n" +
 			hdr + "kind: NetworkRule\nmetadata: {name: d, namespace: shop}\nspec:\n  from: {group: web}\n  to: {group: cache}\n  ports: [tcp/6379, tcp/1]\n  applications: [redis]\n  action: deny\n",
 			[]string{"f.yaml:19: NetworkRule shop/a: spec.action: conflicts with deny rule \"shop/d\" (f.yaml:21)"}},
+		{"unknown application", baseGroups + hdr + "kind: NetworkRule\nmetadata: {name: r, namespace: shop}\nspec:\n  from: {group: web}\n  to: {group: cache}\n  applications: [reddis]\n  action: allow\n",
+			[]string{"f.yaml:17: NetworkRule shop/r: spec.applications[0]: unknown application \"reddis\" (allowed: any, ", "redis", "grpc", "postgres"}},
 		{"cluster group no criteria", hdr + "kind: Group\nmetadata: {name: all}\nspec: {mode: protect}\n",
 			[]string{"f.yaml:4:", "needs a criterion"}},
 		{"bad cidr", hdr + "kind: Group\nmetadata: {name: ext}\nspec:\n  external:\n    cidrs: [10.0.0.0/33]\n  mode: protect\n",

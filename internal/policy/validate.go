@@ -8,6 +8,8 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+
+	"github.com/meshguard/meshguard/internal/dpi"
 )
 
 // Validate checks a whole policy: every document on its own, then references across documents
@@ -42,7 +44,10 @@ func (s *Set) Validate() error {
 			add(e)
 		}
 	}
-	r := resolver{groups: groups}
+	r := resolver{groups: groups, apps: map[string]bool{}}
+	for _, a := range Applications() {
+		r.apps[a] = true
+	}
 	for i := range s.NetworkRules {
 		nr := &s.NetworkRules[i]
 		add(validateMeta(nr.TypeMeta, KindNetworkRule, nr.Metadata, nr.Source))
@@ -257,6 +262,7 @@ func parseCIDR(s string) (netip.Prefix, error) {
 // resolver resolves group references the same way for validation and compilation.
 type resolver struct {
 	groups map[string]*Group
+	apps   map[string]bool
 }
 
 // resolve returns the key of the group ref names, seen from an object in namespace ns.
@@ -320,6 +326,17 @@ func (r *resolver) checkRef(src Source, kind string, m ObjectMeta, field string,
 		}
 	}
 	return key, nil
+}
+
+// Applications lists the application names rules may use: every protocol the DPI registry
+// detects, plus "grpc" (gRPC is HTTP/2 with a gRPC content type: applications: [grpc]
+// matches http2 traffic, and an l7.grpc section narrows it to the named services).
+func Applications() []string {
+	seen := map[string]bool{"grpc": true}
+	for _, p := range dpi.DefaultProtocols() {
+		seen[p.Name()] = true
+	}
+	return sortedKeys(seen)
 }
 
 // PortRange is a compiled "tcp/8000-8100".
@@ -408,8 +425,8 @@ func (nr *NetworkRule) validate(r *resolver) []error {
 			anyApp = true
 			continue
 		}
-		if !appRE.MatchString(a) {
-			e("spec.applications["+strconv.Itoa(i)+"]", "%q is not an application name (lower-case protocol names such as http, grpc, redis, postgres, mysql, dns, tls; or any)", a)
+		if !appRE.MatchString(a) || !r.apps[a] {
+			e("spec.applications["+strconv.Itoa(i)+"]", "unknown application %q (allowed: any, %s)", a, strings.Join(Applications(), ", "))
 		}
 	}
 	switch sp.Action {
