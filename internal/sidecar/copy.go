@@ -32,8 +32,9 @@ func closeWrite(w io.Writer) {
 
 // copyHalf copies src to dst until EOF, flushing dst after each write when it can (HTTP/2
 // response writers buffer), then half-closes dst. It returns the bytes copied and the first
-// error other than EOF.
-func (bp *bufPool) copyHalf(dst io.Writer, src io.Reader) (int64, error) {
+// error other than EOF. observe, if set, sees each chunk first; its error stops the copy
+// (without half-closing dst) and comes back as a *denyError.
+func (bp *bufPool) copyHalf(dst io.Writer, src io.Reader, observe func([]byte) error) (int64, error) {
 	b := bp.get()
 	defer bp.put(b)
 	buf := *b
@@ -42,6 +43,11 @@ func (bp *bufPool) copyHalf(dst io.Writer, src io.Reader) (int64, error) {
 	for {
 		nr, rerr := src.Read(buf)
 		if nr > 0 {
+			if observe != nil {
+				if err := observe(buf[:nr]); err != nil {
+					return n, &denyError{err: err}
+				}
+			}
 			nw, werr := dst.Write(buf[:nr])
 			n += int64(nw)
 			if werr != nil {
@@ -52,11 +58,11 @@ func (bp *bufPool) copyHalf(dst io.Writer, src io.Reader) (int64, error) {
 			}
 		}
 		if rerr != nil {
-			closeWrite(dst)
 			if errors.Is(rerr, io.EOF) {
+				closeWrite(dst)
 				return n, nil
 			}
-			return n, rerr
+			return n, rerr // no half-close: the caller may still have to answer on dst
 		}
 	}
 }

@@ -243,6 +243,9 @@ func (m *mesh) stop(t testing.TB) {
 		if ok && err != nil {
 			t.Errorf("inbound Run: %v", err)
 		}
+		if ok && m.in.track.cut.Load() {
+			t.Error("inbound had to cut streams at shutdown: a stream handler did not finish")
+		}
 		if ok {
 			close(m.done)
 		}

@@ -43,9 +43,12 @@ func (m Mode) String() string {
 
 // StreamInfo is what the admission hook knows about an inbound stream.
 type StreamInfo struct {
-	Source        spiffeid.ID // authenticated peer identity; zero when !Authenticated
+	Direction     Direction
+	Source        spiffeid.ID // authenticated client identity; zero when !Authenticated
 	Authenticated bool
-	SourceAddr    netip.AddrPort // the peer sidecar, or the plaintext client
+	SourceAddr    netip.AddrPort // inbound: the peer sidecar or plaintext client; outbound: the app
+	Destination   spiffeid.ID    // outbound through the tunnel: the verified peer; else zero
+	Dest          netip.AddrPort // inbound: the app address delivered to; outbound: original destination
 	DestPort      uint16         // the app port the stream is for
 }
 
@@ -70,6 +73,7 @@ type InboundConfig struct {
 	Mode    Mode       // initial mode; change with SetMode
 	AppAddr netip.Addr // where streams are delivered; default 127.0.0.1
 	Admit   Admitter   // nil admits everything authenticated
+	Inspect Inspector  // nil: streams are not inspected
 	Report  Reporter   // nil drops reports
 
 	DialTimeout          time.Duration // dialling the app; default 5s
@@ -305,7 +309,7 @@ func (p *InboundProxy) serveStream(w http.ResponseWriter, r *http.Request) {
 		finish(ReasonDenied, fmt.Errorf("port %d belongs to the sidecar", port))
 		return
 	}
-	info := StreamInfo{Source: peer.id, Authenticated: true, SourceAddr: peer.addr, DestPort: port}
+	info := StreamInfo{Direction: Inbound, Source: peer.id, Authenticated: true, SourceAddr: peer.addr, Dest: rep.DestAddr, DestPort: port}
 	if p.cfg.Admit != nil {
 		if err := p.cfg.Admit(r.Context(), info); err != nil {
 			refuse(w, http.StatusForbidden, err.Error())
@@ -333,12 +337,17 @@ func (p *InboundProxy) serveStream(w http.ResponseWriter, r *http.Request) {
 		finish(ReasonReset, err)
 		return
 	}
+	obs := p.observer(r.Context(), info)
+	fromClient, fromServer := observers(obs)
 	up := make(chan copyResult, 1)
 	go func() {
-		n, err := p.bufs.copyHalf(app, r.Body)
+		n, err := p.bufs.copyHalf(app, r.Body, fromClient)
+		if err != nil {
+			app.Close() // client reset or denied: end the download too
+		}
 		up <- copyResult{n, err}
 	}()
-	down, derr := p.bufs.copyHalf(flushWriter{w}, app)
+	down, derr := p.bufs.copyHalf(flushWriter{w}, app, fromServer)
 	// The app finished sending: end the HTTP/2 stream now (a server cannot half-close a
 	// stream, and waiting for the client could wait forever on protocols where the server
 	// closes first). Closing the body and the app connection unblocks the upload copy.
@@ -355,9 +364,22 @@ func (p *InboundProxy) serveStream(w http.ResponseWriter, r *http.Request) {
 		u = <-up // its error is our own teardown, not a failure
 	}
 	rep.BytesSent, rep.BytesReceived = u.n, down
+	if obs != nil {
+		obs.Close()
+	}
+	if d, ok := denial(u.err); ok {
+		if reply := d.reply(); reply != nil {
+			_, _ = w.Write(reply)
+			_ = http.NewResponseController(w).Flush()
+		}
+		finish(ReasonDenied, d)
+		return
+	}
 	switch {
 	case p.track.cut.Load():
 		finish(ReasonDrained, nil)
+	case isDenied(derr):
+		finish(ReasonDenied, derr)
 	case !isClosedErr(derr):
 		finish(ReasonReset, derr)
 	case upFirst && !isClosedErr(u.err):
@@ -406,7 +428,7 @@ func (p *InboundProxy) servePlain(base context.Context, c net.Conn) {
 		return
 	}
 	if p.cfg.Admit != nil {
-		if err := p.cfg.Admit(base, StreamInfo{SourceAddr: rep.SourceAddr, DestPort: dst.Port()}); err != nil {
+		if err := p.cfg.Admit(base, StreamInfo{Direction: Inbound, SourceAddr: rep.SourceAddr, Dest: rep.DestAddr, DestPort: dst.Port()}); err != nil {
 			_ = tc.SetLinger(0)
 			c.Close()
 			finish(ReasonDenied, err)
@@ -427,33 +449,67 @@ func (p *InboundProxy) servePlain(base context.Context, c net.Conn) {
 	}
 	p.track.add(app)
 	defer p.track.done(app)
-	reason, err := p.bufs.pipe(c, app, &rep.BytesSent, &rep.BytesReceived)
+	obs := p.observer(base, StreamInfo{Direction: Inbound, SourceAddr: rep.SourceAddr, Dest: rep.DestAddr, DestPort: dst.Port()})
+	reason, err := p.bufs.pipe(c, app, obs, &rep.BytesSent, &rep.BytesReceived)
 	if p.track.cut.Load() {
 		reason, err = ReasonDrained, nil
 	}
 	finish(reason, err)
 }
 
-// pipe copies both ways between two TCP connections with half-close and closes both at the end.
-func (bp *bufPool) pipe(a, b net.Conn, aToB, bToA *int64) (CloseReason, error) {
+// pipe copies both ways between client a and server b (TCP) with half-close, under the
+// optional observer, and closes both at the end.
+func (bp *bufPool) pipe(a, b net.Conn, obs StreamObserver, aToB, bToA *int64) (CloseReason, error) {
+	fromClient, fromServer := observers(obs)
 	var wg sync.WaitGroup
 	var errUp error
 	wg.Add(1)
 	go func() {
 		defer wg.Done()
-		*aToB, errUp = bp.copyHalf(b, a)
+		*aToB, errUp = bp.copyHalf(b, a, fromClient)
+		if errUp != nil {
+			b.Close() // ends the download; a stays open for a denial's reply
+		}
 	}()
 	var errDown error
-	*bToA, errDown = bp.copyHalf(a, b)
+	*bToA, errDown = bp.copyHalf(a, b, fromServer)
+	if errDown != nil {
+		a.Close() // unblocks the upload
+	}
 	wg.Wait()
+	if obs != nil {
+		obs.Close()
+	}
+	if d, ok := denial(errUp); ok {
+		if reply := d.reply(); reply != nil {
+			_, _ = a.Write(reply)
+		}
+	}
 	a.Close()
 	b.Close()
+	for _, err := range []error{errUp, errDown} {
+		if isDenied(err) {
+			return ReasonDenied, err
+		}
+	}
 	for _, err := range []error{errUp, errDown} {
 		if !isClosedErr(err) {
 			return ReasonReset, err
 		}
 	}
 	return ReasonClosed, nil
+}
+
+func (p *InboundProxy) observer(ctx context.Context, s StreamInfo) StreamObserver {
+	if p.cfg.Inspect == nil {
+		return nil
+	}
+	return p.cfg.Inspect(ctx, s)
+}
+
+func isDenied(err error) bool {
+	_, ok := denial(err)
+	return ok
 }
 
 func (p *InboundProxy) dialApp(ctx context.Context, to netip.AddrPort) (net.Conn, error) {

@@ -54,6 +54,7 @@ type OutboundConfig struct {
 	Resolver    Resolver
 	Tunnel      *TunnelClient
 	Report      Reporter    // nil drops reports
+	Inspect     Inspector   // nil: streams are not inspected
 	Self        spiffeid.ID // this sidecar's identity, for reports
 
 	Mark           int           // SO_MARK on passthrough dials (intercept.Config.ExcludeMark)
@@ -177,17 +178,31 @@ func (p *OutboundProxy) serve(base context.Context, c net.Conn) {
 			}
 			return
 		}
+		obs := p.observer(base, rep)
+		fromClient, fromServer := observers(obs)
 		var up, down error
 		done := make(chan struct{})
 		go func() {
-			rep.BytesSent, up = p.bufs.copyHalf(s, c)
+			rep.BytesSent, up = p.bufs.copyHalf(s, c, fromClient)
+			if up != nil {
+				s.Close() // app reset or denied: end the download; c stays open for a reply
+			}
 			close(done)
 		}()
-		rep.BytesReceived, down = p.bufs.copyHalf(c, s)
+		rep.BytesReceived, down = p.bufs.copyHalf(c, s, fromServer)
 		if down != nil {
-			s.Close() // the tunnel failed: stop the upload too
+			s.Close() // the tunnel failed or the answer was denied: stop the upload too
+			if isDenied(down) {
+				c.Close()
+			}
 		}
 		<-done
+		if obs != nil {
+			obs.Close()
+		}
+		if d, ok := denial(up); ok && d.reply() != nil {
+			_, _ = c.Write(d.reply())
+		}
 		s.Close()
 		c.Close()
 		p.finishCopy(finish, up, down)
@@ -205,7 +220,7 @@ func (p *OutboundProxy) serve(base context.Context, c net.Conn) {
 		}
 		p.track.add(out)
 		defer p.track.done(out)
-		reason, err := p.bufs.pipe(c, out, &rep.BytesSent, &rep.BytesReceived)
+		reason, err := p.bufs.pipe(c, out, p.observer(base, rep), &rep.BytesSent, &rep.BytesReceived)
 		if p.track.cut.Load() {
 			reason, err = ReasonDrained, nil
 		}
@@ -220,6 +235,10 @@ func (p *OutboundProxy) finishCopy(finish func(CloseReason, error), up, down err
 	switch {
 	case p.track.cut.Load():
 		finish(ReasonDrained, nil)
+	case isDenied(up):
+		finish(ReasonDenied, up)
+	case isDenied(down):
+		finish(ReasonDenied, down)
 	case !isClosedErr(up):
 		finish(ReasonReset, up)
 	case !isClosedErr(down):
@@ -227,6 +246,16 @@ func (p *OutboundProxy) finishCopy(finish func(CloseReason, error), up, down err
 	default:
 		finish(ReasonClosed, nil)
 	}
+}
+
+func (p *OutboundProxy) observer(ctx context.Context, rep ConnReport) StreamObserver {
+	if p.cfg.Inspect == nil {
+		return nil
+	}
+	return p.cfg.Inspect(ctx, StreamInfo{
+		Direction: Outbound, Source: p.cfg.Self, Authenticated: true, SourceAddr: rep.SourceAddr,
+		Destination: rep.Destination, Dest: rep.DestAddr, DestPort: rep.DestAddr.Port(),
+	})
 }
 
 // rst closes with a reset so the app fails fast instead of seeing a clean EOF.

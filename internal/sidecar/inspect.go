@@ -1,0 +1,55 @@
+package sidecar
+
+import (
+	"context"
+	"errors"
+)
+
+// StreamObserver sees the plaintext of one proxied stream, chunk by chunk, before each chunk
+// is forwarded: the hook for DPI, the L7 policy and the threat detectors.
+type StreamObserver interface {
+	// FromClient and FromServer get each chunk before it is forwarded and must not keep p.
+	// A non-nil error cuts the stream, which is reported as denied with the error's text; if
+	// the error has a `Reply() []byte` method (say an HTTP 403 naming the rule), those bytes
+	// go to the client before the cut.
+	FromClient(p []byte) error
+	FromServer(p []byte) error
+	// Close is called once, after the stream ended.
+	Close()
+}
+
+// Inspector picks the observer for a stream; a nil result leaves the stream uninspected.
+type Inspector func(ctx context.Context, s StreamInfo) StreamObserver
+
+// Replier is an observer's denial that answers the client in its own protocol.
+type Replier interface{ Reply() []byte }
+
+// denyError marks an observer's verdict, so it is told apart from I/O errors.
+type denyError struct{ err error }
+
+func (e *denyError) Error() string { return "denied by inspection: " + e.err.Error() }
+func (e *denyError) Unwrap() error { return e.err }
+
+// denial returns the observer's verdict in err, if that is what err is.
+func denial(err error) (*denyError, bool) {
+	var d *denyError
+	ok := errors.As(err, &d)
+	return d, ok
+}
+
+// reply is what to send the client before cutting a denied stream, if anything.
+func (e *denyError) reply() []byte {
+	var r Replier
+	if errors.As(e.err, &r) {
+		return r.Reply()
+	}
+	return nil
+}
+
+// observers splits an optional observer into the two per-direction callbacks copyHalf takes.
+func observers(o StreamObserver) (fromClient, fromServer func([]byte) error) {
+	if o == nil {
+		return nil, nil
+	}
+	return o.FromClient, o.FromServer
+}
