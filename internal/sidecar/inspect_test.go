@@ -24,7 +24,7 @@ type fakeObserver struct {
 
 type replyErr struct{ reply []byte }
 
-func (e replyErr) Error() string  { return "rule r1 denies EVIL" }
+func (e replyErr) Error() string { return "rule r1 denies EVIL" }
 func (e replyErr) Reply() []byte { return e.reply }
 
 func (o *fakeObserver) FromClient(p []byte) error {
@@ -121,7 +121,9 @@ func TestInspectionOnPlaintextAndOutbound(t *testing.T) {
 	appPort := uint16(ln.Addr().(*net.TCPAddr).Port)
 	m := newMesh(t, func(c *InboundConfig) {
 		c.Mode = Permissive
-		c.OriginalDst = func(*net.TCPConn) (netip.AddrPort, error) { return netip.AddrPortFrom(netip.MustParseAddr("10.0.0.9"), appPort), nil }
+		c.OriginalDst = func(*net.TCPConn) (netip.AddrPort, error) {
+			return netip.AddrPortFrom(netip.MustParseAddr("10.0.0.9"), appPort), nil
+		}
 		c.Inspect = func(context.Context, StreamInfo) StreamObserver { return &fakeObserver{} }
 	})
 	c, err := net.Dial("tcp", m.plain.Addr().String())
