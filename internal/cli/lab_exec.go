@@ -66,7 +66,7 @@ func newLabExecCommand(g *globals, o *labOptions) *cobra.Command {
 }
 
 func newLabLogsCommand(g *globals, o *labOptions) *cobra.Command {
-	var follow bool
+	var follow, sidecar bool
 	cmd := &cobra.Command{
 		Use:   "logs POD",
 		Short: "Print a pod's output (or a lab system process's, e.g. controller)",
@@ -83,6 +83,12 @@ func newLabLogsCommand(g *globals, o *labOptions) *cobra.Command {
 			p, perr := st.FindPod(args[0])
 			if perr == nil {
 				path = p.LogFile
+				if sidecar {
+					if p.SidecarLog == "" {
+						return fmt.Errorf("pod %s has no sidecar running", p.Key())
+					}
+					path = p.SidecarLog
+				}
 			} else {
 				for _, sp := range st.System {
 					if sp.Name == args[0] {
@@ -120,5 +126,6 @@ func newLabLogsCommand(g *globals, o *labOptions) *cobra.Command {
 		},
 	}
 	cmd.Flags().BoolVarP(&follow, "follow", "f", false, "keep printing new output until interrupted or the lab goes down")
+	cmd.Flags().BoolVar(&sidecar, "sidecar", false, "print the pod's sidecar output instead of its command's")
 	return cmd
 }

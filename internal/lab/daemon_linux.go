@@ -156,6 +156,7 @@ func (d *Daemon) build(ctx context.Context) error {
 	go func() { defer d.wg.Done(); _ = serve() }()
 	if d.cfg.System != nil {
 		for _, spec := range d.cfg.System(d.st) {
+			spec = d.withLogFile(spec)
 			proc, err := d.startSystem(ctx, spec)
 			if err != nil {
 				return err
@@ -286,11 +287,12 @@ func (d *Daemon) startPod(ctx context.Context, i int) error {
 		if spec.Netns == "" {
 			spec.Netns = p.Netns
 		}
+		spec = d.withLogFile(spec)
 		proc, err := d.startSystem(ctx, spec)
 		if err != nil {
 			return fmt.Errorf("pod %s sidecar: %w", p.Key(), err)
 		}
-		d.update(func(s *State) { s.Pods[i].SidecarProc = &proc })
+		d.update(func(s *State) { s.Pods[i].SidecarProc, s.Pods[i].SidecarLog = &proc, spec.LogFile })
 	}
 	logf, err := os.OpenFile(p.LogFile, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
 	if err != nil {
@@ -337,11 +339,17 @@ func (d *Daemon) startPod(ctx context.Context, i int) error {
 	return nil
 }
 
-// startSystem starts a system process, in spec.Netns when set, and waits for its ReadyLine.
-func (d *Daemon) startSystem(ctx context.Context, spec SystemSpec) (Proc, error) {
+// withLogFile fills in the default log file: <state dir>/<name>.log.
+func (d *Daemon) withLogFile(spec SystemSpec) SystemSpec {
 	if spec.LogFile == "" {
 		spec.LogFile = filepath.Join(d.cfg.StateDir, strings.NewReplacer("/", "_", ":", "_").Replace(spec.Name)+".log")
 	}
+	return spec
+}
+
+// startSystem starts a system process, in spec.Netns when set, and waits for its ReadyLine.
+func (d *Daemon) startSystem(ctx context.Context, spec SystemSpec) (Proc, error) {
+	spec = d.withLogFile(spec)
 	logf, err := os.OpenFile(spec.LogFile, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
 	if err != nil {
 		return Proc{}, fmt.Errorf("%s log: %w", spec.Name, err)

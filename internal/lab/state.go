@@ -76,7 +76,8 @@ type PodState struct {
 	State       string `json:"state"` // pending | running | exited | failed
 	ExitCode    int    `json:"exitCode,omitempty"`
 	Error       string `json:"error,omitempty"`
-	SidecarProc *Proc  `json:"sidecarProc,omitempty"` // set by the sidecar launcher when one runs
+	SidecarProc *Proc  `json:"sidecarProc,omitempty"` // set when a SidecarLauncher started one
+	SidecarLog  string `json:"sidecarLog,omitempty"`
 }
 
 // ServiceState is a service with its virtual IP and the endpoints (pod IPs) behind it.
