@@ -18,15 +18,15 @@ func (AMQP) Name() string          { return "amqp" }
 func (AMQP) Transports() Transport { return TCP }
 func (AMQP) Ports() []uint16       { return []uint16{5672, 5671} }
 
-var amqpHeader = []byte("AMQP")
+const amqpHeader = "AMQP"
 
 func (AMQP) Detect(p *Probe) Verdict {
 	if c := p.Client; len(c) > 0 {
 		if len(c) < 8 {
-			if bytes.HasPrefix(amqpHeader, c[:min(len(c), 4)]) {
+			if bytes.HasPrefix([]byte(amqpHeader), c[:min(len(c), 4)]) {
 				return NeedMore
 			}
-		} else if bytes.HasPrefix(c, amqpHeader) && c[4] <= 3 {
+		} else if bytes.HasPrefix(c, []byte(amqpHeader)) && c[4] <= 3 {
 			return Yes
 		}
 	}
@@ -76,7 +76,7 @@ func amqpSize(b []byte) int {
 		return 0
 	}
 	if b[0] == 'A' { // a protocol header, also sent by the server to refuse a version
-		if !bytes.HasPrefix(b, amqpHeader) {
+		if !bytes.HasPrefix(b, []byte(amqpHeader)) {
 			return -1
 		}
 		return 8
@@ -100,7 +100,7 @@ func (p *amqpParser) Feed(dir Direction, data []byte, emit func(*Message)) error
 		if p.v10 {
 			return
 		}
-		if len(b) == 8 && bytes.HasPrefix(b, amqpHeader) {
+		if len(b) == 8 && bytes.HasPrefix(b, []byte(amqpHeader)) {
 			m := &p.msg
 			m.Reset(dir, "header")
 			ver := strconv.AppendUint(p.num[:0], uint64(b[5]), 10)

@@ -10,22 +10,22 @@ func (SSH) Name() string          { return "ssh" }
 func (SSH) Transports() Transport { return TCP }
 func (SSH) Ports() []uint16       { return []uint16{22, 2222} }
 
-var sshPrefix = []byte("SSH-")
+const sshPrefix = "SSH-"
 
 func (SSH) Detect(p *Probe) Verdict {
-	if len(p.Client) >= len(sshPrefix) && !bytes.HasPrefix(p.Client, sshPrefix) && !p.Midstream &&
-		!bytes.HasPrefix(p.Server, sshPrefix) {
+	if len(p.Client) >= len(sshPrefix) && !bytes.HasPrefix(p.Client, []byte(sshPrefix)) && !p.Midstream &&
+		!bytes.HasPrefix(p.Server, []byte(sshPrefix)) {
 		return No // an SSH client starts with its banner
 	}
 	v := No
 	for _, b := range [2][]byte{p.Client, p.Server} {
 		switch {
-		case len(b) >= len(sshPrefix) && bytes.HasPrefix(b, sshPrefix):
+		case len(b) >= len(sshPrefix) && bytes.HasPrefix(b, []byte(sshPrefix)):
 			if len(b) >= 8 && !isSSHVersionStart(b[4]) {
 				continue
 			}
 			return Yes
-		case len(b) > 0 && len(b) < len(sshPrefix) && bytes.HasPrefix(sshPrefix, b):
+		case len(b) > 0 && len(b) < len(sshPrefix) && bytes.HasPrefix([]byte(sshPrefix), b):
 			v = NeedMore
 		}
 	}
@@ -60,7 +60,7 @@ func (p *sshParser) Feed(dir Direction, data []byte, emit func(*Message)) error 
 		if p.done[d] {
 			return 0
 		}
-		if !bytes.HasPrefix(l, sshPrefix) {
+		if !bytes.HasPrefix(l, []byte(sshPrefix)) {
 			if p.pre[d]++; p.pre[d] > 32 {
 				p.done[d] = true
 			}
