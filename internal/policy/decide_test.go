@@ -271,7 +271,7 @@ func TestNoPolicyDeniesAndEngineSwap(t *testing.T) {
 
 func TestExplain(t *testing.T) {
 	p, _ := Compile(loadShop(t), CompileOptions{})
-	f := flow("shop/client", "shop/web", dpi.TCP, 8080, "http", msg("request", dpi.AttrMethod, "DELETE", dpi.AttrPath, "/api/x", dpi.AttrHost, "shop.example"))
+	f := flow("shop/client", "shop/web", dpi.TCP, 8080, "http", Request(dpi.AttrMethod, "DELETE", dpi.AttrPath, "/api/x", dpi.AttrHost, "shop.example"))
 	in := p.Input(&f)
 	d, text := p.Explain(&in)
 	if d.Verdict != Deny {

@@ -323,3 +323,34 @@ func TestKindFromName(t *testing.T) {
 		t.Error("pods is not a kind")
 	}
 }
+
+func TestSetSensors(t *testing.T) {
+	s := loadShop(t)
+	s2, err := s.SetSensors("shop/cache", func(x *Sensors) { x.WAF = &WAFSensor{ParanoiaLevel: 2, Action: SensorBlock} })
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s2.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	if g, _ := s2.Group("shop/cache"); g.Spec.Sensors.WAF.ParanoiaLevel != 2 {
+		t.Fatal("waf not enabled")
+	}
+	if g, _ := s.Group("shop/cache"); g.Spec.Sensors != nil {
+		t.Fatal("original changed")
+	}
+	s3, _ := s2.SetSensors("shop/web", func(x *Sensors) { x.WAF, x.DLP = nil, nil })
+	if g, _ := s3.Group("shop/web"); g.Spec.Sensors != nil {
+		t.Fatal("sensors not removed")
+	}
+	if g, _ := s2.Group("shop/web"); g.Spec.Sensors.WAF == nil {
+		t.Fatal("disable changed the previous set")
+	}
+	bad, _ := s.SetSensors("shop/db", func(x *Sensors) { x.WAF = &WAFSensor{ParanoiaLevel: 9} })
+	if err := bad.Validate(); err == nil || !strings.Contains(err.Error(), "paranoiaLevel: 9 is out of range") {
+		t.Fatalf("bad paranoia: %v", err)
+	}
+	if _, err := s.SetSensors("shop/nope", func(*Sensors) {}); err == nil {
+		t.Fatal("unknown group")
+	}
+}

@@ -45,3 +45,14 @@ func Replay(history []Flow, proposed *Policy) []Change {
 	}
 	return out
 }
+
+// Request builds a client request for Explain and Replay from attribute key/value pairs, e.g.
+// Request(dpi.AttrMethod, "DELETE", dpi.AttrPath, "/api/items"). The message owns its values.
+func Request(kv ...string) *dpi.Message {
+	m := &dpi.Message{}
+	m.Reset(dpi.ClientToServer, "request")
+	for i := 0; i+1 < len(kv); i += 2 {
+		m.Add(kv[i], []byte(kv[i+1]))
+	}
+	return m
+}

@@ -541,3 +541,34 @@ func KindFromName(s string) (string, bool) {
 	}
 	return "", false
 }
+
+// SetSensors returns a copy of s in which edit has changed the group's sensors (`meshguard
+// sensor enable|disable`); sensors left empty are removed. Validate the result.
+func (s *Set) SetSensors(groupKey string, edit func(*Sensors)) (*Set, error) {
+	out := s.Clone()
+	g, ok := out.Group(groupKey)
+	if !ok {
+		return nil, &FieldError{Kind: KindGroup, Object: groupKey, Msg: "no such group (known: " + strings.Join(groupKeys(s), ", ") + ")"}
+	}
+	var sens Sensors
+	if g.Spec.Sensors != nil {
+		sens = *g.Spec.Sensors
+		if sens.WAF != nil {
+			w := *sens.WAF
+			sens.WAF = &w
+		}
+		if sens.DLP != nil {
+			d := *sens.DLP
+			d.Patterns = append([]string(nil), d.Patterns...)
+			d.Custom = append([]CustomPattern(nil), d.Custom...)
+			sens.DLP = &d
+		}
+	}
+	edit(&sens)
+	if sens.WAF == nil && sens.DLP == nil {
+		g.Spec.Sensors = nil
+	} else {
+		g.Spec.Sensors = &sens
+	}
+	return out, nil
+}
