@@ -116,38 +116,28 @@ func (c *TunnelClient) Open(ctx context.Context, peer Peer, authority string) (*
 		Header: http.Header{},
 		Body:   pr,
 	}).WithContext(sctx)
-	type result struct {
-		resp *http.Response
-		err  error
-	}
-	ch := make(chan result, 1)
-	go func() {
-		resp, err := cc.RoundTrip(req)
-		ch <- result{resp, err}
-	}()
-	var r result
-	select {
-	case r = <-ch:
-	case <-ctx.Done():
-		cancel()
-		_ = pw.CloseWithError(ctx.Err())
-		if r = <-ch; r.err == nil {
-			r.resp.Body.Close()
+	// The request context lives as long as the stream; ctx only bounds the setup.
+	stop := context.AfterFunc(ctx, cancel)
+	resp, err := cc.RoundTrip(req)
+	if !stop() {
+		if err == nil {
+			resp.Body.Close()
 		}
+		_ = pw.CloseWithError(ctx.Err())
 		return nil, fmt.Errorf("tunnel to %s (%s) for %s: %w", peer.Addr, peer.ID, authority, ctx.Err())
 	}
-	if r.err != nil {
+	if err != nil {
 		cancel()
 		_ = pw.Close()
-		return nil, fmt.Errorf("tunnel to %s (%s) for %s: %w", peer.Addr, peer.ID, authority, r.err)
+		return nil, fmt.Errorf("tunnel to %s (%s) for %s: %w", peer.Addr, peer.ID, authority, err)
 	}
-	if r.resp.StatusCode != http.StatusOK {
+	if resp.StatusCode != http.StatusOK {
 		cancel()
 		_ = pw.Close()
-		r.resp.Body.Close()
-		return nil, &RefusedError{Peer: peer, Authority: authority, Status: r.resp.StatusCode, Reason: r.resp.Header.Get(headerReason)}
+		resp.Body.Close()
+		return nil, &RefusedError{Peer: peer, Authority: authority, Status: resp.StatusCode, Reason: resp.Header.Get(headerReason)}
 	}
-	return &TunnelStream{r: r.resp.Body, w: pw, cancel: cancel}, nil
+	return &TunnelStream{r: resp.Body, w: pw, cancel: cancel}, nil
 }
 
 // RefusedError is the peer sidecar declining a stream (policy denial, app unreachable, drain).
