@@ -383,6 +383,7 @@ func mustMarshal(t testing.TB, m proto.Message) []byte {
 	return b
 }
 
+// FuzzValidate feeds arbitrary snapshots (as from a hostile state file) to Validate and NewIndex.
 func FuzzValidate(f *testing.F) {
 	b, _ := proto.Marshal(goodSnapshot())
 	f.Add(b)
@@ -393,7 +394,10 @@ func FuzzValidate(f *testing.F) {
 		if proto.Unmarshal(b, &s) != nil {
 			return
 		}
-		_ = Validate(&s)
+		if Validate(&s) == nil {
+			// NewIndex relies on Validate for its Must* parses: it must not panic.
+			_, _ = NewIndex(&s)
+		}
 	})
 }
 
