@@ -158,9 +158,12 @@ func ParseReader(name string, r io.Reader) (*Set, error) {
 
 // Parse parses multi-document YAML (JSON is YAML) into a Set. Unknown fields, unknown kinds,
 // wrong types, anchors/aliases and excessive nesting are errors; every error names the file,
-// line and field. Defaults (mode discover, action from nothing) are not guessed: Validate
-// reports missing required fields.
+// line and field. Nothing is defaulted: Validate reports missing required fields (a group's
+// mode, a rule's action), so what is exported is exactly what was applied.
 func Parse(name string, data []byte) (*Set, error) {
+	if len(data) > MaxInputBytes {
+		return nil, fmt.Errorf("policy: %s is larger than %d bytes; split it", name, MaxInputBytes)
+	}
 	dec := yaml.NewDecoder(bytes.NewReader(data))
 	out := &Set{}
 	var errs []error
