@@ -73,10 +73,8 @@ func redisDetect(p *Probe) Verdict {
 		}
 		return No
 	}
-	if memcTextCommand(w) {
-		return NeedMore // "get k" is also memcached (lowercase only there): the reply decides
-	}
-	return Maybe
+	// "PING", "QUIT", "get k" are also other protocols' commands: the RESP reply decides.
+	return NeedMore
 }
 
 // redisReply recognises typical server replies, for flows whose commands were not captured.

@@ -6,7 +6,7 @@ func TestRedisDetect(t *testing.T) {
 	checkDetect(t, Redis{}, []detectCase{
 		{"resp array", "*2\r\n$3\r\nGET\r\n$1\r\nk\r\n", "", Yes},
 		{"resp partial", "*1", "", NeedMore},
-		{"inline alone", "PING\r\n", "", Maybe},
+		{"inline alone", "PING\r\n", "", NeedMore},
 		{"inline answered", "PING\r\n", "+PONG\r\n", Yes},
 		{"inline partial", "PIN", "", NeedMore},
 		{"memcached get answered", "get foo\r\n", "END\r\n", No},
