@@ -354,3 +354,31 @@ func TestSetSensors(t *testing.T) {
 		t.Fatal("unknown group")
 	}
 }
+
+func TestApply(t *testing.T) {
+	cur := loadShop(t)
+	in, err := Parse("new.yaml", []byte(hdr+"kind: Group\nmetadata: {name: cache, namespace: shop}\nspec: {mode: monitor}\n---\n"+
+		hdr+"kind: Group\nmetadata: {name: cache, namespace: shop}\nspec: {mode: protect}\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := Apply(cur, in); err == nil || !strings.Contains(err.Error(), "new.yaml:8: Group shop/cache: metadata.name: duplicate Group \"shop/cache\" in this apply (first at new.yaml:1)") {
+		t.Fatalf("duplicate in apply: %v", err)
+	}
+	// A rule referencing a group that does not exist: nothing applied.
+	in2, _ := Parse("r.yaml", []byte(hdr+"kind: NetworkRule\nmetadata: {name: x, namespace: shop}\nspec: {from: {group: web}, to: {group: nope}, action: allow}\n"))
+	if _, err := Apply(cur, in2); err == nil || !strings.Contains(err.Error(), "r.yaml:3: NetworkRule shop/x: spec.to.group: unknown group \"nope\"") {
+		t.Fatalf("bad apply: %v", err)
+	}
+	if len(cur.NetworkRules) != 5 {
+		t.Fatal("current modified")
+	}
+	in3, _ := Parse("ok.yaml", []byte(hdr+"kind: Group\nmetadata: {name: cache, namespace: shop}\nspec: {mode: monitor}\n"))
+	out, err := Apply(cur, in3)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if g, _ := out.Group("shop/cache"); g.Spec.Mode != ModeMonitor {
+		t.Fatal("not applied")
+	}
+}

@@ -657,3 +657,42 @@ func groupKeys(s *Set) []string {
 	sort.Strings(out)
 	return out
 }
+
+// Apply is `meshguard apply`: it rejects documents given twice in incoming, merges incoming
+// into current (replacing documents of the same kind, namespace and name) and validates the
+// whole result. On any error nothing is applied: current is never modified.
+func Apply(current, incoming *Set) (*Set, error) {
+	seen := map[string]Source{}
+	var errs []error
+	check := func(kind string, m ObjectMeta, src Source) {
+		k := kind + "\x00" + m.Key()
+		if first, ok := seen[k]; ok {
+			errs = append(errs, fieldErr(src, kind, m.Key(), "metadata.name", "duplicate %s %q in this apply (first at %s:%d)", kind, m.Key(), first.File, first.Line))
+			return
+		}
+		seen[k] = src
+	}
+	for _, x := range incoming.Groups {
+		check(KindGroup, x.Metadata, x.Source)
+	}
+	for _, x := range incoming.NetworkRules {
+		check(KindNetworkRule, x.Metadata, x.Source)
+	}
+	for _, x := range incoming.ProcessProfiles {
+		check(KindProcessProfile, x.Metadata, x.Source)
+	}
+	for _, x := range incoming.FileRules {
+		check(KindFileRule, x.Metadata, x.Source)
+	}
+	for _, x := range incoming.ResponseRules {
+		check(KindResponseRule, x.Metadata, x.Source)
+	}
+	if len(errs) > 0 {
+		return nil, errors.Join(errs...)
+	}
+	out := current.Merge(incoming)
+	if err := out.Validate(); err != nil {
+		return nil, err
+	}
+	return out, nil
+}
