@@ -40,3 +40,12 @@ func TestKafkaParse(t *testing.T) {
 func FuzzKafka(f *testing.F) {
 	fuzzA(f, Kafka{}, []byte(kafkaReq(3, 4, "rdkafka", "\x00\x00\x00\x02\x00\x06orders\x00\x05users\x01")), []byte(kafkaReq(3, 12, "a", "\x00\x02"+string(make([]byte, 16))+"\x07events\x00\x00\x00\x00")))
 }
+
+func TestKafkaFetchTopics(t *testing.T) {
+	part := "\x00\x00\x00\x00" + "\x00\x00\x00\x00\x00\x00\x00\x2a" + "\x00\x10\x00\x00"
+	body := "\xff\xff\xff\xff\x00\x00\x01\xf4\x00\x00\x00\x01\x03\x20\x00\x00\x00" + // replica, wait, min, max, isolation
+		"\x00\x00\x00\x02" + "\x00\x06orders\x00\x00\x00\x01" + part + "\x00\x05users\x00\x00\x00\x01" + part
+	checkConv(t, Kafka{}, []seg{c2s(kafkaReq(1, 4, "consumer-1", body))}, []string{
+		"client request command=Fetch version=4 client_id=consumer-1 topic=orders topic=users",
+	})
+}
