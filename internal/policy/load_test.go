@@ -367,7 +367,7 @@ func TestApply(t *testing.T) {
 	}
 	// A rule referencing a group that does not exist: nothing applied.
 	in2, _ := Parse("r.yaml", []byte(hdr+"kind: NetworkRule\nmetadata: {name: x, namespace: shop}\nspec: {from: {group: web}, to: {group: nope}, action: allow}\n"))
-	if _, err := Apply(cur, in2); err == nil || !strings.Contains(err.Error(), "r.yaml:3: NetworkRule shop/x: spec.to.group: unknown group \"nope\"") {
+	if _, err := Apply(cur, in2); err == nil || !strings.Contains(err.Error(), "r.yaml:4: NetworkRule shop/x: spec.to.group: unknown group \"nope\"") {
 		t.Fatalf("bad apply: %v", err)
 	}
 	if len(cur.NetworkRules) != 5 {
