@@ -37,9 +37,14 @@ type hit struct {
 // answers with its name.
 func listen(t *testing.T, ns, name string, port int, hits chan<- hit) {
 	t.Helper()
+	listenOn(t, ns, "0.0.0.0", name, port, hits)
+}
+
+func listenOn(t *testing.T, ns, host, name string, port int, hits chan<- hit) {
+	t.Helper()
 	var ln net.Listener
 	err := intercept.Do(ns, func() (err error) {
-		ln, err = net.Listen("tcp", net.JoinHostPort("0.0.0.0", strconv.Itoa(port)))
+		ln, err = net.Listen("tcp", net.JoinHostPort(host, strconv.Itoa(port)))
 		return err
 	})
 	if err != nil {
@@ -225,6 +230,28 @@ func TestRedirect(t *testing.T) {
 			t.Fatalf("table still present (%v, %v)", ok, err)
 		}
 	})
+}
+
+// TestRedirectIPv6 covers IPv6 and dual-stack listeners: the original destination must come
+// back right for IPv6 and for IPv4 arriving on a [::] socket as a v4-mapped address.
+func TestRedirectIPv6(t *testing.T) {
+	p := nstest.NewPair(t)
+	hits := make(chan hit, 8)
+	listenOn(t, p.A, "::", "outbound", outPort, hits)
+	listenOn(t, p.B, "::", "inbound", inPort, hits)
+	install(t, baseConfig(p.A))
+	install(t, baseConfig(p.B))
+	for _, ip := range []netip.Addr{p.BIP6, p.BIP} {
+		app := netip.AddrPortFrom(ip, appPort)
+		if got, err := dial(t, p.A, app, 0); err != nil || got != "outbound" {
+			t.Fatalf("%v: got %q, %v; want outbound", app, got, err)
+		}
+		expectHit(t, hits, "outbound", app)
+		if got, err := dial(t, p.A, app, 0x539); err != nil || got != "inbound" {
+			t.Fatalf("%v marked: got %q, %v; want inbound", app, got, err)
+		}
+		expectHit(t, hits, "inbound", app)
+	}
 }
 
 func TestQuarantine(t *testing.T) {
