@@ -360,7 +360,7 @@ func (d *Daemon) startSystem(ctx context.Context, spec SystemSpec) (Proc, error)
 		return Proc{}, err
 	}
 	cmd := exec.Command(d.cfg.Self, spec.Args...)
-	cmd.Env = append([]string{"PATH=" + PodPath}, spec.Env...)
+	cmd.Env = append([]string{SystemMarkEnv + "=" + d.cfg.StateDir, "PATH=" + PodPath}, spec.Env...)
 	cmd.Stdout, cmd.Stderr = pw, pw
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true, Credential: spec.Credential}
 	if err := startIn(spec.Netns, cmd); err != nil {

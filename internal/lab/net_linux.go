@@ -1,6 +1,7 @@
 package lab
 
 import (
+	"bytes"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -9,7 +10,10 @@ import (
 	"os"
 	"path/filepath"
 	"runtime"
+	"strconv"
 	"strings"
+	"sync"
+	"time"
 
 	"github.com/google/nftables"
 	"github.com/google/nftables/expr"
@@ -301,6 +305,10 @@ func ifname(n string) []byte {
 // the state dir. Safe to run twice and after a crash; it returns the problems it could not fix.
 func Cleanup(dir string, s *State) error {
 	var errs []error
+	// Without (or beyond) the state: the lab's daemon and system processes, found by marks.
+	for _, p := range labMarkedProcs(dir) {
+		killProc(p)
+	}
 	if s != nil {
 		for _, sp := range s.System {
 			killProc(sp.Proc)
@@ -340,6 +348,25 @@ func Cleanup(dir string, s *State) error {
 		if err != nil {
 			continue
 		}
+		// Processes still inside a lab netns are the lab's, even when the state lost them.
+		var inodes []uint64
+		for _, e := range ents {
+			var st unix.Stat_t
+			if strings.HasPrefix(e.Name(), NetnsPrefix) && unix.Stat(filepath.Join(d, e.Name()), &st) == nil {
+				inodes = append(inodes, st.Ino)
+			}
+		}
+		var wg sync.WaitGroup
+		for _, p := range procsInNetns(inodes) {
+			wg.Add(1)
+			go func() { // stragglers: the graceful stop (if any) already happened
+				defer wg.Done()
+				if p.Signal(unix.SIGKILL) == nil {
+					p.WaitExit(5 * time.Second)
+				}
+			}()
+		}
+		wg.Wait()
 		for _, e := range ents {
 			if strings.HasPrefix(e.Name(), NetnsPrefix) {
 				if err := deleteNetns(filepath.Join(d, e.Name())); err != nil {
@@ -364,4 +391,58 @@ func Cleanup(dir string, s *State) error {
 		}
 	}
 	return errors.Join(errs...)
+}
+
+// procsInNetns lists the processes whose network namespace is one of inodes.
+func procsInNetns(inodes []uint64) []Proc {
+	if len(inodes) == 0 {
+		return nil
+	}
+	want := make(map[string]bool, len(inodes))
+	for _, ino := range inodes {
+		want["net:["+strconv.FormatUint(ino, 10)+"]"] = true
+	}
+	ents, err := os.ReadDir("/proc")
+	if err != nil {
+		return nil
+	}
+	var out []Proc
+	for _, e := range ents {
+		pid, err := strconv.Atoi(e.Name())
+		if err != nil || pid == os.Getpid() {
+			continue
+		}
+		if link, err := os.Readlink("/proc/" + e.Name() + "/ns/net"); err == nil && want[link] {
+			out = append(out, ProcOf(pid))
+		}
+	}
+	return out
+}
+
+// SystemMarkEnv marks the environment of every system process a lab daemon starts, with the
+// lab's state dir as value, so cleanup finds them even when the state file is gone.
+const SystemMarkEnv = "MESHGUARD_LAB_SYSTEM"
+
+// labMarkedProcs finds the lab daemon of dir (by its command line) and the system processes it
+// started (by SystemMarkEnv).
+func labMarkedProcs(dir string) []Proc {
+	daemonArgs := []byte("\x00lab\x00daemon\x00--state-dir\x00" + dir + "\x00")
+	mark := []byte(SystemMarkEnv + "=" + dir + "\x00")
+	ents, err := os.ReadDir("/proc")
+	if err != nil {
+		return nil
+	}
+	var out []Proc
+	for _, e := range ents {
+		pid, err := strconv.Atoi(e.Name())
+		if err != nil || pid == os.Getpid() {
+			continue
+		}
+		cmdline, _ := os.ReadFile("/proc/" + e.Name() + "/cmdline")
+		environ, _ := os.ReadFile("/proc/" + e.Name() + "/environ")
+		if bytes.Contains(cmdline, daemonArgs) || bytes.HasPrefix(environ, mark) || bytes.Contains(environ, append([]byte{0}, mark...)) {
+			out = append(out, ProcOf(pid))
+		}
+	}
+	return out
 }

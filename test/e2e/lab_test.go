@@ -303,6 +303,24 @@ func TestLabDownAfterDaemonCrash(t *testing.T) {
 	labAssertGone(t, st)
 }
 
+// Even with the state file lost as well, lab down finds the pods by their network namespaces.
+func TestLabDownAfterCrashWithoutState(t *testing.T) {
+	labRequire(t, "python3")
+	labUp(t, "pods:\n  - name: a\n    command: [sleep, infinity]\n    sidecar: false\n  - name: b\n    command: [python3, -m, http.server, \"80\"]\n    sidecar: false\n")
+	st := labState(t)
+	if err := syscall.Kill(st.Daemon.PID, syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	if !st.Daemon.WaitExit(10 * time.Second) {
+		t.Fatal("daemon survived SIGKILL")
+	}
+	if err := os.Remove(lab.StatePath(st.StateDir)); err != nil {
+		t.Fatal(err)
+	}
+	MustRun(t, "lab", "down")
+	labAssertGone(t, st)
+}
+
 func TestLabRefusesBadTopology(t *testing.T) {
 	file := filepath.Join(t.TempDir(), "bad.yaml")
 	bad := "pods:\n  - name: web\n    labels: {app: web}\n    command: [sleep, infinity]\n    image: nginx\nservices:\n  - name: db\n    selector: {app: db}\n    ports: [{port: 5432}]\n"
