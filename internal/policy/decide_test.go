@@ -278,8 +278,29 @@ func TestExplain(t *testing.T) {
 		t.Fatal(d)
 	}
 	for _, w := range []string{"verdict: deny", "group shop/web is in protect mode", "destination groups: shop/web (protect)",
-		"deny  shop/no-admin (priority 0): connection matches, this request does not match its l7 section",
-		"allow shop/client-to-web (priority 0): connection matches, this request does not match"} {
+		"deny  shop/no-admin (priority 0): this request does not match its l7 section",
+		"allow shop/client-to-web (priority 0): connection matches, this request does not match its l7 section (method \"DELETE\" not in [GET POST])",
+		"deny  shop/no-admin (priority 0): this request does not match its l7 section (path \"/api/x\" not in [/api/admin])"} {
+		if !strings.Contains(text, w) {
+			t.Errorf("explanation lacks %q:\n%s", w, text)
+		}
+	}
+	f4 := flow("shop/web", "shop/cache", dpi.TCP, 6379, "redis", Request(dpi.AttrCommand, "FLUSHALL"))
+	in4 := p.Input(&f4)
+	if _, text := p.Explain(&in4); !strings.Contains(text, `(command "FLUSHALL" is in denyCommands)`) {
+		t.Errorf("explanation:\n%s", text)
+	}
+	f2 := flow("shop/web", "shop/cache", dpi.TCP, 6379, "redis", nil)
+	in2 := p.Input(&f2)
+	_, text = p.Explain(&in2)
+	if !strings.Contains(text, "allow shop/web-to-cache (priority 0): matches: decides") {
+		t.Errorf("explanation:\n%s", text)
+	}
+	f3 := flow("shop/client", "shop/web", dpi.TCP, 9, "http", nil)
+	in3 := p.Input(&f3)
+	_, text = p.Explain(&in3)
+	for _, w := range []string{"deny  shop/no-admin (priority 0): its l7 section applies to requests; none given",
+		"allow shop/client-to-web (priority 0): port/application do not match (ports tcp/8000-8100; applications http)"} {
 		if !strings.Contains(text, w) {
 			t.Errorf("explanation lacks %q:\n%s", w, text)
 		}

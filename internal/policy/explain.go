@@ -55,24 +55,7 @@ func (p *Policy) Explain(in *Input) (Decision, string) {
 				b.WriteString(", learned")
 			}
 			b.WriteString("): ")
-			switch {
-			case !containsID(in.SrcGroups, r.from):
-				fmt.Fprintf(&b, "not from %s", p.groups[r.from].key)
-			default:
-				switch r.matches(in, msg, r.action == ActionAllow) {
-				case matchNo:
-					fmt.Fprintf(&b, "port/application do not match (ports %s, applications %s)",
-						strings.Join(orAny(r.doc.Spec.Ports), ","), strings.Join(orAny(r.doc.Spec.Applications), ","))
-				case matchL7Miss:
-					b.WriteString("connection matches, this request does not match its l7 section")
-				case matchYes:
-					if r.id == d.RuleID {
-						b.WriteString("matches: decides")
-					} else {
-						b.WriteString("matches (an earlier rule decided)")
-					}
-				}
-			}
+			b.WriteString(p.ruleStatus(r, in, msg, d.RuleID))
 			b.WriteString("\n")
 		}
 	}
@@ -115,4 +98,93 @@ func orUnknown(s string) string {
 		return "unknown"
 	}
 	return s
+}
+
+// ruleStatus says why one rule did or did not apply to in.
+func (p *Policy) ruleStatus(r *crule, in *Input, msg *dpi.Message, decided string) string {
+	if !containsID(in.SrcGroups, r.from) {
+		return "source is not in group " + p.groups[r.from].key
+	}
+	only := *r
+	only.l7 = cl7{}
+	if only.matches(in, nil, true) != matchYes {
+		return fmt.Sprintf("port/application do not match (ports %s; applications %s)",
+			strings.Join(orAny(r.doc.Spec.Ports), ", "), strings.Join(orAny(r.doc.Spec.Applications), ", "))
+	}
+	allow := r.action == ActionAllow
+	if r.l7.has != 0 {
+		switch {
+		case !r.l7.appliesTo(in.App):
+			return "its l7 section is not about application " + orUnknown(in.App)
+		case msg == nil && !allow:
+			return "its l7 section applies to requests; none given (the connection itself is not denied)"
+		case msg != nil && !r.l7.match(in.App, msg, allow):
+			why := r.l7.why(in.App, msg)
+			if allow {
+				return "connection matches, this request does not match its l7 section" + why
+			}
+			return "this request does not match its l7 section" + why
+		}
+	}
+	if r.id == decided {
+		return "matches: decides"
+	}
+	return "matches (an earlier rule decided)"
+}
+
+// why names the first l7 list a request fails (for explanations only).
+func (c *cl7) why(app string, m *dpi.Message) string {
+	list := func(what string, v []byte, vals []string) string {
+		return fmt.Sprintf(" (%s %q not in [%s])", what, v, strings.Join(vals, " "))
+	}
+	names := func(ps []namePattern) []string {
+		out := make([]string, len(ps))
+		for i, p := range ps {
+			out[i] = p.s
+			if p.suffix {
+				out[i] = "*" + p.s
+			}
+		}
+		return out
+	}
+	if c.has&l7HasHTTP != 0 && isHTTP(app) {
+		h := &c.http
+		if v := m.Get(dpi.AttrMethod); len(h.methods) > 0 && !inFold(h.methods, v) {
+			return list("method", v, h.methods)
+		}
+		if v := m.Get(dpi.AttrPath); len(h.paths) > 0 {
+			if v != nil && ambiguousPath(pathPart(v)) {
+				return fmt.Sprintf(" (path %q is ambiguous: encoded, '//' or dot segments fail closed)", v)
+			}
+			if !(&chttp{paths: h.paths}).match(m, true) {
+				return list("path", v, h.paths)
+			}
+		}
+		if v := m.Get(dpi.AttrHost); len(h.hosts) > 0 && !matchNames(h.hosts, stripPort(v)) {
+			return list("host", v, names(h.hosts))
+		}
+	}
+	if c.has&l7HasGRPC != 0 && isGRPC(app) && !c.grpc.match(m) {
+		return fmt.Sprintf(" (gRPC %s/%s not in services [%s] / methods [%s])", m.Get(dpi.AttrService), m.Get(dpi.AttrRPC),
+			strings.Join(c.grpc.services, " "), strings.Join(c.grpc.methods, " "))
+	}
+	if c.has&l7HasDNS != 0 && app == "dns" {
+		return list("name", m.Get(dpi.AttrName), names(c.dns))
+	}
+	filter := func(what string, v []byte, f *cfilter, allowName, denyName string) string {
+		if inFold(f.deny, v) {
+			return fmt.Sprintf(" (%s %q is in %s)", what, v, denyName)
+		}
+		if len(f.allow) > 0 && !inFold(f.allow, v) {
+			return fmt.Sprintf(" (%s %q not in %s [%s])", what, v, allowName, strings.Join(f.allow, " "))
+		}
+		return fmt.Sprintf(" (%s %q)", what, v)
+	}
+	if c.has&l7HasRedis != 0 && app == "redis" {
+		return filter("command", m.Get(dpi.AttrCommand), &c.redis, "allowCommands", "denyCommands")
+	}
+	if c.has&l7HasSQL != 0 && isSQL(app) {
+		return filter("verb", m.Get(dpi.AttrVerb), &c.sql, "verbs", "denyVerbs")
+	}
+	return ""
 }
