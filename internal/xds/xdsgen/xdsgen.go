@@ -1,14 +1,17 @@
 // Package xdsgen builds each sidecar's config snapshot from the controller's registry and
 // policy: the xds.Generator the controller hands to xds.Server. The parts every sidecar shares
-// (services with their endpoints, peer workloads, externals, the exported policy) are built
-// once per registry version and policy set and reused; only the sidecar's own workload is
-// built per call, so a version bump costs O(sidecars), not O(sidecars × workloads).
+// (services with their endpoints, peer workloads, externals) are built once per registry
+// version and policy set and reused; the policy is cut down to what the sidecar's groups need
+// (the network rules from or to them and the groups those rules name) and cached per set of
+// groups, so replicas share it and a version bump costs O(sidecars), not O(sidecars × rules).
 package xdsgen
 
 import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
+	"strings"
 	"sync"
 
 	"github.com/meshguard/meshguard/internal/policy"
@@ -51,6 +54,8 @@ type Config struct {
 	DefaultMode policy.Mode
 	// TrustDomain is sent to sidecars, e.g. "cluster.local".
 	TrustDomain string
+	// FullPolicy sends every sidecar the whole policy instead of its part (debugging).
+	FullPolicy bool
 }
 
 func (c *Config) validate() error {
@@ -85,7 +90,12 @@ type shared struct {
 	peers      []*xdsv1.Workload
 	externals  []*xdsv1.External
 	modes      map[string]policy.Mode // group key -> mode
-	policy     []byte
+	groupDoc   map[string]int         // group key -> index in set.Groups
+	rulesOf    map[string][]int       // group key -> indices of network rules from or to it
+	respOf     map[string][]int       // group key -> indices of response rules for it
+	respAll    []int                  // response rules for any group
+	policyOf   map[string][]byte      // joined group keys -> exported policy part
+	full       []byte                 // the whole policy, for FullPolicy
 }
 
 // New validates cfg.
@@ -113,11 +123,88 @@ func (g *Generator) Generate(_ context.Context, n xds.Node) (*xdsv1.Snapshot, er
 		return nil, err
 	}
 	self := g.workload(w, sh)
+	pol, err := g.policyFor(sh, self.GetGroups())
+	if err != nil {
+		return nil, err
+	}
 	return &xdsv1.Snapshot{
 		Self: self, Services: sh.services, Peers: sh.peers,
 		NamespaceMtls: g.cfg.NamespaceMTLS, DefaultMtls: g.cfg.DefaultMTLS, EgressMode: g.cfg.Egress,
-		Externals: sh.externals, Policy: sh.policy, PolicyFormat: "yaml", TrustDomain: g.cfg.TrustDomain,
+		Externals: sh.externals, Policy: pol, PolicyFormat: "yaml", TrustDomain: g.cfg.TrustDomain,
 	}, nil
+}
+
+// policyFor returns the policy documents a sidecar whose workload is in groups needs: the
+// network rules from or to those groups (inbound decisions, and egress decisions made at the
+// source), the groups they name (the sidecar compiles them), and the response rules for those
+// groups or for any group. Process and file rules are the agent's.
+func (g *Generator) policyFor(sh *shared, groups []string) ([]byte, error) {
+	if sh.set == nil {
+		return nil, nil
+	}
+	if g.cfg.FullPolicy {
+		return sh.full, nil
+	}
+	key := strings.Join(groups, ",")
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if b, ok := sh.policyOf[key]; ok {
+		return b, nil
+	}
+	set := sh.set
+	part := &policy.Set{}
+	wantGroups := map[string]bool{}
+	seenRule := map[int]bool{}
+	for _, gk := range groups {
+		wantGroups[gk] = true
+		for _, i := range sh.rulesOf[gk] {
+			if seenRule[i] {
+				continue
+			}
+			seenRule[i] = true
+			nr := &set.NetworkRules[i]
+			part.NetworkRules = append(part.NetworkRules, *nr)
+			wantGroups[resolve(sh.groupDoc, nr.Metadata.Namespace, nr.Spec.From)] = true
+			wantGroups[resolve(sh.groupDoc, nr.Metadata.Namespace, nr.Spec.To)] = true
+		}
+	}
+	resp := append([]int(nil), sh.respAll...)
+	for _, gk := range groups {
+		resp = append(resp, sh.respOf[gk]...)
+	}
+	slices.Sort(resp)
+	for _, i := range slices.Compact(resp) {
+		rr := &set.ResponseRules[i]
+		part.ResponseRules = append(part.ResponseRules, *rr)
+		if rr.Spec.Match.Group != nil {
+			wantGroups[resolve(sh.groupDoc, rr.Metadata.Namespace, *rr.Spec.Match.Group)] = true
+		}
+	}
+	for gk := range wantGroups {
+		if i, ok := sh.groupDoc[gk]; ok {
+			part.Groups = append(part.Groups, set.Groups[i])
+		}
+	}
+	b, err := part.Export() // sorts, so the bytes do not depend on map order
+	if err != nil {
+		return nil, fmt.Errorf("export policy for groups %s: %w", key, err)
+	}
+	sh.policyOf[key] = b
+	return b, nil
+}
+
+// resolve names the group a reference means, seen from namespace ns, the way the policy
+// library does: the namespace's own group first, then a cluster-scoped one.
+func resolve(groups map[string]int, ns string, ref policy.GroupRef) string {
+	if ref.Namespace != "" {
+		return policy.Key(ref.Namespace, ref.Group)
+	}
+	if ns != "" {
+		if _, ok := groups[policy.Key(ns, ref.Group)]; ok {
+			return policy.Key(ns, ref.Group)
+		}
+	}
+	return ref.Group
 }
 
 func (g *Generator) shared() (*shared, error) {
@@ -130,8 +217,30 @@ func (g *Generator) shared() (*shared, error) {
 	if c := g.cache; c != nil && c.regVersion == v && c.set == set {
 		return c, nil
 	}
-	sh := &shared{regVersion: v, set: set, modes: map[string]policy.Mode{}}
+	sh := &shared{regVersion: v, set: set, modes: map[string]policy.Mode{}, groupDoc: map[string]int{},
+		rulesOf: map[string][]int{}, respOf: map[string][]int{}, policyOf: map[string][]byte{}}
 	if set != nil {
+		for i, gr := range set.Groups {
+			sh.groupDoc[gr.Metadata.Key()] = i
+		}
+		for i := range set.NetworkRules {
+			nr := &set.NetworkRules[i]
+			from := resolve(sh.groupDoc, nr.Metadata.Namespace, nr.Spec.From)
+			to := resolve(sh.groupDoc, nr.Metadata.Namespace, nr.Spec.To)
+			sh.rulesOf[from] = append(sh.rulesOf[from], i)
+			if to != from {
+				sh.rulesOf[to] = append(sh.rulesOf[to], i)
+			}
+		}
+		for i := range set.ResponseRules {
+			rr := &set.ResponseRules[i]
+			if rr.Spec.Match.Group == nil {
+				sh.respAll = append(sh.respAll, i)
+				continue
+			}
+			k := resolve(sh.groupDoc, rr.Metadata.Namespace, *rr.Spec.Match.Group)
+			sh.respOf[k] = append(sh.respOf[k], i)
+		}
 		for _, gr := range set.Groups {
 			sh.modes[gr.Metadata.Key()] = gr.Spec.Mode
 			if e := gr.Spec.External; e != nil {
@@ -141,11 +250,13 @@ func (g *Generator) shared() (*shared, error) {
 				})
 			}
 		}
-		b, err := set.Export()
-		if err != nil {
-			return nil, fmt.Errorf("export policy: %w", err)
+		if g.cfg.FullPolicy {
+			b, err := set.Export()
+			if err != nil {
+				return nil, fmt.Errorf("export policy: %w", err)
+			}
+			sh.full = b
 		}
-		sh.policy = b
 	}
 	byKey := map[string]*xdsv1.Workload{}
 	for _, w := range g.cfg.Registry.Workloads() {

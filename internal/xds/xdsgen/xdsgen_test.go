@@ -41,6 +41,29 @@ spec:
   ports: ["tcp/6379"]
   applications: [redis]
   action: allow
+---
+apiVersion: meshguard.io/v1alpha1
+kind: Group
+metadata: {name: batch, namespace: shop}
+spec:
+  selector: {matchLabels: {app: batch}}
+  mode: protect
+---
+apiVersion: meshguard.io/v1alpha1
+kind: NetworkRule
+metadata: {name: batch-to-pypi, namespace: shop}
+spec:
+  from: {group: batch}
+  to: {group: pypi}
+  ports: ["tcp/443"]
+  action: allow
+---
+apiVersion: meshguard.io/v1alpha1
+kind: ResponseRule
+metadata: {name: capture-threats}
+spec:
+  match: {kind: threat}
+  actions: [capture]
 `
 
 type policyHolder struct{ p atomic.Pointer[policy.Set] }
@@ -71,6 +94,9 @@ func setup(t *testing.T) (*registry.Registry, *policyHolder, *Generator) {
 		Ports: []registry.ServicePort{{Protocol: "tcp", Port: 6379}}, Selector: map[string]string{"app": "cache"}}); err != nil {
 		t.Fatal(err)
 	}
+	// The controller applies the automatic groups the registry made up, as here.
+	set.Groups = append(set.Groups, reg.MissingAutoGroups()...)
+	reg.SetGroups(set.Groups)
 	ph := &policyHolder{}
 	ph.p.Store(set)
 	g, err := New(Config{Registry: reg, Policy: ph, TunnelPort: 15008, TrustDomain: "test.local",
@@ -120,9 +146,52 @@ func TestSnapshotFromRegistryAndPolicy(t *testing.T) {
 	if x.MTLS("legacy") != xdsv1.MTLSMode_MTLS_MODE_PERMISSIVE || x.MTLS("shop") != xdsv1.MTLSMode_MTLS_MODE_STRICT {
 		t.Fatal("mtls modes")
 	}
+	// Only web's part of the policy: its rule, the groups it names, the global response rule;
+	// not batch -> pypi. And the part compiles on its own, as the sidecar will compile it.
 	back, err := policy.Parse("from-snapshot.yaml", snap.GetPolicy())
-	if err != nil || len(back.NetworkRules) != 1 || back.NetworkRules[0].Metadata.Name != "web-to-cache" {
+	if err != nil {
 		t.Fatalf("policy in snapshot does not parse back: %v", err)
+	}
+	var names []string
+	for _, r := range back.NetworkRules {
+		names = append(names, r.Metadata.Key())
+	}
+	for _, gr := range back.Groups {
+		names = append(names, "group:"+gr.Metadata.Key())
+	}
+	for _, r := range back.ResponseRules {
+		names = append(names, "response:"+r.Metadata.Key())
+	}
+	if got, want := strings.Join(names, " "), "shop/web-to-cache group:shop/cache group:shop/web response:capture-threats"; got != want {
+		t.Fatalf("web-0's policy part: %s, want %s", got, want)
+	}
+	if _, err := policy.Compile(back, policy.CompileOptions{}); err != nil {
+		t.Fatalf("policy part does not compile on its own: %v", err)
+	}
+}
+
+func TestReplicasSharePolicyPartAndFullPolicyOption(t *testing.T) {
+	reg, ph, g := setup(t)
+	ctx := context.Background()
+	a, _ := g.Generate(ctx, node("shop", "cache-0", "spiffe://test.local/ns/shop/sa/cache"))
+	if err := reg.UpsertWorkload(registry.Workload{Namespace: "shop", Name: "cache-9", IP: netip.MustParseAddr("10.0.0.9"), ServiceAccount: "cache", Labels: map[string]string{"app": "cache"}}); err != nil {
+		t.Fatal(err)
+	}
+	b, _ := g.Generate(ctx, node("shop", "cache-9", "spiffe://test.local/ns/shop/sa/cache"))
+	c, _ := g.Generate(ctx, node("shop", "cache-0", "spiffe://test.local/ns/shop/sa/cache"))
+	if string(a.Policy) != string(b.Policy) || &b.Policy[0] != &c.Policy[0] {
+		t.Fatal("replicas with the same groups must share one policy part")
+	}
+	if !strings.Contains(string(a.Policy), "web-to-cache") || strings.Contains(string(a.Policy), "batch-to-pypi") {
+		t.Fatalf("cache's part:\n%s", a.Policy)
+	}
+	full, err := New(Config{Registry: reg, Policy: ph, TunnelPort: 15008, FullPolicy: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	f, _ := full.Generate(ctx, node("shop", "cache-0", "spiffe://test.local/ns/shop/sa/cache"))
+	if !strings.Contains(string(f.Policy), "batch-to-pypi") {
+		t.Fatal("FullPolicy must send everything")
 	}
 }
 
@@ -142,7 +211,7 @@ func TestSharedPartsAreCachedUntilAChange(t *testing.T) {
 	web := node("shop", "web-0", "spiffe://test.local/ns/shop/sa/web")
 	a, _ := g.Generate(context.Background(), web)
 	b, _ := g.Generate(context.Background(), node("shop", "cache-0", "spiffe://test.local/ns/shop/sa/cache"))
-	if &a.Services[0] != &b.Services[0] || &a.Policy[0] != &b.Policy[0] {
+	if &a.Services[0] != &b.Services[0] || &a.Peers[0] != &b.Peers[0] {
 		t.Fatal("shared parts rebuilt for every sidecar")
 	}
 	if err := reg.UpsertWorkload(registry.Workload{Namespace: "shop", Name: "cache-1", IP: netip.MustParseAddr("10.0.0.5"), ServiceAccount: "cache", Labels: map[string]string{"app": "cache"}}); err != nil {
