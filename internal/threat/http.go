@@ -60,6 +60,19 @@ func (r *HTTPRequest) Query() []byte {
 	return q
 }
 
+// DecodedBody appends to dst the body as the application receives it (chunked framing
+// removed), at most limit bytes.
+func (r *HTTPRequest) DecodedBody(dst []byte, limit int) []byte {
+	if isChunked(r) {
+		return dechunk(dst, r.Body, limit)
+	}
+	b := r.Body
+	if len(b) > limit {
+		b = b[:limit]
+	}
+	return append(dst, b...)
+}
+
 func (r *HTTPRequest) contentType() []byte {
 	if len(r.ContentType) > 0 {
 		return r.ContentType
@@ -165,8 +178,8 @@ type HTTPDetectors struct {
 // scratch holds per-call decode buffers so inspection does not allocate per value.
 type scratch struct {
 	a, b, j, n, l, t []byte
-	found         detMask
-	out           []Finding
+	found            detMask
+	out              []Finding
 }
 
 // NewHTTP builds the HTTP detectors.

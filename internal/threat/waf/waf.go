@@ -1,0 +1,194 @@
+// Package waf is the opt-in WAF sensor: the OWASP Core Rule Set (embedded, via
+// coraza-coreruleset) evaluated by Coraza on a group's HTTP requests, with a configurable
+// paranoia level, inbound anomaly threshold and body limit.
+//
+// Building the rule set parses every CRS file (~100 ms, several MB), so a WAF is built once per
+// distinct Config and shared by every connection of the groups that use it; groups without a
+// waf sensor never construct one.
+package waf
+
+import (
+	"fmt"
+	"log/slog"
+	"strconv"
+	"strings"
+
+	coreruleset "github.com/corazawaf/coraza-coreruleset/v4"
+	"github.com/corazawaf/coraza/v3"
+	"github.com/corazawaf/coraza/v3/types"
+
+	"github.com/meshguard/meshguard/internal/policy"
+	"github.com/meshguard/meshguard/internal/threat"
+)
+
+// Defaults for a zero Config field.
+const (
+	DefaultParanoiaLevel    = 1
+	DefaultAnomalyThreshold = 5 // CRS default: one critical rule blocks
+	DefaultBodyLimit        = 128 << 10
+)
+
+// Config of one WAF instance. Zero fields take the defaults.
+type Config struct {
+	ParanoiaLevel    int                 // 1..4
+	AnomalyThreshold int                 // inbound anomaly score that makes a finding
+	BodyLimit        int                 // request body bytes inspected (the rest is not)
+	Action           policy.SensorAction // alert|block; empty: the group's mode decides
+	Log              *slog.Logger        // optional
+}
+
+// FromPolicy converts a Group's spec.sensors.waf.
+func FromPolicy(s *policy.WAFSensor, log *slog.Logger) Config {
+	return Config{ParanoiaLevel: s.ParanoiaLevel, AnomalyThreshold: s.AnomalyThreshold, BodyLimit: s.BodyLimit,
+		Action: s.Action, Log: log}
+}
+
+func (c Config) withDefaults() (Config, error) {
+	if c.ParanoiaLevel == 0 {
+		c.ParanoiaLevel = DefaultParanoiaLevel
+	}
+	if c.ParanoiaLevel < 1 || c.ParanoiaLevel > 4 {
+		return c, fmt.Errorf("waf: paranoiaLevel %d is out of range (allowed: 1, 2, 3, 4)", c.ParanoiaLevel)
+	}
+	if c.AnomalyThreshold == 0 {
+		c.AnomalyThreshold = DefaultAnomalyThreshold
+	}
+	if c.AnomalyThreshold < 0 {
+		return c, fmt.Errorf("waf: anomalyThreshold %d must be positive", c.AnomalyThreshold)
+	}
+	if c.BodyLimit == 0 {
+		c.BodyLimit = DefaultBodyLimit
+	}
+	if c.BodyLimit < 0 {
+		return c, fmt.Errorf("waf: bodyLimit %d must be positive", c.BodyLimit)
+	}
+	if c.Action != "" && c.Action != policy.SensorAlert && c.Action != policy.SensorBlock {
+		return c, fmt.Errorf("waf: action %q is not an action (allowed: alert, block)", c.Action)
+	}
+	return c, nil
+}
+
+// Key identifies the rule set a Config builds, so callers can share WAFs between groups.
+func (c Config) Key() string {
+	c, _ = c.withDefaults()
+	return fmt.Sprintf("pl%d/t%d/b%d", c.ParanoiaLevel, c.AnomalyThreshold, c.BodyLimit)
+}
+
+// WAF evaluates requests against the CRS. Safe for concurrent use.
+type WAF struct {
+	cfg Config
+	waf coraza.WAF
+}
+
+// New builds the rule set (expensive: build once per Config and reuse).
+func New(cfg Config) (*WAF, error) {
+	cfg, err := cfg.withDefaults()
+	if err != nil {
+		return nil, err
+	}
+	directives := strings.Join([]string{
+		"Include @coraza.conf-recommended",
+		"SecRuleEngine On",
+		"SecRequestBodyAccess On",
+		"SecRequestBodyLimit " + strconv.Itoa(cfg.BodyLimit),
+		"SecRequestBodyInMemoryLimit " + strconv.Itoa(cfg.BodyLimit),
+		"SecRequestBodyLimitAction ProcessPartial",
+		"SecResponseBodyAccess Off",
+		"Include @crs-setup.conf.example",
+		`SecAction "id:900000,phase:1,pass,t:none,nolog,setvar:tx.blocking_paranoia_level=` + strconv.Itoa(cfg.ParanoiaLevel) + `"`,
+		`SecAction "id:900110,phase:1,pass,t:none,nolog,setvar:tx.inbound_anomaly_score_threshold=` + strconv.Itoa(cfg.AnomalyThreshold) + `,setvar:tx.outbound_anomaly_score_threshold=4"`,
+		// REST verbs and API content types are normal traffic (issue 7).
+		`SecAction "id:900200,phase:1,pass,t:none,nolog,setvar:'tx.allowed_methods=GET HEAD POST OPTIONS PUT PATCH DELETE'"`,
+		// ...and so are the API content types REST services exchange, beyond the CRS default list.
+		`SecAction "id:900220,phase:1,pass,t:none,nolog,setvar:'tx.allowed_request_content_type=|application/x-www-form-urlencoded| |multipart/form-data| |multipart/related| |text/xml| |application/xml| |application/soap+xml| |application/json| |application/cloudevents+json| |application/cloudevents-batch+json| |application/merge-patch+json| |application/json-patch+json| |application/problem+json| |application/x-ndjson| |application/graphql| |application/octet-stream| |text/plain| |text/csv| |application/grpc-web+proto| |application/x-protobuf|'"`,
+		"Include @owasp_crs/*.conf",
+	}, "\n")
+	w, err := coraza.NewWAF(coraza.NewWAFConfig().WithRootFS(coreruleset.FS).WithDirectives(directives))
+	if err != nil {
+		return nil, fmt.Errorf("waf: building the core rule set (paranoia %d): %w", cfg.ParanoiaLevel, err)
+	}
+	return &WAF{cfg: cfg, waf: w}, nil
+}
+
+// Config returns the effective configuration (defaults applied).
+func (w *WAF) Config() Config { return w.cfg }
+
+// Inspect evaluates one request and appends at most one finding (detector "waf") when the
+// inbound anomaly score reaches the threshold. The finding names the highest-scoring CRS rule
+// (RuleID), lists every matched attack rule in Message, and carries the matched data as evidence.
+func (w *WAF) Inspect(r *threat.HTTPRequest, dst []threat.Finding) []threat.Finding {
+	tx := w.waf.NewTransaction()
+	defer func() {
+		tx.ProcessLogging()
+		_ = tx.Close()
+	}()
+	tx.ProcessConnection("127.0.0.1", 0, "127.0.0.1", 0)
+	proto := string(r.Proto)
+	if proto == "" {
+		proto = "HTTP/1.1"
+	}
+	tx.ProcessURI(string(r.URI), string(r.Method), proto)
+	for _, h := range r.Headers {
+		tx.AddRequestHeader(string(h.Name), string(h.Value))
+		if len(h.Name) == 4 && strings.EqualFold(string(h.Name), "host") {
+			tx.SetServerName(string(h.Value))
+		}
+	}
+	if len(r.ContentType) > 0 && r.Header("Content-Type") == nil {
+		tx.AddRequestHeader("Content-Type", string(r.ContentType))
+	}
+	it := tx.ProcessRequestHeaders()
+	if it == nil && len(r.Body) > 0 && tx.IsRequestBodyAccessible() {
+		body := r.DecodedBody(nil, w.cfg.BodyLimit)
+		if it2, _, err := tx.WriteRequestBody(body); err == nil && it2 != nil {
+			it = it2
+		}
+	}
+	if it == nil {
+		var err error
+		it, err = tx.ProcessRequestBody()
+		if err != nil && w.cfg.Log != nil {
+			w.cfg.Log.Debug("waf: request body", "err", err)
+		}
+	}
+	if it == nil {
+		return dst
+	}
+	return append(dst, w.finding(it, tx.MatchedRules()))
+}
+
+func (w *WAF) finding(it *types.Interruption, matched []types.MatchedRule) threat.Finding {
+	var (
+		msgs    []string
+		best    types.MatchedRule
+		bestSev = types.RuleSeverity(99)
+	)
+	for _, m := range matched {
+		id := m.Rule().ID()
+		// Skip CRS bookkeeping (initialisation, blocking evaluation, correlation) and unlabelled rules.
+		if m.Message() == "" || id < 911000 || (id >= 949000 && id < 950000) || id >= 980000 {
+			continue
+		}
+		if len(msgs) < 8 {
+			msgs = append(msgs, strconv.Itoa(id)+" "+m.Message())
+		}
+		if sev := m.Rule().Severity(); best == nil || sev < bestSev { // lower value = more severe
+			best, bestSev = m, sev
+		}
+	}
+	f := threat.NewFinding(threat.WAFAnomaly, "request", nil, "")
+	f.RuleID = it.RuleID
+	if best != nil {
+		f.RuleID = best.Rule().ID()
+		for _, md := range best.MatchedDatas() {
+			f.Location = md.Variable().Name()
+			if k := md.Key(); k != "" {
+				f.Location += ":" + k
+			}
+			f.Evidence = threat.CapEvidence([]byte(md.Value()))
+			break
+		}
+	}
+	f.Message = "CRS anomaly threshold reached: " + strings.Join(msgs, "; ")
+	return f
+}
