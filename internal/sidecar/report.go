@@ -7,6 +7,8 @@ import (
 	"time"
 
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
+
+	xdsv1 "github.com/meshguard/meshguard/api/xds/v1"
 )
 
 // Direction says which proxy handled a connection.
@@ -58,3 +60,32 @@ type DialFunc func(ctx context.Context, network, addr string) (net.Conn, error)
 // Reporter receives connection reports. It is called on the connection's goroutine after the
 // connection ended, so it must not block (queue and batch).
 type Reporter func(ConnReport)
+
+// Proto converts the report for the controller (xds Batcher.Add). DPI and policy fields
+// (app protocol, L7, verdict, rule) are left for the layers that know them.
+func (r ConnReport) Proto() *xdsv1.ConnectionReport {
+	p := &xdsv1.ConnectionReport{
+		Direction:     string(r.Direction),
+		Authenticated: r.Authenticated,
+		BytesSent:     uint64(max(r.BytesSent, 0)),
+		BytesReceived: uint64(max(r.BytesReceived, 0)),
+		StartUnixNano: r.Start.UnixNano(),
+		DurationNanos: int64(r.Duration),
+		CloseReason:   string(r.Reason),
+		Error:         r.Err,
+	}
+	if !r.Source.IsZero() {
+		p.SourceSpiffeId = r.Source.String()
+	}
+	if !r.Destination.IsZero() {
+		p.DestinationSpiffeId = r.Destination.String()
+	}
+	if r.SourceAddr.IsValid() {
+		p.SourceAddr = r.SourceAddr.String()
+	}
+	if r.DestAddr.IsValid() {
+		p.DestinationAddr = r.DestAddr.Addr().String()
+		p.DestinationPort = uint32(r.DestAddr.Port())
+	}
+	return p
+}

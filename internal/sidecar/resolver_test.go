@@ -114,3 +114,18 @@ func TestIndexResolver(t *testing.T) {
 		t.Fatalf("ALLOW_ANY event %+v", events)
 	}
 }
+
+func TestConnReportProto(t *testing.T) {
+	start := time.Unix(1700000000, 5)
+	r := ConnReport{
+		Direction: Inbound, Authenticated: true,
+		SourceAddr: netip.MustParseAddrPort("10.0.0.1:40000"), DestAddr: netip.MustParseAddrPort("127.0.0.1:8080"),
+		BytesSent: 10, BytesReceived: 20, Start: start, Duration: time.Second, Reason: ReasonClosed,
+	}
+	p := r.Proto()
+	if p.GetDirection() != "inbound" || p.GetDestinationPort() != 8080 || p.GetDestinationAddr() != "127.0.0.1" ||
+		p.GetSourceAddr() != "10.0.0.1:40000" || p.GetBytesReceived() != 20 || p.GetStartUnixNano() != start.UnixNano() ||
+		p.GetDurationNanos() != int64(time.Second) || p.GetCloseReason() != "closed" || p.GetSourceSpiffeId() != "" {
+		t.Fatalf("proto %v", p)
+	}
+}
