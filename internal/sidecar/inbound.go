@@ -167,6 +167,10 @@ func NewInbound(cfg InboundConfig) (*InboundProxy, error) {
 		MaxUploadBufferPerStream:     1 << 20,
 		MaxUploadBufferPerConnection: 16 << 20,
 		MaxReadFrameSize:             1 << 20,
+		// Dead peers (pod gone without FIN) are found by pings, idle tunnels are let go.
+		ReadIdleTimeout: 30 * time.Second,
+		PingTimeout:     15 * time.Second,
+		IdleTimeout:     10 * time.Minute,
 	}
 	// ConfigureServer only to get GOAWAY on h1.Shutdown for connections served by ServeConn.
 	p.h1 = &http.Server{ErrorLog: slog.NewLogLogger(cfg.Log.Handler(), slog.LevelDebug)}

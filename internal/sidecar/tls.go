@@ -37,7 +37,7 @@ func tlsCertificate(src x509svid.Source) (*tls.Certificate, *x509svid.SVID, erro
 	if err != nil {
 		return nil, nil, fmt.Errorf("get own SVID: %w", err)
 	}
-	if len(svid.Certificates) == 0 {
+	if svid == nil || len(svid.Certificates) == 0 {
 		return nil, nil, errors.New("own SVID has no certificate")
 	}
 	cert := &tls.Certificate{PrivateKey: svid.PrivateKey, Leaf: svid.Certificates[0]}

@@ -158,6 +158,9 @@ func (c *TunnelClient) conn(ctx context.Context, peer Peer) (*http2.ClientConn, 
 	key := peer.Addr + " " + peer.ID.String()
 	for {
 		svid, err := c.cfg.Creds.SVID.GetX509SVID()
+		if err == nil && (svid == nil || len(svid.Certificates) == 0) {
+			err = errors.New("empty SVID")
+		}
 		if err != nil {
 			return nil, fmt.Errorf("tunnel to %s: own SVID: %w", peer.Addr, err)
 		}
