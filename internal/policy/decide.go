@@ -30,6 +30,20 @@ const (
 	ReasonNoGroup                 // the destination is in no group; the default mode decided
 )
 
+func (r Reason) String() string {
+	switch r {
+	case ReasonDenyRule:
+		return "deny-rule"
+	case ReasonAllowRule:
+		return "allow-rule"
+	case ReasonMode:
+		return "mode"
+	case ReasonNoGroup:
+		return "no-group"
+	}
+	return "no-policy"
+}
+
 // Input is one question to the policy: may this source reach this destination with this
 // application (and this request)? Group IDs must come from the same Policy (or from an Engine
 // whose table produced them).
