@@ -106,5 +106,6 @@ func newLabPodInitCommand() *cobra.Command {
 	f.StringVar(&cfg.Dir, "dir", "", "pod dir (resolv.conf, hosts, working dir)")
 	f.Uint64Var(&uid, "uid", 0, "uid to run the command as")
 	f.Uint64Var(&gid, "gid", 0, "gid to run the command as")
+	f.IntVar(&cfg.ReadyFD, "ready-fd", 0, "file descriptor to write \"ok\" to right before exec")
 	return cmd
 }

@@ -47,7 +47,7 @@ func newLabExecCommand(g *globals, o *labOptions) *cobra.Command {
 			nsArgs = append(nsArgs, "--")
 			nsArgs = append(nsArgs, args[1:]...)
 			c := exec.Command("nsenter", nsArgs...)
-			c.Env = append(lab.PodEnv(p), "TERM="+os.Getenv("TERM"))
+			c.Env = append(lab.PodEnv(st.StateDir, p), "TERM="+os.Getenv("TERM"))
 			c.Dir = p.Dir
 			c.Stdin, c.Stdout, c.Stderr = cmd.InOrStdin(), g.stdout, g.stderr
 			err = c.Run()

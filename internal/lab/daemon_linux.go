@@ -263,9 +263,11 @@ func (d *Daemon) preparePodDir(p *PodState) error {
 	return nil
 }
 
-// PodEnv is the environment of a pod's command and of `lab exec`.
-func PodEnv(p *PodState) []string {
+// PodEnv is the environment of a pod's command and of `lab exec`. LabMarkEnv lets cleanup find
+// a pod's processes even before they joined the pod's netns.
+func PodEnv(stateDir string, p *PodState) []string {
 	return []string{
+		LabMarkEnv + "=" + stateDir,
 		"PATH=" + PodPath,
 		"HOME=" + p.Dir,
 		"HOSTNAME=" + p.Hostname,
@@ -303,18 +305,35 @@ func (d *Daemon) startPod(ctx context.Context, i int) error {
 	if err := logf.Chown(int(p.UID), int(p.GID)); err != nil {
 		return fmt.Errorf("pod %s log owner: %w", p.Key(), err)
 	}
+	// pod-init reports on fd 3 once the pod is in its namespaces, right before it execs the
+	// command: `lab exec` right after `lab up` must find the pod in place.
+	readyR, readyW, err := os.Pipe()
+	if err != nil {
+		return err
+	}
+	defer readyR.Close()
 	args := []string{"lab", "pod-init", "--netns", p.Netns, "--hostname", p.Hostname, "--dir", p.Dir,
-		"--uid", strconv.FormatUint(uint64(p.UID), 10), "--gid", strconv.FormatUint(uint64(p.GID), 10), "--"}
+		"--uid", strconv.FormatUint(uint64(p.UID), 10), "--gid", strconv.FormatUint(uint64(p.GID), 10), "--ready-fd", "3", "--"}
 	cmd := exec.Command(d.cfg.Self, append(args, p.Command...)...)
-	cmd.Env = PodEnv(p)
+	cmd.Env = PodEnv(d.cfg.StateDir, p)
 	cmd.Dir = "/"
 	cmd.Stdout, cmd.Stderr = logf, logf
+	cmd.ExtraFiles = []*os.File{readyW}
 	cmd.SysProcAttr = &syscall.SysProcAttr{
 		Cloneflags: syscall.CLONE_NEWPID | syscall.CLONE_NEWNS | syscall.CLONE_NEWUTS,
 		Setsid:     true,
 	}
-	if err := cmd.Start(); err != nil {
+	err = cmd.Start()
+	readyW.Close()
+	if err != nil {
 		return fmt.Errorf("start pod %s: %w", p.Key(), err)
+	}
+	_ = readyR.SetReadDeadline(time.Now().Add(30 * time.Second))
+	buf := make([]byte, 3)
+	if n, _ := io.ReadFull(readyR, buf); n < 2 || string(buf[:2]) != "ok" {
+		_ = cmd.Process.Kill()
+		_ = cmd.Wait()
+		return fmt.Errorf("pod %s did not start: %s", p.Key(), lastLine(p.LogFile))
 	}
 	proc := ProcOf(cmd.Process.Pid)
 	d.update(func(s *State) { s.Pods[i].Proc = proc; s.Pods[i].State = "running" })
@@ -360,7 +379,7 @@ func (d *Daemon) startSystem(ctx context.Context, spec SystemSpec) (Proc, error)
 		return Proc{}, err
 	}
 	cmd := exec.Command(d.cfg.Self, spec.Args...)
-	cmd.Env = append([]string{SystemMarkEnv + "=" + d.cfg.StateDir, "PATH=" + PodPath}, spec.Env...)
+	cmd.Env = append([]string{LabMarkEnv + "=" + d.cfg.StateDir, "PATH=" + PodPath}, spec.Env...)
 	cmd.Stdout, cmd.Stderr = pw, pw
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true, Credential: spec.Credential}
 	if err := startIn(spec.Netns, cmd); err != nil {

@@ -305,10 +305,13 @@ func ifname(n string) []byte {
 // the state dir. Safe to run twice and after a crash; it returns the problems it could not fix.
 func Cleanup(dir string, s *State) error {
 	var errs []error
-	// Without (or beyond) the state: the lab's daemon and system processes, found by marks.
+	// Without (or beyond) the state: the lab's daemon and processes, found by their marks.
+	var wg sync.WaitGroup
 	for _, p := range labMarkedProcs(dir) {
-		killProc(p)
+		wg.Add(1)
+		go func() { defer wg.Done(); killProc(p) }()
 	}
+	wg.Wait()
 	if s != nil {
 		for _, sp := range s.System {
 			killProc(sp.Proc)
@@ -419,15 +422,16 @@ func procsInNetns(inodes []uint64) []Proc {
 	return out
 }
 
-// SystemMarkEnv marks the environment of every system process a lab daemon starts, with the
-// lab's state dir as value, so cleanup finds them even when the state file is gone.
-const SystemMarkEnv = "MESHGUARD_LAB_SYSTEM"
+// LabMarkEnv marks the environment of every process a lab daemon starts (pods, system
+// processes), with the lab's state dir as value, so cleanup finds them even when the state
+// file is gone.
+const LabMarkEnv = "MESHGUARD_LAB_MARK"
 
-// labMarkedProcs finds the lab daemon of dir (by its command line) and the system processes it
-// started (by SystemMarkEnv).
+// labMarkedProcs finds the lab daemon of dir (by its command line) and the processes it
+// started (by LabMarkEnv).
 func labMarkedProcs(dir string) []Proc {
 	daemonArgs := []byte("\x00lab\x00daemon\x00--state-dir\x00" + dir + "\x00")
-	mark := []byte(SystemMarkEnv + "=" + dir + "\x00")
+	mark := []byte(LabMarkEnv + "=" + dir + "\x00")
 	ents, err := os.ReadDir("/proc")
 	if err != nil {
 		return nil

@@ -22,6 +22,7 @@ type PodInitConfig struct {
 	Dir      string // per-pod dir holding resolv.conf and hosts; the command's working dir
 	UID, GID uint32
 	Command  []string
+	ReadyFD  int // if > 0: "ok" is written here right before exec, when the pod is in place
 }
 
 // PodInit runs as PID 1 of a fresh PID, mount and UTS namespace (the daemon starts it with those
@@ -34,6 +35,9 @@ func PodInit(cfg PodInitConfig) error {
 	}
 	// setns(CLONE_NEWNET) affects only this thread; exec keeps this thread's namespaces.
 	runtime.LockOSThread()
+	if cfg.ReadyFD > 0 {
+		unix.CloseOnExec(cfg.ReadyFD) // the pod's command must not inherit it
+	}
 	if err := unix.Mount("", "/", "", unix.MS_REC|unix.MS_PRIVATE, ""); err != nil {
 		return fmt.Errorf("pod-init: make mounts private: %w", err)
 	}
@@ -78,6 +82,11 @@ func PodInit(cfg PodInitConfig) error {
 	}
 	if err := syscall.Setuid(int(cfg.UID)); err != nil {
 		return fmt.Errorf("pod-init: setuid %d: %w", cfg.UID, err)
+	}
+	if cfg.ReadyFD > 0 {
+		if _, err := unix.Write(cfg.ReadyFD, []byte("ok\n")); err != nil {
+			return fmt.Errorf("pod-init: report ready: %w", err)
+		}
 	}
 	return syscall.Exec(prog, cfg.Command, os.Environ())
 }

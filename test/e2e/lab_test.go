@@ -387,7 +387,7 @@ func TestLabUpReportsDeadPodAndCleansUp(t *testing.T) {
 	t.Setenv("HOME", t.TempDir())
 	t.Cleanup(func() { Run(t, "lab", "down") })
 	r := Run(t, "lab", "up", "-f", file)
-	if r.Code == 0 || !strings.Contains(r.Stderr, "pod default/web exited") || !strings.Contains(r.Stderr, "no-such-program-here") {
+	if r.Code == 0 || !strings.Contains(r.Stderr, "pod default/web did not start") || !strings.Contains(r.Stderr, "no-such-program-here") {
 		t.Fatalf("lab up with a dead pod: exit %d\nstderr: %s", r.Code, r.Stderr)
 	}
 	labAssertGone(t, &lab.State{StateDir: lab.DefaultStateDir})
