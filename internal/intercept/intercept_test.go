@@ -188,9 +188,12 @@ func TestRedirect(t *testing.T) {
 		}
 		expectHit(t, hits, "local", netip.AddrPort{})
 	})
-	t.Run("dns is redirected to the dns port", func(t *testing.T) {
-		var pc net.PacketConn
-		if err := intercept.Do(p.A, func() (err error) { pc, err = net.ListenPacket("udp", "0.0.0.0:15053"); return err }); err != nil {
+	t.Run("dns is redirected to the dns port and answered through conntrack", func(t *testing.T) {
+		var pc *net.UDPConn
+		if err := intercept.Do(p.A, func() (err error) {
+			pc, err = net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4zero, Port: dnsPort})
+			return err
+		}); err != nil {
 			t.Fatal(err)
 		}
 		defer pc.Close()
@@ -204,9 +207,18 @@ func TestRedirect(t *testing.T) {
 		}
 		_ = pc.SetReadDeadline(time.Now().Add(2 * time.Second))
 		buf := make([]byte, 64)
-		n, _, err := pc.ReadFrom(buf)
+		n, src, err := pc.ReadFromUDPAddrPort(buf)
 		if err != nil || string(buf[:n]) != "query" {
 			t.Fatalf("dns listener got %q, %v", buf[:n], err)
+		}
+		// The answer goes back through conntrack and reaches the app as if from the resolver.
+		if _, err := pc.WriteToUDPAddrPort([]byte("answer"), src); err != nil {
+			t.Fatal(err)
+		}
+		_ = c.SetReadDeadline(time.Now().Add(2 * time.Second))
+		n, err = c.Read(buf)
+		if err != nil || string(buf[:n]) != "answer" {
+			t.Fatalf("app got %q, %v; want the answer", buf[:n], err)
 		}
 	})
 	t.Run("excluded uid bypasses", func(t *testing.T) {
