@@ -338,3 +338,35 @@ func TestReplay(t *testing.T) {
 		t.Fatalf("changes: %+v", ch)
 	}
 }
+
+func TestForDestinationsSameDecisions(t *testing.T) {
+	full := scaleSet()
+	pf, err := Compile(full, CompileOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ins := benchInputs(pf, 4096)
+	for _, in := range ins[:50] {
+		var keys []string
+		for _, id := range in.DstGroups {
+			keys = append(keys, pf.GroupKey(id))
+		}
+		sub := full.ForDestinations(keys...)
+		if len(sub.NetworkRules) >= len(full.NetworkRules)/10 {
+			t.Fatalf("subset has %d of %d rules", len(sub.NetworkRules), len(full.NetworkRules))
+		}
+		ps, err := Compile(sub, CompileOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		var f Flow
+		for _, id := range in.SrcGroups {
+			f.SrcGroups = append(f.SrcGroups, pf.GroupKey(id))
+		}
+		f.DstGroups, f.Port, f.Transport, f.App, f.L7 = keys, in.Port, in.Transport, in.App, in.L7
+		in2 := ps.Input(&f)
+		if a, b := pf.Decide(&in), ps.Decide(&in2); a != b {
+			t.Fatalf("full %+v, subset %+v", a, b)
+		}
+	}
+}
