@@ -29,7 +29,12 @@ type Config struct {
 	OutboundPort uint16 // the app's outbound TCP is redirected here (required)
 	InboundPort  uint16 // inbound TCP to app ports is redirected here (required)
 	TunnelPort   uint16 // the mTLS tunnel port: never redirected (required)
-	DNSPort      uint16 // outbound DNS (udp and tcp 53) is redirected here; 0 leaves DNS alone
+	// DNSPort receives the app's outbound DNS (udp and tcp 53); 0 leaves DNS alone. The DNS
+	// proxy must listen on 127.0.0.1 (and ::1), not the wildcard: answers have to leave from
+	// the address the redirect delivered to, or conntrack cannot map them back to the
+	// resolver the app asked. It forwards to its own upstream (the pod's resolv.conf server);
+	// SO_ORIGINAL_DST does not exist for UDP.
+	DNSPort uint16
 
 	// The sidecar's own traffic: sockets owned by one of these uids, or carrying this
 	// SO_MARK, leave the pod untouched. At least one of them is required, or the sidecar

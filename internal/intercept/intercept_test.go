@@ -191,7 +191,9 @@ func TestRedirect(t *testing.T) {
 	t.Run("dns is redirected to the dns port and answered through conntrack", func(t *testing.T) {
 		var pc *net.UDPConn
 		if err := intercept.Do(p.A, func() (err error) {
-			pc, err = net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4zero, Port: dnsPort})
+			// On loopback: the redirect delivers to 127.0.0.1 and the answer must leave
+			// from there for conntrack to map it back to the resolver's address.
+			pc, err = net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1), Port: dnsPort})
 			return err
 		}); err != nil {
 			t.Fatal(err)
