@@ -8,6 +8,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+
 	xdsv1 "github.com/meshguard/meshguard/api/xds/v1"
 	"github.com/meshguard/meshguard/internal/xds"
 )
@@ -127,5 +129,38 @@ func TestConnReportProto(t *testing.T) {
 		p.GetSourceAddr() != "10.0.0.1:40000" || p.GetBytesReceived() != 20 || p.GetStartUnixNano() != start.UnixNano() ||
 		p.GetDurationNanos() != int64(time.Second) || p.GetCloseReason() != "closed" || p.GetSourceSpiffeId() != "" {
 		t.Fatalf("proto %v", p)
+	}
+}
+
+func TestMetrics(t *testing.T) {
+	m := newMesh(t)
+	reg := prometheus.NewRegistry()
+	met, err := NewMetrics(reg, m.in)
+	if err != nil {
+		t.Fatal(err)
+	}
+	met.Observe(ConnReport{Direction: Inbound, Authenticated: true, Reason: ReasonClosed, BytesSent: 3, BytesReceived: 5, Duration: time.Millisecond})
+	met.Observe(ConnReport{Direction: Inbound, Reason: ReasonStrictRefuse})
+	fams, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	values := map[string]float64{}
+	for _, f := range fams {
+		for _, mt := range f.GetMetric() {
+			key := f.GetName()
+			for _, l := range mt.GetLabel() {
+				key += "," + l.GetValue()
+			}
+			values[key] = mt.GetCounter().GetValue()
+		}
+	}
+	if values["meshguard_sidecar_connections_total,true,inbound,closed"] != 1 ||
+		values["meshguard_sidecar_connections_total,false,inbound,strict-refuse"] != 1 ||
+		values["meshguard_sidecar_bytes_total,inbound,received"] != 5 {
+		t.Fatalf("metrics %v", values)
+	}
+	if _, ok := values["meshguard_sidecar_tunnel_handshake_failures_total"]; !ok {
+		t.Fatalf("inbound counters missing: %v", values)
 	}
 }

@@ -1,0 +1,63 @@
+package sidecar
+
+import (
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// Metrics are the sidecar data path's Prometheus metrics. Observe is a Reporter, so it can be
+// chained with the controller reporter in the proxies' Report hook.
+type Metrics struct {
+	conns    *prometheus.CounterVec
+	bytes    *prometheus.CounterVec
+	duration *prometheus.HistogramVec
+}
+
+// NewMetrics registers the data-path metrics on reg, and the inbound proxy's counters if in is
+// not nil.
+func NewMetrics(reg prometheus.Registerer, in *InboundProxy) (*Metrics, error) {
+	m := &Metrics{
+		conns: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: "meshguard", Subsystem: "sidecar", Name: "connections_total",
+			Help: "Proxied connections (tunnel streams and plaintext connections) by direction, close reason and authentication.",
+		}, []string{"direction", "reason", "authenticated"}),
+		bytes: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: "meshguard", Subsystem: "sidecar", Name: "bytes_total",
+			Help: "Bytes proxied, by direction of the connection and of the bytes (sent: source to destination).",
+		}, []string{"direction", "flow"}),
+		duration: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Namespace: "meshguard", Subsystem: "sidecar", Name: "connection_duration_seconds",
+			Help:    "Lifetime of proxied connections.",
+			Buckets: prometheus.ExponentialBuckets(0.001, 4, 10),
+		}, []string{"direction"}),
+	}
+	cs := []prometheus.Collector{m.conns, m.bytes, m.duration}
+	if in != nil {
+		stat := func(name, help string, f func(InboundStats) uint64) prometheus.Collector {
+			return prometheus.NewCounterFunc(prometheus.CounterOpts{Namespace: "meshguard", Subsystem: "sidecar", Name: name, Help: help},
+				func() float64 { return float64(f(in.Stats())) })
+		}
+		cs = append(cs,
+			stat("tunnel_connections_total", "Tunnel connections that completed the mTLS handshake.", func(s InboundStats) uint64 { return s.TLSConns }),
+			stat("tunnel_handshake_failures_total", "Tunnel handshakes refused (no, untrusted or expired client SVID).", func(s InboundStats) uint64 { return s.HandshakeFailures }),
+		)
+	}
+	for _, c := range cs {
+		if err := reg.Register(c); err != nil {
+			return nil, err
+		}
+	}
+	return m, nil
+}
+
+// Observe counts one finished connection.
+func (m *Metrics) Observe(r ConnReport) {
+	d := string(r.Direction)
+	auth := "false"
+	if r.Authenticated {
+		auth = "true"
+	}
+	m.conns.WithLabelValues(d, string(r.Reason), auth).Inc()
+	m.bytes.WithLabelValues(d, "sent").Add(float64(r.BytesSent))
+	m.bytes.WithLabelValues(d, "received").Add(float64(r.BytesReceived))
+	m.duration.WithLabelValues(d).Observe(r.Duration.Seconds())
+}
