@@ -233,10 +233,14 @@ func BenchmarkDecideSidecar(b *testing.B) {
 		ins = append(ins, ins...)
 	}
 	ins = ins[:64]
+	runtime.LockOSThread()
+	defer runtime.UnlockOSThread()
+	cpu0 := threadCPU()
 	b.ReportAllocs()
 	i := 0
 	for b.Loop() {
 		p.Decide(&ins[i&63])
 		i++
 	}
+	b.ReportMetric(float64(threadCPU()-cpu0)/float64(i), "cpu-ns/op")
 }
