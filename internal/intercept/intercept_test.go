@@ -8,7 +8,6 @@ import (
 	"net/netip"
 	"strconv"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 
@@ -72,16 +71,7 @@ func dial(t *testing.T, ns string, to netip.AddrPort, mark int) (string, error) 
 		c   net.Conn
 		err error
 	)
-	d := net.Dialer{Timeout: 2 * time.Second}
-	if mark != 0 {
-		d.Control = func(_, _ string, rc syscall.RawConn) error {
-			var serr error
-			if err := rc.Control(func(fd uintptr) { serr = unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_MARK, mark) }); err != nil {
-				return err
-			}
-			return serr
-		}
-	}
+	d := net.Dialer{Timeout: 2 * time.Second, Control: intercept.MarkControl(mark)}
 	if derr := intercept.Do(ns, func() error {
 		c, err = d.Dial("tcp", to.String())
 		return nil

@@ -244,7 +244,7 @@ func TestPodsTalkThroughSidecarsOnlyInTLS(t *testing.T) {
 	// directly is refused: B is STRICT.
 	var plainErr error
 	_ = intercept.Do(p.A, func() error {
-		d := net.Dialer{Control: markControl(0x539), Timeout: 5 * time.Second}
+		d := net.Dialer{Control: intercept.MarkControl(0x539), Timeout: 5 * time.Second}
 		pc, err := d.Dial("tcp", server.String())
 		if err != nil {
 			plainErr = err

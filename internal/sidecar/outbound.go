@@ -11,6 +11,8 @@ import (
 
 	"github.com/jonboulle/clockwork"
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
+
+	"github.com/meshguard/meshguard/internal/intercept"
 )
 
 // RouteKind says how the outbound proxy carries a connection.
@@ -81,7 +83,7 @@ func (c *OutboundConfig) validate() error {
 		c.DialTimeout = 5 * time.Second
 	}
 	if c.Dial == nil {
-		c.Dial = (&net.Dialer{Control: markControl(c.Mark)}).DialContext
+		c.Dial = (&net.Dialer{Control: intercept.MarkControl(c.Mark)}).DialContext
 	}
 	if c.DrainTimeout == 0 {
 		c.DrainTimeout = 10 * time.Second

@@ -12,14 +12,14 @@ import (
 	"net/http"
 	"net/url"
 	"sync"
-	"syscall"
 	"time"
 
 	"github.com/jonboulle/clockwork"
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 	"github.com/spiffe/go-spiffe/v2/svid/x509svid"
 	"golang.org/x/net/http2"
-	"golang.org/x/sys/unix"
+
+	"github.com/meshguard/meshguard/internal/intercept"
 )
 
 // Peer is a destination sidecar: where its tunnel port is and who it must prove to be.
@@ -55,7 +55,7 @@ func (c *TunnelClientConfig) validate() error {
 		c.DialTimeout = 5 * time.Second
 	}
 	if c.Dial == nil {
-		c.Dial = (&net.Dialer{Control: markControl(c.Mark)}).DialContext
+		c.Dial = (&net.Dialer{Control: intercept.MarkControl(c.Mark)}).DialContext
 	}
 	if c.IdleTimeout == 0 {
 		c.IdleTimeout = 5 * time.Minute
@@ -271,24 +271,6 @@ func (c *TunnelClient) Close(ctx context.Context) error {
 		}
 	}
 	return errors.Join(errs...)
-}
-
-func markControl(mark int) func(string, string, syscall.RawConn) error {
-	if mark == 0 {
-		return nil
-	}
-	return func(_, _ string, rc syscall.RawConn) error {
-		var serr error
-		if err := rc.Control(func(fd uintptr) {
-			serr = unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_MARK, mark)
-		}); err != nil {
-			return err
-		}
-		if serr != nil {
-			return fmt.Errorf("set SO_MARK %#x (needs CAP_NET_ADMIN): %w", mark, serr)
-		}
-		return nil
-	}
 }
 
 // TunnelStream is one proxied byte stream inside the tunnel. CloseWrite sends EOF to the far
