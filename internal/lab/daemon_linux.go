@@ -447,6 +447,10 @@ func (d *Daemon) startSystem(ctx context.Context, spec SystemSpec) (Proc, error)
 	}
 }
 
+// StartInNetns starts cmd inside the network namespace at path (e.g. PodState.Netns) without
+// moving the caller's threads; the way the daemon starts sidecars, usable by tests and tools.
+func StartInNetns(path string, cmd *exec.Cmd) error { return startIn(path, cmd) }
+
 // startIn starts cmd with its network namespace set to path (host's when ""): the child is
 // forked from a locked thread switched into the namespace, so it inherits it.
 func startIn(path string, cmd *exec.Cmd) error {
