@@ -210,11 +210,13 @@ func labPrintSummary(w io.Writer, s *lab.State) {
 		labPrintServices(w, s)
 	}
 	fmt.Fprintln(w, "\ntry:")
-	if len(s.Services) > 0 && len(s.Pods) > 0 {
-		sv := s.Services[0]
-		fmt.Fprintf(w, "  meshguard lab exec %s -- getent hosts %s\n", s.Pods[len(s.Pods)-1].Key(), sv.DNSName)
+	if client := labClientPod(s); client != "" {
+		for _, sv := range s.Services {
+			fmt.Fprintf(w, "  meshguard lab exec %s -- %s\n", client, labTryCommand(sv))
+		}
 	}
 	fmt.Fprintln(w, "  meshguard lab status")
+	fmt.Fprintln(w, "  meshguard lab logs POD")
 	fmt.Fprintln(w, "  meshguard lab down")
 }
 
@@ -252,4 +254,41 @@ func labPrintServices(w io.Writer, s *lab.State) {
 		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", sv.Name, sv.Namespace, sv.VIP, strings.Join(ports, ","), strings.Join(sv.Endpoints, ","), sv.DNSName)
 	}
 	tw.Flush()
+}
+
+// labClientPod picks a pod to try services from: one no service selects (a client), else the
+// last pod.
+func labClientPod(s *lab.State) string {
+	if len(s.Pods) == 0 {
+		return ""
+	}
+	for _, p := range s.Pods {
+		selected := false
+		for _, sv := range s.Services {
+			selected = selected || sv.Selects(p.Pod)
+		}
+		if !selected {
+			return p.Key()
+		}
+	}
+	return s.Pods[len(s.Pods)-1].Key()
+}
+
+// labTryCommand suggests a client command for a service by its well-known port.
+func labTryCommand(sv lab.ServiceState) string {
+	port := sv.Ports[0].Port
+	switch port {
+	case 80:
+		return "curl -s http://" + sv.DNSName + "/"
+	case 8080, 8000, 3000:
+		return fmt.Sprintf("curl -s http://%s:%d/", sv.DNSName, port)
+	case 6379:
+		return "redis-cli -h " + sv.DNSName + " ping"
+	case 5432:
+		return "psql -h " + sv.DNSName + " -U postgres -c 'select 1'"
+	case 3306:
+		return "mariadb -h " + sv.DNSName + " -e 'select 1'"
+	default:
+		return "getent hosts " + sv.DNSName
+	}
 }
