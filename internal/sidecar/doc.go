@@ -1,0 +1,24 @@
+// Package sidecar is the data path of a pod's sidecar: the outbound proxy takes the app's
+// intercepted connections (intercept redirects them and gives the original destination),
+// resolves each destination to a peer sidecar and carries the stream to it inside mutual TLS
+// as an HTTP/2 CONNECT tunnel, many streams multiplexed over one pooled connection per peer,
+// after checking that the peer presents the SPIFFE ID the config expects. The inbound proxy
+// accepts those tunnels on one port, hands the authenticated source identity to the admission
+// hook (policy) and each stream's plaintext to the inspection hook (DPI, threats), and
+// delivers it to the app over loopback; plaintext from unmeshed sources is refused (STRICT)
+// or delivered and reported as unauthenticated (PERMISSIVE). Every connection ends in a
+// ConnReport.
+//
+// Wiring, in the pod's network namespace:
+//
+//	creds := sidecar.WorkloadCredentials(workloadSource)     // SVID read per handshake
+//	rules, _ := intercept.New(intercept.Config{OutboundPort: 15001, InboundPort: 15006,
+//		TunnelPort: 15008, DNSPort: 15053, ExcludeMark: 0x539, ...})
+//	in, _ := sidecar.NewInbound(sidecar.InboundConfig{Creds: creds, TunnelListener: ln15008,
+//		PlainListener: ln15006, OriginalDst: intercept.OriginalDst, Admit: ..., Inspect: ..., Report: ...})
+//	client, _ := sidecar.NewTunnelClient(sidecar.TunnelClientConfig{Creds: creds, Mark: 0x539, ...})
+//	res, _ := sidecar.NewIndexResolver(sidecar.IndexResolverConfig{Current: index.Load, Ready: ready})
+//	out, _ := sidecar.NewOutbound(sidecar.OutboundConfig{Listener: ln15001,
+//		OriginalDst: intercept.OriginalDst, Resolver: res, Tunnel: client, Mark: 0x539, ...})
+//	// rules.Install(); go in.Run(ctx); go out.Run(ctx); after each snapshot: in.SetMode(sidecar.InboundMode(x))
+package sidecar
