@@ -375,7 +375,11 @@ func compileRule(nr *NetworkRule, r *resolver, ids map[string]GroupID) (crule, e
 		}
 	}
 	if nr.Spec.L7 != nil {
-		cr.l7 = *compileL7(nr.Spec.L7)
+		l7, err := compileL7(nr.Spec.L7)
+		if err != nil {
+			return fail("%v", err)
+		}
+		cr.l7 = *l7
 	}
 	return cr, nil
 }

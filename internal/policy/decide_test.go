@@ -192,7 +192,13 @@ func TestDecideOrderAndModes(t *testing.T) {
 }
 
 func TestL7Sections(t *testing.T) {
-	mk := func(l7 *L7, action Action) *cl7 { _ = action; return compileL7(l7) }
+	mk := func(l7 *L7) *cl7 {
+		c, err := compileL7(l7)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return c
+	}
 	type tc struct {
 		name  string
 		l7    *L7
@@ -223,7 +229,7 @@ func TestL7Sections(t *testing.T) {
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
-			l := mk(c.l7, "")
+			l := mk(c.l7)
 			if !l.appliesTo(c.app) {
 				t.Fatalf("section does not apply to %s", c.app)
 			}
@@ -232,7 +238,7 @@ func TestL7Sections(t *testing.T) {
 			}
 		})
 	}
-	if compileL7(&L7{Redis: &RedisMatch{}}).appliesTo("http") {
+	if mk(&L7{Redis: &RedisMatch{}}).appliesTo("http") {
 		t.Error("redis section applies to http")
 	}
 }

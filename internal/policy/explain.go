@@ -134,18 +134,20 @@ func (p *Policy) ruleStatus(r *crule, in *Input, msg *dpi.Message, decided strin
 
 // why names the first l7 list a request fails (for explanations only).
 func (c *cl7) why(app string, m *dpi.Message) string {
-	list := func(what string, v []byte, vals []string) string {
-		return fmt.Sprintf(" (%s %q not in [%s])", what, v, strings.Join(vals, " "))
+	list := func(what string, v []byte, vals plist) string {
+		return fmt.Sprintf(" (%s %q not in [%s])", what, v, strings.Join(vals.items(), " "))
 	}
-	names := func(ps []namePattern) []string {
-		out := make([]string, len(ps))
-		for i, p := range ps {
-			out[i] = p.s
-			if p.suffix {
-				out[i] = "*" + p.s
+	names := func(ps plist) plist {
+		var b strings.Builder
+		for _, p := range ps.items() {
+			if strings.HasPrefix(p, ".") {
+				p = "*" + p
 			}
+			b.WriteByte(byte(len(p) >> 8))
+			b.WriteByte(byte(len(p)))
+			b.WriteString(p)
 		}
-		return out
+		return plist(b.String())
 	}
 	if c.has&l7HasHTTP != 0 && isHTTP(app) {
 		h := &c.http
@@ -166,7 +168,7 @@ func (c *cl7) why(app string, m *dpi.Message) string {
 	}
 	if c.has&l7HasGRPC != 0 && isGRPC(app) && !c.grpc.match(m) {
 		return fmt.Sprintf(" (gRPC %s/%s not in services [%s] / methods [%s])", m.Get(dpi.AttrService), m.Get(dpi.AttrRPC),
-			strings.Join(c.grpc.services, " "), strings.Join(c.grpc.methods, " "))
+			strings.Join(c.grpc.services.items(), " "), strings.Join(c.grpc.methods.items(), " "))
 	}
 	if c.has&l7HasDNS != 0 && app == "dns" {
 		return list("name", m.Get(dpi.AttrName), names(c.dns))
@@ -176,7 +178,7 @@ func (c *cl7) why(app string, m *dpi.Message) string {
 			return fmt.Sprintf(" (%s %q is in %s)", what, v, denyName)
 		}
 		if len(f.allow) > 0 && !inFold(f.allow, v) {
-			return fmt.Sprintf(" (%s %q not in %s [%s])", what, v, allowName, strings.Join(f.allow, " "))
+			return fmt.Sprintf(" (%s %q not in %s [%s])", what, v, allowName, strings.Join(f.allow.items(), " "))
 		}
 		return fmt.Sprintf(" (%s %q)", what, v)
 	}

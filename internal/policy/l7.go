@@ -1,6 +1,7 @@
 package policy
 
 import (
+	"fmt"
 	"strings"
 
 	"github.com/meshguard/meshguard/internal/dpi"
@@ -18,7 +19,7 @@ type cl7 struct {
 	has   uint8 // l7Has* bits; zero means the rule has no l7 section
 	http  chttp
 	grpc  cgrpc
-	dns   []namePattern
+	dns   plist // names
 	redis cfilter
 	sql   cfilter
 }
@@ -32,40 +33,70 @@ const (
 )
 
 type chttp struct {
-	methods []string
-	paths   []string
-	hosts   []namePattern
+	methods plist // upper-case
+	paths   plist
+	hosts   plist // names
 }
 
 type cgrpc struct {
-	services []string
-	methods  []string // "svc/Method" or "Method"
+	services plist
+	methods  plist // "svc/Method" or "Method"
 }
 
-type cfilter struct{ allow, deny []string }
+type cfilter struct{ allow, deny plist } // upper-case
 
-// namePattern is an exact name, or with suffix set, "*.example.com" stored as ".example.com".
-type namePattern struct {
-	s      string
-	suffix bool
+// plist is a packed list of strings: each item is a two-byte big-endian length and the
+// bytes. All lists of one rule are views into one string, so matching a request touches the
+// rule and one small block of memory. Name lists hold lower-case names without a trailing
+// dot; a "*.example.com" wildcard is stored as ".example.com" (no name starts with a dot).
+type plist string
+
+// maxL7Item bounds one l7 list item (Validate enforces it; plist lengths are 16-bit).
+const maxL7Item = 4096
+
+// next returns the item at byte offset i and the offset of the following one.
+func (l plist) next(i int) (string, int) {
+	n := int(l[i])<<8 | int(l[i+1])
+	return string(l[i+2 : i+2+n]), i + 2 + n
 }
 
-// compileL7 lays every string of a rule's l7 section out in one block of memory (one string
-// array, one backing string), so matching a request touches few cache lines.
-func compileL7(l *L7) *cl7 {
+// items unpacks the list (explanations only: allocates).
+func (l plist) items() []string {
+	var out []string
+	for i := 0; i < len(l); {
+		var s string
+		s, i = l.next(i)
+		out = append(out, s)
+	}
+	return out
+}
+
+// compileL7 lays every string of a rule's l7 section out in one string.
+func compileL7(l *L7) (*cl7, error) {
 	c := &cl7{}
-	var all []string
+	var b strings.Builder
 	type span struct{ a, b int }
+	var tooLong error
 	add := func(ss []string, f func(string) string) span {
-		sp := span{a: len(all)}
+		sp := span{a: b.Len()}
 		for _, x := range ss {
-			all = append(all, f(x))
+			x = f(x)
+			if len(x) > maxL7Item {
+				tooLong = fmt.Errorf("l7 value longer than %d bytes", maxL7Item)
+				continue
+			}
+			b.WriteByte(byte(len(x) >> 8))
+			b.WriteByte(byte(len(x)))
+			b.WriteString(x)
 		}
-		sp.b = len(all)
+		sp.b = b.Len()
 		return sp
 	}
 	id := func(x string) string { return x }
-	name := func(x string) string { return strings.TrimSuffix(strings.ToLower(x), ".") }
+	name := func(x string) string {
+		x = strings.TrimSuffix(strings.ToLower(x), ".")
+		return strings.TrimPrefix(x, "*") // "*.x" -> ".x"
+	}
 	var hm, hp, hh, gs, gm, dn, ra, rd, sa, sd span
 	if h := l.HTTP; h != nil {
 		c.has |= l7HasHTTP
@@ -87,40 +118,17 @@ func compileL7(l *L7) *cl7 {
 		c.has |= l7HasSQL
 		sa, sd = add(q.Verbs, strings.ToUpper), add(q.DenyVerbs, strings.ToUpper)
 	}
-	blob := strings.Join(all, "")
-	strs := make([]string, len(all))
-	off := 0
-	for i, x := range all {
-		strs[i] = blob[off : off+len(x)]
-		off += len(x)
+	if tooLong != nil {
+		return nil, tooLong
 	}
-	sl := func(sp span) []string {
-		if sp.a == sp.b {
-			return nil
-		}
-		return strs[sp.a:sp.b:sp.b]
-	}
-	pats := make([]namePattern, 0, (hh.b-hh.a)+(dn.b-dn.a))
-	np := func(sp span) []namePattern {
-		start := len(pats)
-		for _, x := range sl(sp) {
-			if strings.HasPrefix(x, "*.") {
-				pats = append(pats, namePattern{s: x[1:], suffix: true})
-			} else {
-				pats = append(pats, namePattern{s: x})
-			}
-		}
-		if start == len(pats) {
-			return nil
-		}
-		return pats[start:len(pats):len(pats)]
-	}
-	c.http = chttp{methods: sl(hm), paths: sl(hp), hosts: np(hh)}
+	blob := b.String()
+	sl := func(sp span) plist { return plist(blob[sp.a:sp.b]) }
+	c.http = chttp{methods: sl(hm), paths: sl(hp), hosts: sl(hh)}
 	c.grpc = cgrpc{services: sl(gs), methods: sl(gm)}
-	c.dns = np(dn)
+	c.dns = sl(dn)
 	c.redis = cfilter{allow: sl(ra), deny: sl(rd)}
 	c.sql = cfilter{allow: sl(sa), deny: sl(sd)}
-	return c
+	return c, nil
 }
 
 func isHTTP(app string) bool { return app == "http" || app == "http2" || app == "grpc" }
@@ -171,11 +179,10 @@ func (h *chttp) match(m *dpi.Message, allow bool) bool {
 			return !allow
 		}
 		ok := false
-		for _, p := range h.paths {
-			if hasPrefix(path, p) {
-				ok = true
-				break
-			}
+		for i := 0; i < len(h.paths) && !ok; {
+			var p string
+			p, i = h.paths.next(i)
+			ok = hasPrefix(path, p)
 		}
 		if !ok {
 			return false
@@ -204,11 +211,10 @@ func (g *cgrpc) match(m *dpi.Message) bool {
 	}
 	if len(g.services) > 0 {
 		ok := false
-		for _, s := range g.services {
-			if string(svc) == s {
-				ok = true
-				break
-			}
+		for i := 0; i < len(g.services) && !ok; {
+			var s string
+			s, i = g.services.next(i)
+			ok = string(svc) == s
 		}
 		if !ok {
 			return false
@@ -216,7 +222,9 @@ func (g *cgrpc) match(m *dpi.Message) bool {
 	}
 	if len(g.methods) > 0 {
 		ok := false
-		for _, s := range g.methods {
+		for j := 0; j < len(g.methods); {
+			var s string
+			s, j = g.methods.next(j)
 			if i := strings.IndexByte(s, '/'); i >= 0 {
 				if string(svc) == s[:i] && string(rpc) == s[i+1:] {
 					ok = true
@@ -243,7 +251,7 @@ func (f *cfilter) match(v []byte, allow bool) bool {
 	return permitted == allow
 }
 
-func matchNames(pats []namePattern, name []byte) bool {
+func matchNames(pats plist, name []byte) bool {
 	if name == nil {
 		return len(pats) == 0
 	}
@@ -253,20 +261,24 @@ func matchNames(pats []namePattern, name []byte) bool {
 	if len(pats) == 0 {
 		return true
 	}
-	for _, p := range pats {
-		if p.suffix {
-			if len(name) > len(p.s) && equalFold(name[len(name)-len(p.s):], p.s) {
+	for i := 0; i < len(pats); {
+		var p string
+		p, i = pats.next(i)
+		if len(p) > 0 && p[0] == '.' { // "*.suffix"
+			if len(name) > len(p) && equalFold(name[len(name)-len(p):], p) {
 				return true
 			}
-		} else if equalFold(name, p.s) {
+		} else if equalFold(name, p) {
 			return true
 		}
 	}
 	return false
 }
 
-func inFold(list []string, v []byte) bool {
-	for _, s := range list {
+func inFold(list plist, v []byte) bool {
+	for i := 0; i < len(list); {
+		var s string
+		s, i = list.next(i)
 		if equalFold(v, s) {
 			return true
 		}

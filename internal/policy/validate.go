@@ -460,7 +460,9 @@ func (nr *NetworkRule) validate(r *resolver) []error {
 		}
 		list := func(field string, vals []string, re *regexp.Regexp, what string) {
 			for i, v := range vals {
-				if !re.MatchString(v) {
+				if len(v) > maxL7Item {
+					e(field+"["+strconv.Itoa(i)+"]", "longer than %d bytes", maxL7Item)
+				} else if !re.MatchString(v) {
 					e(field+"["+strconv.Itoa(i)+"]", "%q is not %s", v, what)
 				}
 			}
@@ -468,7 +470,9 @@ func (nr *NetworkRule) validate(r *resolver) []error {
 		if h := l.HTTP; h != nil {
 			list("spec.l7.http.methods", h.Methods, tokenRE, "an HTTP method (GET, POST, PUT, DELETE, PATCH, HEAD, OPTIONS...)")
 			for i, p := range h.Paths {
-				if !strings.HasPrefix(p, "/") || strings.ContainsAny(p, " \t\r\n") {
+				if len(p) > maxL7Item {
+					e("spec.l7.http.paths["+strconv.Itoa(i)+"]", "longer than %d bytes", maxL7Item)
+				} else if !strings.HasPrefix(p, "/") || strings.ContainsAny(p, " \t\r\n") {
 					e("spec.l7.http.paths["+strconv.Itoa(i)+"]", "%q is not a path prefix (must start with '/', no spaces)", p)
 				}
 			}
@@ -481,7 +485,7 @@ func (nr *NetworkRule) validate(r *resolver) []error {
 				if !full {
 					name = svc
 				}
-				if (full && !grpcSvcRE.MatchString(svc)) || !tokenRE.MatchString(name) {
+				if len(mth) > maxL7Item || (full && !grpcSvcRE.MatchString(svc)) || !tokenRE.MatchString(name) {
 					e("spec.l7.grpc.methods["+strconv.Itoa(i)+"]", "%q is not a gRPC method (package.Service/Method or Method)", mth)
 				}
 			}
