@@ -58,7 +58,7 @@ http {
   uwsgi_temp_path $WORK; scgi_temp_path $WORK;
   gzip on; gzip_types text/plain; gzip_min_length 20;
   server {
-    listen 127.0.0.5:80; listen 127.0.0.5:53;
+    listen 127.0.0.5:80; listen 127.0.0.5:53; listen 127.0.0.5:6379;
     root $WORK/www;
     location /api { return 200 "ok\n"; }
   }
@@ -76,7 +76,7 @@ nginx -c "$WORK/nginx.conf" -p "$WORK"
 "$WORK/gen" -mode h2c-server -addr 127.0.0.5:8443 & PIDS+=($!)
 "$WORK/gen" -mode grpc-server -addr 127.0.0.8:50051 & PIDS+=($!)
 "$WORK/gen" -mode grpc-server -addr 127.0.0.8:443 & PIDS+=($!)
-wait_port 127.0.0.5 80; wait_port 127.0.0.5 443; wait_port 127.0.0.7 53; wait_port 127.0.0.7 5300
+wait_port 127.0.0.5 80; wait_port 127.0.0.5 6379; wait_port 127.0.0.5 443; wait_port 127.0.0.7 53; wait_port 127.0.0.7 5300
 wait_port 127.0.0.6 80; wait_port 127.0.0.5 8443; wait_port 127.0.0.8 50051; wait_port 127.0.0.8 443
 
 # --- HTTP/1.1: keep-alive, POST, HEAD, gzip'd (chunked) --------------------------------------
@@ -88,6 +88,7 @@ http1() {
 }
 capture "$OUT/http/curl-nginx-80.pcap" lo "host 127.0.0.5 and tcp port 80" -- http1 http://127.0.0.5
 capture "$OUT/http/curl-nginx-port53.pcap" lo "host 127.0.0.5 and tcp port 53" -- http1 http://127.0.0.5:53
+capture "$OUT/http/curl-nginx-6379.pcap" lo "host 127.0.0.5 and tcp port 6379" -- http1 http://127.0.0.5:6379
 
 # --- TLS (ALPN h2 and http/1.1) -------------------------------------------------------------
 tlsrun() {
