@@ -127,7 +127,7 @@ func (p *OutboundProxy) Run(ctx context.Context) error {
 
 func (p *OutboundProxy) serve(base context.Context, c net.Conn) {
 	start := p.cfg.Clock.Now()
-	rep := ConnReport{Direction: Outbound, Source: p.cfg.Self, Authenticated: true, SourceAddr: addrPort(c.RemoteAddr()), Start: start}
+	rep := ConnReport{Direction: Outbound, Source: p.cfg.Self, SourceAddr: addrPort(c.RemoteAddr()), Start: start}
 	finish := func(reason CloseReason, err error) {
 		rep.Reason = reason
 		if err != nil {
@@ -180,6 +180,7 @@ func (p *OutboundProxy) serve(base context.Context, c net.Conn) {
 			}
 			return
 		}
+		rep.Authenticated = true // the peer proved the expected identity
 		obs := p.observer(base, rep)
 		fromClient, fromServer := observers(obs)
 		var up, down error
@@ -255,7 +256,7 @@ func (p *OutboundProxy) observer(ctx context.Context, rep ConnReport) StreamObse
 		return nil
 	}
 	return p.cfg.Inspect(ctx, StreamInfo{
-		Direction: Outbound, Source: p.cfg.Self, Authenticated: true, SourceAddr: rep.SourceAddr,
+		Direction: Outbound, Source: p.cfg.Self, Authenticated: rep.Authenticated, SourceAddr: rep.SourceAddr,
 		Destination: rep.Destination, Dest: rep.DestAddr, DestPort: rep.DestAddr.Port(),
 	})
 }

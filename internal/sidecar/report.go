@@ -41,16 +41,18 @@ type ConnReport struct {
 	// this sidecar. Outbound: Source is this sidecar, Destination the verified peer (zero for
 	// passthrough to an unmeshed destination).
 	Source, Destination spiffeid.ID
-	Authenticated       bool
-	SourceAddr          netip.AddrPort // the app (outbound) or the remote peer (inbound)
-	DestAddr            netip.AddrPort // original destination (outbound) or delivered app address (inbound)
-	PeerAddr            string         // outbound: the peer sidecar's tunnel address, empty for passthrough
-	BytesSent           int64          // source -> destination
-	BytesReceived       int64          // destination -> source
-	Start               time.Time
-	Duration            time.Duration
-	Reason              CloseReason
-	Err                 string // detail for non-normal reasons; never contains payload or secrets
+	// Authenticated: inbound, the source proved its identity (mTLS); outbound, the
+	// destination did (tunnel to a verified peer).
+	Authenticated bool
+	SourceAddr    netip.AddrPort // the app (outbound) or the remote peer (inbound)
+	DestAddr      netip.AddrPort // original destination (outbound) or delivered app address (inbound)
+	PeerAddr      string         // outbound: the peer sidecar's tunnel address, empty for passthrough
+	BytesSent     int64          // source -> destination
+	BytesReceived int64          // destination -> source
+	Start         time.Time
+	Duration      time.Duration
+	Reason        CloseReason
+	Err           string // detail for non-normal reasons; never contains payload or secrets
 }
 
 // DialFunc opens a TCP connection; the proxies take one so a process outside the pod's

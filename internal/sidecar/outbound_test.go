@@ -1,0 +1,87 @@
+package sidecar
+
+import (
+	"context"
+	"io"
+	"net"
+	"net/netip"
+	"testing"
+	"time"
+
+	"github.com/jonboulle/clockwork"
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
+)
+
+// TestOutboundRoutes covers passthrough egress, a resolver refusal and an unreachable peer:
+// each ends as the app would see it and is reported with the right reason.
+func TestOutboundRoutes(t *testing.T) {
+	m := newMesh(t)
+	echo := echoServer(t)
+	dead := listenLocal(t)
+	deadAddr := dead.Addr().String()
+	dead.Close() // nothing listens there any more
+	routes := map[netip.AddrPort]func() (Route, error){
+		netip.MustParseAddrPort("203.0.113.7:443"): func() (Route, error) {
+			return Route{Kind: RoutePassthrough, Dest: echo.AddrPort()}, nil
+		},
+		netip.MustParseAddrPort("198.51.100.1:443"): func() (Route, error) { return Route{}, ErrEgressDenied },
+		netip.MustParseAddrPort("10.0.0.5:80"): func() (Route, error) {
+			return Route{Kind: RouteTunnel, Peer: Peer{Addr: deadAddr, ID: spiffeid.RequireFromString("spiffe://example.org/ns/x/sa/y")}}, nil
+		},
+	}
+	var next netip.AddrPort
+	dsts := make(chan netip.AddrPort, 1)
+	ln := listenLocal(t)
+	rep := newReports()
+	out, err := NewOutbound(OutboundConfig{
+		Clock: clockwork.NewRealClock(), Log: quietLog(), Listener: ln,
+		OriginalDst: func(*net.TCPConn) (netip.AddrPort, error) { return <-dsts, nil },
+		Resolver: resolverFunc(func(_ context.Context, _, dst netip.AddrPort) (Route, error) {
+			return routes[dst]()
+		}),
+		Tunnel: m.client, Report: rep.add, DialTimeout: 2 * time.Second,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- out.Run(ctx) }()
+	defer func() { cancel(); <-done }()
+
+	conn := func(dst netip.AddrPort) ([]byte, error) {
+		next = dst
+		dsts <- next
+		c, err := net.Dial("tcp", ln.Addr().String())
+		if err != nil {
+			return nil, err
+		}
+		defer c.Close()
+		_ = c.SetDeadline(time.Now().Add(5 * time.Second))
+		_, _ = c.Write([]byte("ping"))
+		_ = c.(*net.TCPConn).CloseWrite()
+		return io.ReadAll(c)
+	}
+
+	got, err := conn(netip.MustParseAddrPort("203.0.113.7:443"))
+	if err != nil || string(got) != "ping" {
+		t.Fatalf("passthrough: %q, %v", got, err)
+	}
+	if r := rep.next(t); r.Reason != ReasonClosed || r.PeerAddr != "" || !r.Destination.IsZero() || r.Authenticated || r.BytesSent != 4 {
+		t.Fatalf("passthrough report %+v", r)
+	}
+
+	if _, err := conn(netip.MustParseAddrPort("198.51.100.1:443")); err == nil || isTimeout(err) {
+		t.Fatalf("denied egress: %v, want a reset", err)
+	}
+	if r := rep.next(t); r.Reason != ReasonDenied || r.Err == "" || r.Authenticated {
+		t.Fatalf("denied report %+v", r)
+	}
+
+	if _, err := conn(netip.MustParseAddrPort("10.0.0.5:80")); err == nil || isTimeout(err) {
+		t.Fatalf("unreachable peer: %v, want a reset", err)
+	}
+	if r := rep.next(t); r.Reason != ReasonTunnelFailed || r.PeerAddr != deadAddr {
+		t.Fatalf("tunnel failure report %+v", r)
+	}
+}
