@@ -227,11 +227,8 @@ func dnsAppendName(dst, b []byte, off int) ([]byte, bool) {
 }
 
 type dnsParser struct {
-	tcp bool
-	d   [2]struct {
-		buf  []byte
-		skip int
-	}
+	tcp     bool
+	buf     [2][]byte // a TCP message split across segments: at most 2 + 65535 bytes
 	msg     Message
 	scratch []byte // names and answers rendered for the current message; reused
 }
@@ -241,40 +238,32 @@ func (p *dnsParser) Feed(dir Direction, data []byte, emit func(*Message)) error 
 		p.message(dir, data, emit)
 		return nil
 	}
-	return p.feedTCP(dir, data, emit)
-}
-
-func (p *dnsParser) feedTCP(dir Direction, data []byte, emit func(*Message)) error {
-	d := &p.d[dir&1]
+	buf := &p.buf[dir&1]
 	for len(data) > 0 {
-		if d.skip > 0 {
-			n := min(d.skip, len(data))
-			d.skip -= n
-			data = data[n:]
-			continue
-		}
-		if len(d.buf) == 0 && len(data) >= 2 {
-			n := int(binary.BigEndian.Uint16(data))
-			if len(data) >= 2+n {
+		if len(*buf) == 0 && len(data) >= 2 { // whole messages straight from the segment
+			if n := int(binary.BigEndian.Uint16(data)); len(data) >= 2+n {
 				p.message(dir, data[2:2+n], emit)
 				data = data[2+n:]
 				continue
 			}
 		}
-		d.buf = append(d.buf, data...) // bounded: a message is at most 64 KiB + 2
-		data = nil
-		for len(d.buf) >= 2 {
-			n := int(binary.BigEndian.Uint16(d.buf))
-			if len(d.buf) < 2+n {
-				break
-			}
-			p.message(dir, d.buf[2:2+n], emit)
-			rest := copy(d.buf, d.buf[2+n:])
-			d.buf = d.buf[:rest]
+		need := 2
+		if len(*buf) >= 2 {
+			need = 2 + int(binary.BigEndian.Uint16(*buf))
+		}
+		take := min(need-len(*buf), len(data))
+		*buf = append(*buf, data[:take]...)
+		data = data[take:]
+		if len(*buf) >= 2 && len(*buf) == 2+int(binary.BigEndian.Uint16(*buf)) {
+			p.message(dir, (*buf)[2:], emit)
+			*buf = (*buf)[:0]
 		}
 	}
 	return nil
 }
+
+// Gap loses the TCP framing of dir; what follows is read as if a message started there.
+func (p *dnsParser) Gap(dir Direction) { p.buf[dir&1] = p.buf[dir&1][:0] }
 
 // message parses one DNS message and emits it.
 func (p *dnsParser) message(dir Direction, b []byte, emit func(*Message)) {
