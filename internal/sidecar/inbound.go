@@ -12,6 +12,7 @@ import (
 	"strconv"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/jonboulle/clockwork"
@@ -195,10 +196,14 @@ func (p *InboundProxy) Run(ctx context.Context) error {
 	base := context.WithoutCancel(ctx) // streams outlive ctx until drained
 	errc := make(chan error, 2)
 	n := 1
-	go func() { errc <- acceptLoop(p.cfg.TunnelListener, func(c net.Conn) { p.serveTunnel(base, c) }) }()
+	go func() {
+		errc <- acceptLoop(p.cfg.TunnelListener, p.cfg.Clock, p.cfg.Log, func(c net.Conn) { p.serveTunnel(base, c) })
+	}()
 	if p.cfg.PlainListener != nil {
 		n++
-		go func() { errc <- acceptLoop(p.cfg.PlainListener, func(c net.Conn) { p.servePlain(base, c) }) }()
+		go func() {
+			errc <- acceptLoop(p.cfg.PlainListener, p.cfg.Clock, p.cfg.Log, func(c net.Conn) { p.servePlain(base, c) })
+		}()
 	}
 	var err error
 	select {
@@ -221,21 +226,40 @@ func (p *InboundProxy) Run(ctx context.Context) error {
 	return err
 }
 
-func acceptLoop(ln net.Listener, serve func(net.Conn)) error {
+// acceptLoop serves ln until it is closed. Resource exhaustion (out of file descriptors or
+// memory) backs off and retries instead of taking the sidecar down, like net/http does.
+func acceptLoop(ln net.Listener, clock clockwork.Clock, log *slog.Logger, serve func(net.Conn)) error {
+	var backoff time.Duration
 	for {
 		c, err := ln.Accept()
 		if err != nil {
 			if errors.Is(err, net.ErrClosed) {
 				return nil
 			}
-			var ne net.Error
-			if errors.As(err, &ne) && ne.Timeout() {
+			if retryableAccept(err) {
+				backoff = min(max(2*backoff, 5*time.Millisecond), time.Second)
+				log.Warn("accept failed, retrying", "listener", ln.Addr().String(), "err", err, "backoff", backoff)
+				<-clock.After(backoff)
 				continue
 			}
 			return fmt.Errorf("accept on %v: %w", ln.Addr(), err)
 		}
+		backoff = 0
 		go serve(c)
 	}
+}
+
+func retryableAccept(err error) bool {
+	var ne net.Error
+	if errors.As(err, &ne) && ne.Timeout() {
+		return true
+	}
+	for _, e := range []syscall.Errno{syscall.EMFILE, syscall.ENFILE, syscall.ENOBUFS, syscall.ENOMEM, syscall.ECONNABORTED} {
+		if errors.Is(err, e) {
+			return true
+		}
+	}
+	return false
 }
 
 type peerKey struct{}

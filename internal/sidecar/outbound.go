@@ -112,7 +112,9 @@ func NewOutbound(cfg OutboundConfig) (*OutboundProxy, error) {
 func (p *OutboundProxy) Run(ctx context.Context) error {
 	base := context.WithoutCancel(ctx)
 	errc := make(chan error, 1)
-	go func() { errc <- acceptLoop(p.cfg.Listener, func(c net.Conn) { p.serve(base, c) }) }()
+	go func() {
+		errc <- acceptLoop(p.cfg.Listener, p.cfg.Clock, p.cfg.Log, func(c net.Conn) { p.serve(base, c) })
+	}()
 	var err error
 	select {
 	case <-ctx.Done():

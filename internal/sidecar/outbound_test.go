@@ -2,9 +2,11 @@ package sidecar
 
 import (
 	"context"
+	"errors"
 	"io"
 	"net"
 	"net/netip"
+	"syscall"
 	"testing"
 	"time"
 
@@ -83,5 +85,50 @@ func TestOutboundRoutes(t *testing.T) {
 	}
 	if r := rep.next(t); r.Reason != ReasonTunnelFailed || r.PeerAddr != deadAddr {
 		t.Fatalf("tunnel failure report %+v", r)
+	}
+}
+
+// fakeListener returns the queued results from Accept.
+type fakeListener struct {
+	net.Listener
+	results chan acceptResult
+}
+
+type acceptResult struct {
+	c   net.Conn
+	err error
+}
+
+func (f *fakeListener) Accept() (net.Conn, error) { r := <-f.results; return r.c, r.err }
+func (f *fakeListener) Addr() net.Addr            { return &net.TCPAddr{} }
+
+func TestAcceptLoopBacksOffOnExhaustion(t *testing.T) {
+	clock := clockwork.NewFakeClock()
+	ln := &fakeListener{results: make(chan acceptResult, 4)}
+	served := make(chan net.Conn, 1)
+	done := make(chan error, 1)
+	go func() {
+		done <- acceptLoop(ln, clock, quietLog(), func(c net.Conn) { served <- c })
+	}()
+	ln.results <- acceptResult{err: &net.OpError{Op: "accept", Err: syscall.EMFILE}}
+	if err := clock.BlockUntilContext(openCtx(t), 1); err != nil {
+		t.Fatalf("no backoff after EMFILE: %v", err)
+	}
+	c1, c2 := net.Pipe()
+	defer c1.Close()
+	defer c2.Close()
+	ln.results <- acceptResult{c: c1}
+	clock.Advance(time.Second)
+	select {
+	case c := <-served:
+		if c != c1 {
+			t.Fatal("served another connection")
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("connection after the backoff not served")
+	}
+	ln.results <- acceptResult{err: errors.New("listener broken")}
+	if err := <-done; err == nil {
+		t.Fatal("a non-retryable accept error must end the loop")
 	}
 }
