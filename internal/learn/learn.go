@@ -85,10 +85,11 @@ type Stats struct {
 }
 
 // Learner is the learning subsystem.
-// item is an observation, or a Sync marker (done set).
+// item is an observation, a Sync marker (done set) or a Forget (forget set).
 type item struct {
-	obs  Observation
-	done chan struct{}
+	obs    Observation
+	done   chan struct{}
+	forget []string
 }
 
 type Learner struct {
@@ -130,6 +131,18 @@ func (l *Learner) Sync(ctx context.Context) error {
 	}
 	select {
 	case <-done:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+// Forget tells the learner that learned rules were deleted (keys "ns/name"), so flows they
+// covered are learned again while their group is still in discover mode. It blocks until the
+// learner has taken the request, or ctx ends.
+func (l *Learner) Forget(ctx context.Context, keys ...string) error {
+	select {
+	case l.in <- item{forget: keys}:
 		return nil
 	case <-ctx.Done():
 		return ctx.Err()
@@ -203,6 +216,12 @@ func (l *Learner) Run(ctx context.Context) error {
 		case it := <-l.in:
 			if it.done != nil {
 				close(it.done)
+				continue
+			}
+			if it.forget != nil {
+				for _, k := range it.forget {
+					delete(written, k)
+				}
 				continue
 			}
 			o := it.obs

@@ -234,6 +234,16 @@ func TestBatchAndDedupe(t *testing.T) {
 	if st := h.l.Stats(); st.Learned != 2 || st.Duplicates != 2 || st.Observed != 4 {
 		t.Fatalf("stats: %+v", st)
 	}
+	// The user deleted the learned rule while the group is still in discover: learned again.
+	if err := h.l.Forget(h.ctx, "shop/learned-web-cache-redis"); err != nil {
+		t.Fatal(err)
+	}
+	h.l.Observe(webCache)
+	h.sync(t)
+	h.clock.Advance(debounce)
+	if got := names(h.batch(t)); got != "shop/learned-web-cache-redis" {
+		t.Fatalf("after forget: %s", got)
+	}
 }
 
 func TestFreezeOutsideDiscover(t *testing.T) {

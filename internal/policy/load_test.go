@@ -130,6 +130,8 @@ func TestValidationErrors(t *testing.T) {
 			[]string{"f.yaml:17: NetworkRule shop/r: spec.applications[0]: unknown application \"reddis\" (allowed: any, ", "redis", "grpc", "postgres"}},
 		{"cluster group no criteria", hdr + "kind: Group\nmetadata: {name: all}\nspec: {mode: protect}\n",
 			[]string{"f.yaml:4:", "needs a criterion"}},
+		{"cluster group empty selector", hdr + "kind: Group\nmetadata: {name: all}\nspec: {selector: {}, mode: protect}\n",
+			[]string{"f.yaml:4:", "needs a criterion"}},
 		{"bad cidr", hdr + "kind: Group\nmetadata: {name: ext}\nspec:\n  external:\n    cidrs: [10.0.0.0/33]\n  mode: protect\n",
 			[]string{"f.yaml:6:", "spec.external.cidrs[0]"}},
 		{"bad dlp", hdr + "kind: Group\nmetadata: {name: a, namespace: x}\nspec:\n  mode: protect\n  sensors:\n    dlp: {patterns: [credit-cards]}\n",

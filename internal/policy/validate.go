@@ -199,7 +199,7 @@ func (g *Group) validate() []error {
 				e("spec.external.dnsNames["+strconv.Itoa(i)+"]", "%q is not a DNS name or *.suffix wildcard", n)
 			}
 		}
-	} else if g.Metadata.Namespace == "" && sp.Selector == nil && sp.ServiceAccount == "" && sp.Namespace == "" {
+	} else if g.Metadata.Namespace == "" && emptySelector(sp.Selector) && sp.ServiceAccount == "" && sp.Namespace == "" {
 		e("spec", "a cluster-scoped group needs a criterion (selector, namespace, serviceAccount or external); it would otherwise select every workload")
 	}
 	if s := sp.Sensors; s != nil {
@@ -699,4 +699,8 @@ func Apply(current, incoming *Set) (*Set, error) {
 		return nil, err
 	}
 	return out, nil
+}
+
+func emptySelector(s *LabelSelector) bool {
+	return s == nil || (len(s.MatchLabels) == 0 && len(s.MatchExpressions) == 0)
 }
