@@ -1,6 +1,8 @@
 package policy
 
 import (
+	"fmt"
+
 	"github.com/meshguard/meshguard/internal/dpi"
 )
 
@@ -17,6 +19,22 @@ func (v Verdict) String() string {
 		return "allow"
 	}
 	return "deny"
+}
+
+// MarshalText makes verdicts "allow"/"deny" in JSON.
+func (v Verdict) MarshalText() ([]byte, error) { return []byte(v.String()), nil }
+
+// UnmarshalText parses "allow" or "deny".
+func (v *Verdict) UnmarshalText(b []byte) error {
+	switch string(b) {
+	case "allow":
+		*v = Allow
+	case "deny":
+		*v = Deny
+	default:
+		return fmt.Errorf("verdict %q: want allow or deny", b)
+	}
+	return nil
 }
 
 // Reason says what decided.
@@ -44,6 +62,9 @@ func (r Reason) String() string {
 	return "no-policy"
 }
 
+// MarshalText makes reasons strings in JSON.
+func (r Reason) MarshalText() ([]byte, error) { return []byte(r.String()), nil }
+
 // Input is one question to the policy: may this source reach this destination with this
 // application (and this request)? Group IDs must come from the same Policy (or from an Engine
 // whose table produced them).
@@ -63,17 +84,17 @@ type Input struct {
 // Decision is the answer. Its strings point into the compiled policy: building a Decision
 // allocates nothing; String and Explain build text on demand.
 type Decision struct {
-	Verdict   Verdict
-	Violation bool   // report a violation event (monitor-mode misses and every deny)
-	Learn     bool   // report an observation for learning (discover-mode misses)
-	Mode      Mode   // the mode of Group
-	Reason    Reason // what decided
-	RuleID    string // "ns/name" of the deciding rule, if a rule decided
-	Learned   bool   // the deciding rule was learned
-	Group     string // key of the destination group whose rule or mode decided
+	Verdict   Verdict `json:"verdict"`
+	Violation bool    `json:"violation,omitempty"` // report a violation event (monitor-mode misses and every deny)
+	Learn     bool    `json:"learn,omitempty"`     // report an observation for learning (discover-mode misses)
+	Mode      Mode    `json:"mode"`                // the mode of Group
+	Reason    Reason  `json:"reason"`              // what decided
+	RuleID    string  `json:"rule,omitempty"`      // "ns/name" of the deciding rule, if a rule decided
+	Learned   bool    `json:"learned,omitempty"`   // the deciding rule was learned
+	Group     string  `json:"group,omitempty"`     // key of the destination group whose rule or mode decided
 	// NearMiss is an allow rule that matched the connection but not this request (its l7
 	// section); set when such a rule exists and nothing allowed the request.
-	NearMiss string
+	NearMiss string `json:"nearMiss,omitempty"`
 }
 
 // String is the one-line reason shown to users and put into native refusals.

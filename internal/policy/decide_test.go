@@ -1,6 +1,7 @@
 package policy
 
 import (
+	"encoding/json"
 	"strings"
 	"testing"
 
@@ -374,5 +375,23 @@ func TestForDestinationsSameDecisions(t *testing.T) {
 		if a, b := pf.Decide(&in), ps.Decide(&in2); a != b {
 			t.Fatalf("full %+v, subset %+v", a, b)
 		}
+	}
+}
+
+func TestDecisionJSON(t *testing.T) {
+	d := Decision{Verdict: Deny, Violation: true, Mode: ModeProtect, Reason: ReasonMode, Group: "shop/cache"}
+	b, err := json.Marshal(d)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if string(b) != `{"verdict":"deny","violation":true,"mode":"protect","reason":"mode","group":"shop/cache"}` {
+		t.Fatalf("json: %s", b)
+	}
+	var v Verdict
+	if err := v.UnmarshalText([]byte("allow")); err != nil || v != Allow {
+		t.Fatal(v, err)
+	}
+	if err := v.UnmarshalText([]byte("maybe")); err == nil {
+		t.Fatal("bad verdict accepted")
 	}
 }
