@@ -16,6 +16,7 @@ type Index struct {
 	snap      *xdsv1.Snapshot
 	services  map[netip.AddrPort]*ServiceRoute
 	workloads map[netip.Addr]*xdsv1.Workload
+	endpoints map[netip.Addr]*xdsv1.Endpoint
 	externals []external
 }
 
@@ -47,13 +48,17 @@ func NewIndex(s *xdsv1.Snapshot) (*Index, error) {
 	if err := Validate(s); err != nil {
 		return nil, err
 	}
-	x := &Index{snap: s, services: map[netip.AddrPort]*ServiceRoute{}, workloads: map[netip.Addr]*xdsv1.Workload{}}
+	x := &Index{snap: s, services: map[netip.AddrPort]*ServiceRoute{}, workloads: map[netip.Addr]*xdsv1.Workload{},
+		endpoints: map[netip.Addr]*xdsv1.Endpoint{}}
 	for _, w := range append([]*xdsv1.Workload{s.GetSelf()}, s.GetPeers()...) {
 		for _, ip := range w.GetIps() {
 			x.workloads[netip.MustParseAddr(ip)] = w // validated
 		}
 	}
 	for _, svc := range s.GetServices() {
+		for _, e := range svc.GetEndpoints() {
+			x.endpoints[netip.MustParseAddr(e.GetIp())] = e
+		}
 		for _, p := range svc.GetPorts() {
 			if p.GetProtocol() == "udp" {
 				continue // the sidecar intercepts TCP
@@ -108,6 +113,13 @@ func (x *Index) Service(dst netip.AddrPort) (*ServiceRoute, bool) {
 func (x *Index) Workload(ip netip.Addr) (*xdsv1.Workload, bool) {
 	w, ok := x.workloads[ip.Unmap()]
 	return w, ok
+}
+
+// Endpoint returns the service endpoint at ip, for connections addressed to a pod IP (e.g.
+// through a headless service) whose workload is not among the peers: its identity and tunnel.
+func (x *Index) Endpoint(ip netip.Addr) (*xdsv1.Endpoint, bool) {
+	e, ok := x.endpoints[ip.Unmap()]
+	return e, ok
 }
 
 // External returns the registered external destination covering dst (by CIDR and port).

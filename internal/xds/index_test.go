@@ -42,6 +42,9 @@ func TestIndexLookups(t *testing.T) {
 	if w, ok := x.Workload(netip.MustParseAddr("10.0.0.3")); !ok || w.GetName() != "cache-0" {
 		t.Fatalf("peer by IP: %v %v", w, ok)
 	}
+	if e, ok := x.Endpoint(netip.MustParseAddr("10.0.0.3")); !ok || e.GetSpiffeId() != "spiffe://test.local/ns/shop/sa/cache" || e.GetTunnelPort() != 15008 {
+		t.Fatalf("endpoint by IP: %v %v", e, ok)
+	}
 	if w, ok := x.Workload(netip.MustParseAddr("10.0.0.2")); !ok || w != x.Self() {
 		t.Fatal("self by IP")
 	}

@@ -211,7 +211,7 @@ func TestSharedPartsAreCachedUntilAChange(t *testing.T) {
 	web := node("shop", "web-0", "spiffe://test.local/ns/shop/sa/web")
 	a, _ := g.Generate(context.Background(), web)
 	b, _ := g.Generate(context.Background(), node("shop", "cache-0", "spiffe://test.local/ns/shop/sa/cache"))
-	if &a.Services[0] != &b.Services[0] || &a.Peers[0] != &b.Peers[0] {
+	if &a.Services[0] != &b.Services[0] {
 		t.Fatal("shared parts rebuilt for every sidecar")
 	}
 	if err := reg.UpsertWorkload(registry.Workload{Namespace: "shop", Name: "cache-1", IP: netip.MustParseAddr("10.0.0.5"), ServiceAccount: "cache", Labels: map[string]string{"app": "cache"}}); err != nil {
@@ -241,4 +241,28 @@ func contains(list []string, s string) bool {
 		}
 	}
 	return false
+}
+
+func TestProtectSidecarsGetOnlyTheirSources(t *testing.T) {
+	_, _, g := setup(t)
+	ctx := context.Background()
+	peerNames := func(n xds.Node) string {
+		s, err := g.Generate(ctx, n)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var out []string
+		for _, p := range s.GetPeers() {
+			out = append(out, p.GetName())
+		}
+		return strings.Join(out, " ")
+	}
+	// cache is in protect: only web (web-to-cache) can get in.
+	if got := peerNames(node("shop", "cache-0", "spiffe://test.local/ns/shop/sa/cache")); got != "web-0" {
+		t.Fatalf("protect sidecar's peers %q, want web-0", got)
+	}
+	// web is in discover: every workload, to name any source's groups.
+	if got := peerNames(node("shop", "web-0", "spiffe://test.local/ns/shop/sa/web")); got != "cache-0 legacy-0 web-0" {
+		t.Fatalf("discover sidecar's peers %q, want all", got)
+	}
 }
