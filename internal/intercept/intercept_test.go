@@ -262,7 +262,7 @@ func TestQuarantine(t *testing.T) {
 	p := nstest.NewPair(t)
 	// An echo server in B that keeps connections open.
 	var ln net.Listener
-	if err := intercept.Do(p.B, func() (err error) { ln, err = net.Listen("tcp", "0.0.0.0:7000"); return err }); err != nil {
+	if err := intercept.Do(p.B, func() (err error) { ln, err = net.Listen("tcp", "[::]:7000"); return err }); err != nil {
 		t.Fatal(err)
 	}
 	defer ln.Close()
@@ -287,15 +287,20 @@ func TestQuarantine(t *testing.T) {
 			}()
 		}
 	}()
-	var c net.Conn
-	if err := intercept.Do(p.A, func() (err error) {
-		c, err = net.DialTimeout("tcp", netip.AddrPortFrom(p.BIP, 7000).String(), 2*time.Second)
-		return err
-	}); err != nil {
-		t.Fatal(err)
+	// One established flow per address family.
+	var conns []net.Conn
+	for _, ip := range []netip.Addr{p.BIP, p.BIP6} {
+		var c net.Conn
+		if err := intercept.Do(p.A, func() (err error) {
+			c, err = net.DialTimeout("tcp", netip.AddrPortFrom(ip, 7000).String(), 2*time.Second)
+			return err
+		}); err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		conns = append(conns, c)
 	}
-	defer c.Close()
-	echo := func() error {
+	echo := func(c net.Conn) error {
 		_ = c.SetDeadline(time.Now().Add(500 * time.Millisecond))
 		if _, err := c.Write([]byte("x")); err != nil {
 			return err
@@ -303,8 +308,10 @@ func TestQuarantine(t *testing.T) {
 		_, err := c.Read(make([]byte, 1))
 		return err
 	}
-	if err := echo(); err != nil {
-		t.Fatalf("echo before quarantine: %v", err)
+	for _, c := range conns {
+		if err := echo(c); err != nil {
+			t.Fatalf("echo before quarantine on %v: %v", c.RemoteAddr(), err)
+		}
 	}
 
 	res, err := intercept.Quarantine(p.A)
@@ -312,11 +319,13 @@ func TestQuarantine(t *testing.T) {
 		t.Fatalf("quarantine: %v", err)
 	}
 	t.Cleanup(func() { _ = intercept.Release(p.A) })
-	if res.SocketsKilled < 1 {
-		t.Errorf("sockets killed = %d, want the established client socket", res.SocketsKilled)
+	if res.SocketsKilled != 2 {
+		t.Errorf("sockets killed = %d, want the two established client sockets (IPv4 and IPv6)", res.SocketsKilled)
 	}
-	if err := echo(); err == nil {
-		t.Fatal("established flow still echoes after quarantine")
+	for _, c := range conns {
+		if err := echo(c); err == nil || isTimeoutErr(err) {
+			t.Fatalf("established flow to %v after quarantine: %v, want it cut at once", c.RemoteAddr(), err)
+		}
 	}
 	if _, err := dial(t, p.A, netip.AddrPortFrom(p.BIP, 7000), 0); err == nil {
 		t.Fatal("new outbound connection succeeded from a quarantined pod")
@@ -369,4 +378,9 @@ func TestConfigValidation(t *testing.T) {
 			t.Errorf("%s: accepted", name)
 		}
 	}
+}
+
+func isTimeoutErr(err error) bool {
+	var ne net.Error
+	return errors.As(err, &ne) && ne.Timeout()
 }

@@ -3,7 +3,6 @@ package intercept
 import (
 	"errors"
 	"fmt"
-	"net"
 
 	"github.com/google/nftables"
 	"github.com/google/nftables/binaryutil"
@@ -17,7 +16,7 @@ const QuarantineTable = "meshguard_quarantine"
 
 // QuarantineResult says what Quarantine cut.
 type QuarantineResult struct {
-	SocketsKilled int // established TCP sockets (IPv4) destroyed in the namespace
+	SocketsKilled int // established TCP sockets (IPv4 and IPv6) destroyed in the namespace
 }
 
 // Quarantine cuts every packet in and out of the namespace at nsPath except loopback, while
@@ -75,21 +74,23 @@ func Quarantine(nsPath string) (QuarantineResult, error) {
 		if err := netlink.ConntrackTableFlush(netlink.ConntrackTable); err != nil {
 			errs = append(errs, fmt.Errorf("flush conntrack: %w", err))
 		}
-		socks, err := netlink.SocketDiagTCP(unix.AF_INET)
-		if err != nil {
-			return errors.Join(append(errs, fmt.Errorf("list tcp sockets: %w", err))...)
-		}
-		for _, s := range socks {
-			if s.State != netlink.TCP_ESTABLISHED || s.ID.Destination.IsLoopback() || s.ID.Source.IsLoopback() {
+		for _, family := range []uint8{unix.AF_INET, unix.AF_INET6} {
+			socks, err := netlink.SocketDiagTCP(family)
+			if err != nil {
+				errs = append(errs, fmt.Errorf("list tcp sockets (family %d): %w", family, err))
 				continue
 			}
-			local := &net.TCPAddr{IP: s.ID.Source, Port: int(s.ID.SourcePort)}
-			remote := &net.TCPAddr{IP: s.ID.Destination, Port: int(s.ID.DestinationPort)}
-			if err := netlink.SocketDestroy(local, remote); err != nil {
-				errs = append(errs, fmt.Errorf("destroy socket %v->%v (kernel needs CONFIG_INET_DIAG_DESTROY): %w", local, remote, err))
-				continue
+			for _, s := range socks {
+				if s.State != netlink.TCP_ESTABLISHED || s.ID.Destination.IsLoopback() || s.ID.Source.IsLoopback() {
+					continue
+				}
+				if err := destroySocket(family, s.ID); err != nil {
+					errs = append(errs, fmt.Errorf("destroy socket %v:%d->%v:%d (kernel needs CONFIG_INET_DIAG_DESTROY): %w",
+						s.ID.Source, s.ID.SourcePort, s.ID.Destination, s.ID.DestinationPort, err))
+					continue
+				}
+				res.SocketsKilled++
 			}
-			res.SocketsKilled++
 		}
 		return errors.Join(errs...)
 	})
