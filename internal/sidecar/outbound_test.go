@@ -132,3 +132,63 @@ func TestAcceptLoopBacksOffOnExhaustion(t *testing.T) {
 		t.Fatal("a non-retryable accept error must end the loop")
 	}
 }
+
+func TestOutboundDrain(t *testing.T) {
+	m := newMesh(t)
+	echo := echoServer(t)
+	clock := clockwork.NewFakeClock()
+	ln := listenLocal(t)
+	rep := newReports()
+	out, err := NewOutbound(OutboundConfig{
+		Clock: clock, Log: quietLog(), Listener: ln,
+		OriginalDst: func(*net.TCPConn) (netip.AddrPort, error) { return netip.MustParseAddrPort("10.96.0.1:80"), nil },
+		Resolver: resolverFunc(func(context.Context, netip.AddrPort, netip.AddrPort) (Route, error) {
+			return Route{Kind: RouteTunnel, Peer: m.peer, Authority: echo.String()}, nil
+		}),
+		Tunnel: m.client, Report: rep.add, DrainTimeout: time.Minute,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- out.Run(ctx) }()
+	c, err := net.Dial("tcp", ln.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	roundtrip := func() error {
+		_ = c.SetDeadline(time.Now().Add(5 * time.Second))
+		if _, err := c.Write([]byte("x")); err != nil {
+			return err
+		}
+		_, err := io.ReadFull(c, make([]byte, 1))
+		return err
+	}
+	if err := roundtrip(); err != nil {
+		t.Fatal(err)
+	}
+	cancel()
+	if err := clock.BlockUntilContext(openCtx(t), 1); err != nil { // Run is waiting on the drain timer
+		t.Fatal(err)
+	}
+	if err := roundtrip(); err != nil {
+		t.Fatalf("open connection during drain: %v", err)
+	}
+	if _, err := net.DialTimeout("tcp", ln.Addr().String(), time.Second); err == nil {
+		t.Fatal("new connection accepted while draining")
+	}
+	clock.Advance(time.Minute)
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatal(err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("Run did not return after the drain timeout")
+	}
+	if r := rep.next(t); r.Reason != ReasonDrained {
+		t.Fatalf("report %+v, want drained", r)
+	}
+}
