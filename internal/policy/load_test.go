@@ -3,6 +3,7 @@ package policy
 import (
 	"bytes"
 	"encoding/json"
+	"flag"
 	"os"
 	"path/filepath"
 	"reflect"
@@ -382,5 +383,28 @@ func TestApply(t *testing.T) {
 	}
 	if g, _ := out.Group("shop/cache"); g.Spec.Mode != ModeMonitor {
 		t.Fatal("not applied")
+	}
+}
+
+var update = flag.Bool("update", false, "rewrite golden files")
+
+// TestExportGolden pins the export format: review changes as diffs (go test -update).
+func TestExportGolden(t *testing.T) {
+	out, err := loadShop(t).Export()
+	if err != nil {
+		t.Fatal(err)
+	}
+	const golden = "testdata/shop.export.golden.yaml"
+	if *update {
+		if err := os.WriteFile(golden, out, 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	want, err := os.ReadFile(golden)
+	if err != nil {
+		t.Fatalf("%v (run go test -update)", err)
+	}
+	if !bytes.Equal(out, want) {
+		t.Fatalf("export differs from %s (go test -update to accept):\n%s", golden, out)
 	}
 }
