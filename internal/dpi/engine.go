@@ -146,6 +146,8 @@ const (
 	maxProbeSegments  = 16
 	maxProbeDatagrams = 3
 	maxYesWaits       = 2 // direction turns a Yes waits for an earlier protocol's NeedMore
+	// Mid-stream TCP flows keep probing fresh bytes until this many were seen.
+	maxMidstreamProbe = 8 * MaxProbe
 )
 
 // Flow is one connection (or UDP/ICMP conversation) going through the engine. Feed it the
@@ -391,6 +393,11 @@ func (f *Flow) detect(final bool) {
 		f.choose(firstYes)
 	case firstMaybe >= 0:
 		f.choose(firstMaybe)
+	case f.info.Midstream && f.info.Transport == TCP && f.bytes[0]+f.bytes[1] < maxMidstreamProbe:
+		// Picked up in the middle of a message (a large body, say): look again at later
+		// bytes, which may hold the next message start.
+		f.release()
+		f.waitSegs, f.yesWaits = 0, 0
 	default:
 		f.state = passthrough
 		f.release()

@@ -269,3 +269,22 @@ func TestHesitantDetectorIsBounded(t *testing.T) {
 		t.Fatalf("after %d turns: %q, want sure within 4", turns, fl.Protocol())
 	}
 }
+
+// TestMidstreamReprobes: a flow picked up inside a large body is recognised at the next
+// message start, beyond the first probe.
+func TestMidstreamReprobes(t *testing.T) {
+	e := coreEngine(t)
+	fl := e.NewFlow(FlowInfo{Transport: TCP, ServerPort: 8081, Midstream: true}, nil)
+	body := make([]byte, 1000)
+	for i := range body {
+		body[i] = byte(i*7) | 0x80
+	}
+	for i := 0; i < 5; i++ { // 5000 bytes of body: more than MaxProbe
+		fl.Feed(ServerToClient, body)
+	}
+	fl.Feed(ServerToClient, []byte("HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n"))
+	fl.Close()
+	if fl.Protocol() != "http" || fl.Summary().Count(TypeResponse) != 1 {
+		t.Fatalf("got %q with %d responses", fl.Protocol(), fl.Summary().Count(TypeResponse))
+	}
+}
