@@ -2,9 +2,13 @@ package threat
 
 import (
 	"bytes"
+	"unsafe"
 
 	"github.com/corazawaf/libinjection-go"
 )
+
+// view returns b as a string without copying; libinjection only reads its input during the call.
+func view(b []byte) string { return unsafe.String(unsafe.SliceData(b), len(b)) }
 
 // The value detectors. Each works on one decoded value and returns the offending bytes.
 
@@ -23,7 +27,7 @@ func isSQLi(v []byte) (string, bool) {
 	if bytes.IndexByte(v, '{') >= 0 && bytes.IndexByte(v, '}') >= 0 && bytes.IndexByte(v, '\'') < 0 {
 		return "", false
 	}
-	ok, fp := libinjection.IsSQLi(string(v))
+	ok, fp := libinjection.IsSQLi(view(v))
 	if ok && isProse(v) && !strongSQL(v) {
 		// libinjection judges the first few tokens; in free text (comments, posts, bios) that
 		// is often a sentence that merely mentions SQL.
@@ -114,7 +118,7 @@ func isXSS(s *scratch, v []byte) bool {
 	if len(v) < minInjectionLen || bytes.IndexByte(v, '<') < 0 && !containsFold(v, "script") && !containsFold(v, "on") {
 		return false
 	}
-	if libinjection.IsXSS(string(v)) || scriptURL(s, v) {
+	if libinjection.IsXSS(view(v)) || scriptURL(s, v) {
 		return true
 	}
 	// Nested tags that survive a naive filter: <scr<script>ipt>.

@@ -49,7 +49,7 @@ func builtins() map[string]pattern {
 		"credit-card": {name: "credit-card", special: findCard},
 		"us-ssn": {name: "us-ssn", hint: []string{"-"}, re: regexp.MustCompile(`(?:^|[^0-9A-Za-z-])([0-8][0-9]{2}-[0-9]{2}-[0-9]{4})(?:$|[^0-9A-Za-z-])`),
 			group: 1, valid: validSSN},
-		"iban": {name: "iban", re: regexp.MustCompile(`\b([A-Z]{2}[0-9]{2}(?: ?[A-Z0-9]{4}){2,7}(?: ?[A-Z0-9]{1,3})?)\b`), group: 1, valid: validIBAN},
+		"iban":  {name: "iban", re: regexp.MustCompile(`\b([A-Z]{2}[0-9]{2}(?: ?[A-Z0-9]{4}){2,7}(?: ?[A-Z0-9]{1,3})?)\b`), group: 1, valid: validIBAN},
 		"email": {name: "email", hint: []string{"@"}, re: regexp.MustCompile(`[A-Za-z0-9._%+-]{1,64}@[A-Za-z0-9.-]{1,253}\.[A-Za-z]{2,24}`)},
 		"aws-access-key": {name: "aws-access-key", hint: []string{"AKIA", "ASIA", "ABIA", "ACCA", "ws_secret", "WS_SECRET", "wsSecret", "SecretAccessKey"},
 			re: regexp.MustCompile(`\b((?:AKIA|ASIA|ABIA|ACCA)[A-Z2-7]{16})\b|(?i:aws_?secret_?(?:access_?)?key|secretaccesskey)["']?\s*[:=]\s*["']?([A-Za-z0-9/+]{40})\b`)},
