@@ -1,0 +1,443 @@
+// Package capture records the decrypted plaintext of each proxied connection in a bounded
+// ring (both directions, timestamped) and, on a trigger, writes what it holds plus the next
+// few seconds as a pcap re-framed as TCP/IP (or UDP for datagrams) with the connection's real
+// addresses, so Wireshark and tshark open it although the wire carried only mTLS.
+//
+// The sidecar opens one Recorder per stream; a Recorder is a sidecar.StreamObserver:
+//
+//	mgr, _ := capture.New(capture.Config{Dir: "/var/lib/meshguard/captures", Clock: clk, Log: log})
+//	inspect := func(ctx context.Context, s sidecar.StreamInfo) sidecar.StreamObserver {
+//		return mgr.Open(capture.ConnInfo{ID: connID, Workload: "ns/pod", Client: s.SourceAddr, Server: s.Dest})
+//	}
+//	id, _ := mgr.Trigger(capture.Request{ConnID: connID, Reason: "sqli"}) // written After later
+//	id, _ := mgr.Trigger(capture.Request{Workload: "ns/pod", After: 30 * time.Second, NoHistory: true})
+//	mgr.Wait(ctx, id); rc, _ := mgr.Store().Open(id)
+//
+// Bounds: each connection keeps at most PerConnBytes and Window of history; all rings share
+// GlobalBytes (a connection that finds the budget spent records nothing until bytes free up);
+// a triggered capture holds at most MaxCaptureBytes; the directory keeps MaxFiles/MaxBytes.
+package capture
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/netip"
+	"sync"
+	"time"
+
+	"github.com/jonboulle/clockwork"
+)
+
+// Config configures a Manager; zero bounds take the defaults noted.
+type Config struct {
+	Dir   string // capture store directory (created 0700)
+	Clock clockwork.Clock
+	Log   *slog.Logger
+
+	PerConnBytes    int           // ring size per connection; default 256 KiB
+	GlobalBytes     int64         // all rings together; default 64 MiB
+	Window          time.Duration // history kept per connection; default 30s
+	After           time.Duration // recording after a trigger; default 10s
+	MaxCaptureBytes int           // payload bytes one capture holds; default 32 MiB
+	MaxFiles        int           // captures kept on disk; default 100
+	MaxBytes        int64         // pcap bytes kept on disk; default 1 GiB
+}
+
+func (c *Config) defaults() {
+	if c.PerConnBytes == 0 {
+		c.PerConnBytes = 256 << 10
+	}
+	if c.GlobalBytes == 0 {
+		c.GlobalBytes = 64 << 20
+	}
+	if c.Window == 0 {
+		c.Window = 30 * time.Second
+	}
+	if c.After == 0 {
+		c.After = 10 * time.Second
+	}
+	if c.MaxCaptureBytes == 0 {
+		c.MaxCaptureBytes = 32 << 20
+	}
+	if c.MaxFiles == 0 {
+		c.MaxFiles = 100
+	}
+	if c.MaxBytes == 0 {
+		c.MaxBytes = 1 << 30
+	}
+}
+
+func (c Config) validate() error {
+	if c.Clock == nil || c.Log == nil {
+		return errors.New("capture: clock and logger are required (set Config.Clock and Config.Log)")
+	}
+	if c.PerConnBytes < 0 || c.GlobalBytes < 0 || c.MaxCaptureBytes < 0 || c.MaxFiles < 0 || c.MaxBytes < 0 {
+		return errors.New("capture: byte and file bounds must not be negative")
+	}
+	if c.Window < 0 || c.After < 0 {
+		return fmt.Errorf("capture: window (%v) and after (%v) must not be negative", c.Window, c.After)
+	}
+	return nil
+}
+
+// ConnInfo identifies one connection: its ID (what threat events name), the workload it
+// belongs to ("namespace/pod"), the transport and the real 5-tuple written into the pcap.
+type ConnInfo struct {
+	ID       string
+	Workload string
+	Proto    Proto
+	Client   netip.AddrPort
+	Server   netip.AddrPort
+}
+
+// Manager owns the recorders of one sidecar (or node) and the capture store.
+type Manager struct {
+	cfg    Config
+	store  *Store
+	budget budget
+
+	mu      sync.Mutex
+	conns   map[string]*Recorder // by ConnInfo.ID
+	pending map[string]*pending  // captures recording their "after" part, by capture ID
+	done    map[string]chan struct{}
+	results map[string]error
+}
+
+// New validates cfg and opens the store directory.
+func New(cfg Config) (*Manager, error) {
+	cfg.defaults()
+	if err := cfg.validate(); err != nil {
+		return nil, err
+	}
+	st, err := OpenStore(cfg.Dir, cfg.MaxFiles, cfg.MaxBytes)
+	if err != nil {
+		return nil, err
+	}
+	return &Manager{
+		cfg: cfg, store: st, budget: budget{limit: cfg.GlobalBytes},
+		conns: map[string]*Recorder{}, pending: map[string]*pending{},
+		done: map[string]chan struct{}{}, results: map[string]error{},
+	}, nil
+}
+
+// Store is the capture directory (list, open, delete).
+func (m *Manager) Store() *Store { return m.store }
+
+// Run waits for ctx, then writes every capture still recording so none is lost at shutdown.
+func (m *Manager) Run(ctx context.Context) error {
+	<-ctx.Done()
+	m.mu.Lock()
+	var ids []string
+	for id := range m.pending {
+		ids = append(ids, id)
+	}
+	m.mu.Unlock()
+	for _, id := range ids {
+		m.finish(id)
+	}
+	return nil
+}
+
+// Recorder records one connection. FromClient/FromServer copy each chunk into the ring (and
+// into any capture recording it); they never fail, so the stream is never cut by capture.
+// It implements sidecar.StreamObserver; chain it with the inspection observer.
+type Recorder struct {
+	m    *Manager
+	info ConnInfo
+
+	mu       sync.Mutex
+	ring     ring
+	closed   bool
+	attached []*pending
+}
+
+// Open starts recording a connection. IDs must be unique among open connections; reopening
+// an open ID replaces the old recorder in the index (the old one keeps recording its ring).
+func (m *Manager) Open(info ConnInfo) *Recorder {
+	r := &Recorder{m: m, info: info}
+	m.mu.Lock()
+	m.conns[info.ID] = r
+	for _, p := range m.pending {
+		if p.workload != "" && p.workload == info.Workload {
+			p.add(r)
+			r.attached = append(r.attached, p)
+		}
+	}
+	m.mu.Unlock()
+	return r
+}
+
+// FromClient records a chunk (or datagram) the client sent.
+func (r *Recorder) FromClient(p []byte) error { r.record(true, p); return nil }
+
+// FromServer records a chunk (or datagram) the server sent.
+func (r *Recorder) FromServer(p []byte) error { r.record(false, p); return nil }
+
+func (r *Recorder) record(fromClient bool, p []byte) {
+	if len(p) == 0 {
+		return
+	}
+	now := r.m.cfg.Clock.Now().UnixNano()
+	r.mu.Lock()
+	if r.closed {
+		r.mu.Unlock()
+		return
+	}
+	r.ring.expire(now - int64(r.m.cfg.Window))
+	r.ring.put(now, fromClient, p, r.m.cfg.PerConnBytes, r.m.budget.take)
+	for _, pc := range r.attached {
+		pc.append(r, now, fromClient, p)
+	}
+	r.mu.Unlock()
+}
+
+// Close ends the recording: the ring's bytes return to the global budget, captures
+// recording this connection note its FIN.
+func (r *Recorder) Close() {
+	r.mu.Lock()
+	if r.closed {
+		r.mu.Unlock()
+		return
+	}
+	r.closed = true
+	att := r.attached
+	r.attached = nil
+	freed := len(r.ring.buf)
+	r.ring = ring{}
+	r.mu.Unlock()
+	r.m.budget.give(freed)
+	for _, p := range att {
+		p.closeConn(r)
+	}
+	r.m.mu.Lock()
+	if r.m.conns[r.info.ID] == r {
+		delete(r.m.conns, r.info.ID)
+	}
+	r.m.mu.Unlock()
+}
+
+// Buffered returns how many bytes the recorder's ring holds.
+func (r *Recorder) Buffered() int {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.ring.size()
+}
+
+// Request says what to capture: one connection (ConnID) or every connection of a workload,
+// those open now and those opened while recording. The capture holds each connection's
+// history (unless NoHistory) and what follows for After (Config.After when zero).
+type Request struct {
+	ConnID    string
+	Workload  string
+	Reason    string
+	After     time.Duration
+	NoHistory bool // on-demand captures start now
+}
+
+// ErrNoConnections is returned when a ConnID trigger names no open connection.
+var ErrNoConnections = errors.New("capture: no open connection with that id")
+
+// Trigger starts a capture and returns its ID at once; the pcap is written to the store
+// when After has passed on the clock (Wait blocks until then). A workload trigger with no
+// open connections still records the connections the workload opens meanwhile.
+func (m *Manager) Trigger(req Request) (string, error) {
+	if req.ConnID == "" && req.Workload == "" {
+		return "", errors.New("capture: request needs a ConnID or a Workload")
+	}
+	after := req.After
+	if after <= 0 {
+		after = m.cfg.After
+	}
+	now := m.cfg.Clock.Now()
+	p := &pending{
+		info:  Info{ID: newID(now), Created: now, Reason: req.Reason, Workload: req.Workload},
+		limit: m.cfg.MaxCaptureBytes, conv: map[*Recorder]*Conversation{},
+	}
+	if req.ConnID == "" {
+		p.workload = req.Workload
+	}
+	m.mu.Lock()
+	var recs []*Recorder
+	if req.ConnID != "" {
+		if r, ok := m.conns[req.ConnID]; ok {
+			recs = append(recs, r)
+		}
+	} else {
+		for _, r := range m.conns {
+			if r.info.Workload == req.Workload {
+				recs = append(recs, r)
+			}
+		}
+	}
+	if req.ConnID != "" && len(recs) == 0 {
+		m.mu.Unlock()
+		return "", fmt.Errorf("%w: %q", ErrNoConnections, req.ConnID)
+	}
+	m.pending[p.info.ID] = p
+	m.done[p.info.ID] = make(chan struct{})
+	for _, r := range recs {
+		p.add(r)
+		r.mu.Lock()
+		if !req.NoHistory {
+			p.history(r, r.ring.snapshot())
+		}
+		if !r.closed {
+			r.attached = append(r.attached, p)
+		}
+		r.mu.Unlock()
+	}
+	m.mu.Unlock()
+	id := p.info.ID
+	m.cfg.Clock.AfterFunc(after, func() { m.finish(id) })
+	return id, nil
+}
+
+// Wait blocks until the capture id is written (or failed) or ctx ends.
+func (m *Manager) Wait(ctx context.Context, id string) error {
+	m.mu.Lock()
+	ch, ok := m.done[id]
+	m.mu.Unlock()
+	if !ok {
+		return fmt.Errorf("capture: unknown capture %q (not started by this manager)", id)
+	}
+	select {
+	case <-ch:
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.results[id]
+}
+
+// finish detaches the capture from its recorders and writes it.
+func (m *Manager) finish(id string) {
+	m.mu.Lock()
+	p, ok := m.pending[id]
+	if ok {
+		delete(m.pending, id)
+	}
+	m.mu.Unlock()
+	if !ok {
+		return
+	}
+	for _, r := range p.recorders() {
+		r.mu.Lock()
+		for i, x := range r.attached {
+			if x == p {
+				r.attached = append(r.attached[:i:i], r.attached[i+1:]...)
+				break
+			}
+		}
+		r.mu.Unlock()
+	}
+	info, convs := p.result()
+	_, err := m.store.Save(info, convs)
+	if err != nil {
+		m.cfg.Log.Warn("capture write failed", "capture", id, "err", err)
+	} else {
+		m.cfg.Log.Info("capture written", "capture", id, "reason", info.Reason, "connections", len(convs))
+	}
+	m.mu.Lock()
+	m.results[id] = err
+	ch := m.done[id]
+	m.mu.Unlock()
+	close(ch)
+	// Results are kept for late Wait calls; bound them like the store bounds files.
+	m.mu.Lock()
+	if len(m.results) > 4*m.cfg.MaxFiles+16 {
+		for k := range m.results {
+			if k != id {
+				delete(m.results, k)
+				delete(m.done, k)
+				break
+			}
+		}
+	}
+	m.mu.Unlock()
+}
+
+// pending is a capture while it records.
+type pending struct {
+	workload string // set for workload captures: new connections of it join
+	limit    int
+
+	mu    sync.Mutex
+	info  Info
+	order []*Recorder
+	conv  map[*Recorder]*Conversation
+	used  int
+}
+
+func (p *pending) add(r *Recorder) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if _, ok := p.conv[r]; ok {
+		return
+	}
+	p.order = append(p.order, r)
+	p.conv[r] = &Conversation{Proto: r.info.Proto, Client: r.info.Client, Server: r.info.Server}
+	if r.info.ID != "" {
+		p.info.ConnIDs = append(p.info.ConnIDs, r.info.ID)
+	}
+}
+
+func (p *pending) history(r *Recorder, segs []Segment) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	c := p.conv[r]
+	for _, s := range segs {
+		if p.used+len(s.Data) > p.limit {
+			p.info.Truncated = true
+			return
+		}
+		p.used += len(s.Data)
+		c.Segments = append(c.Segments, s)
+	}
+}
+
+func (p *pending) append(r *Recorder, at int64, fromClient bool, b []byte) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.used+len(b) > p.limit {
+		p.info.Truncated = true
+		return
+	}
+	c, ok := p.conv[r]
+	if !ok {
+		return
+	}
+	p.used += len(b)
+	c.Segments = append(c.Segments, Segment{Time: time.Unix(0, at), FromClient: fromClient, Data: append([]byte(nil), b...)})
+}
+
+func (p *pending) closeConn(r *Recorder) {
+	p.mu.Lock()
+	if c, ok := p.conv[r]; ok {
+		c.Closed = true
+	}
+	p.mu.Unlock()
+}
+
+func (p *pending) recorders() []*Recorder {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return append([]*Recorder(nil), p.order...)
+}
+
+func (p *pending) result() (Info, []Conversation) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	var convs []Conversation
+	for _, r := range p.order {
+		c := p.conv[r]
+		if !c.Client.IsValid() || !c.Server.IsValid() {
+			continue // nothing to frame it with
+		}
+		convs = append(convs, *c)
+	}
+	p.info.Connections = len(convs)
+	return p.info, convs
+}
