@@ -294,7 +294,9 @@ func bbFuzz(t *testing.T, proto Protocol, data []byte) {
 	}
 }
 
-// bbBench measures detection plus parsing of a capture's flows.
+// bbBench measures a capture's flows two ways: "flow" is detection plus a new parser per flow
+// (the per-connection cost), "steady" feeds the flows' bytes again and again to parsers that
+// already exist (the per-message cost, which should not allocate).
 func bbBench(b *testing.B, proto Protocol, rels ...string) {
 	var flows []bbFlow
 	var n int64
@@ -311,18 +313,36 @@ func bbBench(b *testing.B, proto Protocol, rels ...string) {
 		probes[i] = bbProbe(f)
 	}
 	emit := func(*Message) {}
-	b.SetBytes(n)
-	b.ReportAllocs()
-	b.ResetTimer()
-	for b.Loop() {
-		for i, f := range flows {
-			proto.Detect(probes[i])
-			p := proto.NewParser()
-			for _, s := range f.segs {
-				_ = p.Feed(s.dir, s.data, emit)
+	b.Run("flow", func(b *testing.B) {
+		b.SetBytes(n)
+		b.ReportAllocs()
+		for b.Loop() {
+			for i, f := range flows {
+				proto.Detect(probes[i])
+				p := proto.NewParser()
+				for _, s := range f.segs {
+					_ = p.Feed(s.dir, s.data, emit)
+				}
 			}
 		}
-	}
+	})
+	b.Run("steady", func(b *testing.B) {
+		parsers := make([]Parser, len(flows))
+		for i := range flows {
+			parsers[i] = proto.NewParser()
+		}
+		b.SetBytes(n)
+		b.ReportAllocs()
+		for b.Loop() {
+			for i, f := range flows {
+				for _, s := range f.segs {
+					if parsers[i].Feed(s.dir, s.data, emit) != nil {
+						parsers[i] = proto.NewParser()
+					}
+				}
+			}
+		}
+	})
 }
 
 // bbWantPrefix is bbWant matching message prefixes.

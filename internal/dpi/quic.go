@@ -222,9 +222,9 @@ func (p *quicParser) Feed(dir Direction, d []byte, emit func(*Message)) error {
 func (p *quicParser) version(v uint32) []byte {
 	switch {
 	case v == quicV1:
-		return []byte("1")
+		return p.sc.uint(1)
 	case v == quicV2:
-		return []byte("2")
+		return p.sc.uint(2)
 	case v >= 0xff000000 && v <= 0xff0000ff:
 		start := len(p.sc.b)
 		p.sc.b = append(p.sc.b, "draft-"...)
