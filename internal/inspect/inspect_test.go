@@ -247,3 +247,33 @@ func TestSnaplen(t *testing.T) {
 		}
 	}
 }
+
+// FuzzDecodeFrames drives the link/IP/transport decoders and the flow table frame by frame,
+// much faster than whole files: the frames of a capture, each under a fuzzer-chosen link type.
+func FuzzDecodeFrames(f *testing.F) {
+	for _, path := range []string{"testdata/http/curl-nginx-80.pcap", "testdata/dns/dig-udp-53.pcap", "testdata/tls/curl-nginx-443.pcap"} {
+		frames, _ := readFrames(f, path)
+		var all []byte
+		for _, fr := range frames {
+			all = binary.BigEndian.AppendUint16(all, uint16(len(fr.data)))
+			all = append(all, fr.data...)
+		}
+		f.Add(uint8(0), all)
+	}
+	in := newInspector(f)
+	kinds := []layers.LinkType{layers.LinkTypeEthernet, layers.LinkTypeRaw, layers.LinkTypeLinuxSLL,
+		linkTypeLinuxSLL2, layers.LinkTypeNull, layers.LinkTypeIPv4, layers.LinkTypeIPv6}
+	f.Fuzz(func(t *testing.T, kind uint8, b []byte) {
+		tb := newTable(in.cfg)
+		for len(b) >= 2 {
+			n := min(int(binary.BigEndian.Uint16(b)), len(b)-2)
+			lt := kinds[int(kind)%len(kinds)]
+			tb.packet(lt, b[2:2+n], n)
+			b = b[2+n:]
+			kind++
+		}
+		for _, r := range tb.finish() {
+			_, _ = r.MarshalLine()
+		}
+	})
+}

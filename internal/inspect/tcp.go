@@ -76,10 +76,11 @@ func (f *flow) end() {
 func (h *tcpHalf) segment(f *flow, dir dpi.Direction, seq uint32, data []byte) {
 	d := seqDiff(seq, h.next)
 	if d <= 0 {
-		if int(-d) >= len(data) {
+		back := -int64(d) // int64: -math.MinInt32 does not fit an int32
+		if back >= int64(len(data)) {
 			return // a retransmission of bytes already delivered
 		}
-		data = data[-d:]
+		data = data[back:]
 		h.next += uint32(len(data))
 		f.df.Feed(dir, data)
 		h.drain(f, dir)
@@ -113,8 +114,8 @@ func (h *tcpHalf) drain(f *flow, dir dpi.Direction) {
 		}
 		h.held = h.held[1:]
 		h.heldLen -= len(s.data)
-		if int(-d) < len(s.data) {
-			data := s.data[-d:]
+		if back := -int64(d); back < int64(len(s.data)) {
+			data := s.data[back:]
 			h.next += uint32(len(data))
 			f.df.Feed(dir, data)
 		}
