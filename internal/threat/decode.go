@@ -67,8 +67,9 @@ func appendRune(dst []byte, r rune) []byte {
 		return append(dst, '/')
 	case 0x2216, 0xff3c:
 		return append(dst, '\\')
-	case 0xff0e:
-		return append(dst, '.')
+	}
+	if r >= 0xff01 && r <= 0xff5e { // fullwidth ASCII (IIS "best fit" maps it to ASCII)
+		return append(dst, byte(r-0xfee0))
 	}
 	if r < utf8.RuneSelf {
 		return append(dst, byte(r))
@@ -79,7 +80,7 @@ func appendRune(dst []byte, r rune) []byte {
 // foldOverlong rewrites overlong UTF-8 encodings of '.', '/' and '\' (%c0%ae, %c0%af, %e0%80%ae,
 // %c1%9c...) to ASCII in place and returns the shortened slice.
 func foldOverlong(b []byte) []byte {
-	if bytes.IndexByte(b, 0xc0) < 0 && bytes.IndexByte(b, 0xc1) < 0 && bytes.IndexByte(b, 0xe0) < 0 {
+	if bytes.IndexByte(b, 0xc0) < 0 && bytes.IndexByte(b, 0xc1) < 0 && bytes.IndexByte(b, 0xe0) < 0 && bytes.IndexByte(b, 0xef) < 0 {
 		return b
 	}
 	w := 0
@@ -101,6 +102,14 @@ func foldOverlong(b []byte) []byte {
 				continue
 			}
 		}
+		// Fullwidth ASCII U+FF01..U+FF5E: EF BC 81..BF, EF BD 80..9E.
+		if c == 0xef && i+2 < len(b) && (b[i+1] == 0xbc && b[i+2] >= 0x81 && b[i+2] <= 0xbf || b[i+1] == 0xbd && b[i+2] >= 0x80 && b[i+2] <= 0x9e) {
+			r := (rune(b[i+1]&0x3f)<<6 | rune(b[i+2]&0x3f)) + 0xf000 - 0xfee0
+			b[w] = byte(r)
+			w++
+			i += 2
+			continue
+		}
 		b[w] = c
 		w++
 	}
@@ -114,6 +123,10 @@ const maxDecodePasses = 3
 // scratch buffers and folds overlong encodings. It returns a view of one of the buffers.
 func fullDecode(s *scratch, src []byte, plus bool) []byte {
 	if bytes.IndexByte(src, '%') < 0 && (!plus || bytes.IndexByte(src, '+') < 0) {
+		if bytes.IndexByte(src, 0xef) >= 0 && bytes.Contains(src, []byte{0xef}) && hasFullwidth(src) {
+			s.a = foldOverlong(append(s.a[:0], src...))
+			return s.a
+		}
 		return src
 	}
 	cur := src
@@ -360,4 +373,18 @@ func headerParam(v []byte, param string) []byte {
 		return val
 	}
 	return nil
+}
+
+func hasFullwidth(b []byte) bool {
+	for i := bytes.IndexByte(b, 0xef); i >= 0 && i+2 < len(b); {
+		if b[i+1] == 0xbc || b[i+1] == 0xbd {
+			return true
+		}
+		j := bytes.IndexByte(b[i+1:], 0xef)
+		if j < 0 {
+			return false
+		}
+		i += j + 1
+	}
+	return false
 }

@@ -114,12 +114,18 @@ func hasSQLChar(v []byte) bool {
 	return false
 }
 
-func isXSS(s *scratch, v []byte) bool {
-	if len(v) < minInjectionLen || bytes.IndexByte(v, '<') < 0 && !containsFold(v, "script") && !containsFold(v, "on") {
+func isXSS(s *scratch, v []byte, sinks bool) bool {
+	if len(v) < minInjectionLen || bytes.IndexByte(v, '<') < 0 && !containsFold(v, "script") && !containsFold(v, "on") && !containsFold(v, "document") && !containsFold(v, "window") {
 		return false
 	}
 	if libinjection.IsXSS(view(v)) || scriptURL(s, v) {
 		return true
+	}
+	// Script reaching DOM sinks from a parameter.
+	for _, sink := range [...]string{"document.cookie", "document.domain", "document.write(", "document.location", "window.location", ".fromcharcode(", "document.createelement("} {
+		if sinks && containsFold(v, sink) {
+			return true
+		}
 	}
 	// Nested tags that survive a naive filter: <scr<script>ipt>.
 	if i := indexFold(v, "<script"); i >= 0 && i+7 < len(v) && (v[i+7] == '>' || v[i+7] == ' ' || v[i+7] == '/' || v[i+7] == '\t') {
@@ -142,6 +148,11 @@ func scriptURL(s *scratch, v []byte) bool {
 				c = r
 				i += 1 + n
 			}
+		} else if c == '&' {
+			if r, n := namedRef(v[i+1:]); n > 0 {
+				c = r
+				i += n
+			}
 		}
 		if c == '\t' || c == '\n' || c == '\r' || c == 0 {
 			continue
@@ -161,6 +172,19 @@ func scriptURL(s *scratch, v []byte) bool {
 		}
 	}
 	return false
+}
+
+// namedRef decodes the HTML5 named references used to split "javascript:" (after the '&').
+func namedRef(b []byte) (byte, int) {
+	for _, e := range [...]struct {
+		name string
+		c    byte
+	}{{"tab;", '\t'}, {"newline;", '\n'}, {"colon;", ':'}, {"lpar;", '('}, {"rpar;", ')'}, {"sol;", '/'}, {"period;", '.'}} {
+		if hasPrefixFold(b, e.name) {
+			return e.c, len(e.name)
+		}
+	}
+	return 0, 0
 }
 
 // charRef decodes a numeric character reference body ("x09;" or "106;") to one ASCII byte.
@@ -320,6 +344,33 @@ var sensitiveFiles = [...]string{
 	"var/log/", "bash_history", "windows/system32/", "windows/system.ini", "etc/nginx/", "etc/apache2/", "etc/httpd/", "inetpub/", "autoexec.bat",
 }
 
+// Files that only hold secrets (lower-case).
+var secretFiles = [...]string{".ssh/id_", ".ssh/authorized_keys", "etc/shadow", "etc/passwd", ".aws/credentials",
+	"proc/self/environ", ".git-credentials", ".docker/config.json", ".kube/config", "web-inf/web.xml", ".htpasswd"}
+
+// Path segments a web app never serves: secrets, VCS metadata, server internals.
+var restrictedPaths = [...]string{"/.env", "/.git/", "/.svn/", "/.hg/", "/.ssh/", "/.aws/", "/.docker/", "/.kube/",
+	"/.htpasswd", "/.htaccess", "/.bash_history", "/.npmrc", "/.pypirc", "/.git-credentials", "/etc/passwd",
+	"/etc/shadow", "/proc/self/", "/web-inf/", "/meta-inf/", "/@fs/", "/id_rsa", "/.ds_store", "/sys/class/", "/proc/"}
+
+// restrictedPath: the decoded path asks for one of restrictedPaths.
+func restrictedPath(s *scratch, p []byte) []byte {
+	if bytes.IndexByte(p, '.') < 0 && !containsFold(p, "/proc/") && !containsFold(p, "/etc/") && !containsFold(p, "/sys/") && !containsFold(p, "/@fs/") && !containsFold(p, "-inf/") {
+		return nil
+	}
+	for _, r := range restrictedPaths {
+		if i := indexFold(p, r); i >= 0 {
+			end := i + len(r)
+			// "/.env" must be the whole segment (".env", ".env.local"), not "/.envoy".
+			if r == "/.env" && end < len(p) && p[end] != '/' && p[end] != '.' {
+				continue
+			}
+			return p[i:]
+		}
+	}
+	return nil
+}
+
 // findTraversal reports ../ sequences that climb out of a directory, NUL bytes in file-like
 // values, and absolute paths to well-known sensitive OS files.
 func findTraversal(s *scratch, v []byte) ([]byte, bool) {
@@ -355,6 +406,14 @@ func findTraversal(s *scratch, v []byte) ([]byte, bool) {
 		if ups >= 2 || (ups == 1 && (bytes.HasPrefix(n, []byte("../")) || bytes.HasPrefix(n, []byte("/../")))) {
 			// "a/../b" stays inside; a value that starts by climbing, or climbs twice, does not.
 			if ups >= 2 || mentionsSensitive(n) || isFileLike(n) {
+				return v, true
+			}
+		}
+	}
+	// Names of secret files, anywhere in a path-like value (".ssh/id_rsa", "etc/shadow").
+	if bytes.IndexByte(n, ' ') < 0 {
+		for _, f := range secretFiles {
+			if bytes.Contains(n, []byte(f)) {
 				return v, true
 			}
 		}
@@ -471,7 +530,91 @@ func findCmdInjection(s *scratch, v []byte) ([]byte, bool) {
 	if i := bytes.Index(v, []byte("/???/")); i >= 0 {
 		return v[i:], true
 	}
+	// A value that is a whole command line ("cat /etc/passwd", "nohup sh -c whoami"): a known
+	// command, then a path or option argument, in a short value (not a sentence about commands).
+	if words := bytes.Count(bytes.TrimSpace(v), []byte(" ")) + 1; words >= 2 && words <= 5 && len(v) <= 128 && startCommand(s, v) {
+		return v, true
+	}
 	return nil, false
+}
+
+// Commands that run the command after them.
+var wrapperCommands = [...]string{"nohup", "time", "sudo", "env", "timeout", "nice", "xargs", "exec", "busybox", "cpulimit", "stdbuf", "setsid", "strace"}
+
+func startCommand(s *scratch, v []byte) bool {
+	v = skipBlanks(v)
+	for depth := 0; depth < 3; depth++ {
+		end := 0
+		for end < len(v) && v[end] != ' ' && v[end] != '\t' {
+			end++
+		}
+		s.t = s.t[:0]
+		for _, c := range v[:end] {
+			if c != '\'' && c != '"' && c != '\\' {
+				s.t = append(s.t, lower(c))
+			}
+		}
+		word := s.t
+		rest := skipBlanks(v[end:])
+		if len(word) == 0 || len(rest) == 0 {
+			return false
+		}
+		if binPath(word) {
+			return true
+		}
+		if k := bytes.LastIndexByte(word, '/'); k >= 0 {
+			return false
+		}
+		if isWrapper(word) {
+			for len(rest) > 0 && rest[0] == '-' { // wrapper options: timeout -s 9, cpulimit -l 100 -f
+				e := bytes.IndexByte(rest, ' ')
+				if e < 0 {
+					return false
+				}
+				rest = skipBlanks(rest[e:])
+				if len(rest) > 0 && rest[0] >= '0' && rest[0] <= '9' {
+					if e = bytes.IndexByte(rest, ' '); e < 0 {
+						return false
+					}
+					rest = skipBlanks(rest[e:])
+				}
+			}
+			v = rest
+			continue
+		}
+		if !isShellCommand(word) {
+			return false
+		}
+		// The argument must be shell usage: an absolute path, or an option followed by more.
+		if rest[0] == '/' || rest[0] == '~' || rest[0] == '>' || rest[0] == '<' {
+			return true
+		}
+		return rest[0] == '-' && bytes.IndexByte(rest, ' ') > 0 && (bytes.IndexByte(rest, '/') >= 0 || depth > 0)
+	}
+	return false
+}
+
+// binPath: an absolute path into a system binary directory (/bin/x, /usr/bin/x, /sbin/x),
+// also globbed (/bi[n]/bash, /???/c?t).
+func binPath(w []byte) bool {
+	if len(w) < 5 || w[0] != '/' {
+		return false
+	}
+	for _, d := range [...]string{"/bin/", "/usr/bin/", "/sbin/", "/usr/sbin/", "/usr/local/bin/"} {
+		if bytes.HasPrefix(w, []byte(d)) && len(w) > len(d) {
+			return true
+		}
+	}
+	return bytes.IndexAny(w, "?*[") > 0 && bytes.Count(w, []byte("/")) >= 2
+}
+
+func isWrapper(w []byte) bool {
+	for _, c := range wrapperCommands {
+		if string(w) == c {
+			return true
+		}
+	}
+	return false
 }
 
 // cmdAt reports whether b starts (after blanks and ${IFS}) with a known command in shell usage.
@@ -497,8 +640,8 @@ func cmdAt(s *scratch, b []byte, substitution bool) bool {
 	if len(word) == 0 {
 		return false
 	}
-	if word[0] == '/' && (bytes.IndexByte(word, '?') >= 0 || bytes.IndexByte(word, '*') >= 0) {
-		return true // /???/c?t: a globbed binary path
+	if binPath(word) {
+		return true // /bin/sh, /usr/bin/id, /???/c?t, /bi[n]/bash
 	}
 	if k := bytes.LastIndexByte(word, '/'); k >= 0 {
 		if word[0] != '/' { // only absolute paths to binaries (/bin/sh, /usr/bin/id)

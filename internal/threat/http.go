@@ -287,6 +287,11 @@ func (h *HTTPDetectors) inspect(s *scratch, r *HTTPRequest) {
 		if m&mTraversal != 0 && rawPathTraversal(path) {
 			h.report(s, mTraversal, PathTraversal, "path", nil, path, "")
 		}
+		if m&mTraversal != 0 {
+			if ev := restrictedPath(s, fullDecode(s, path, false)); ev != nil {
+				h.report(s, mTraversal, PathTraversal, "path", nil, ev, "restricted file")
+			}
+		}
 		h.checkValue(s, m, "path", nil, fullDecode(s, path, false))
 	}
 	// Query arguments (names and values).
@@ -362,7 +367,7 @@ func (h *HTTPDetectors) checkValue(s *scratch, m detMask, kind string, key, v []
 			h.report(s, mSQLi, SQLi, kind, key, v, "libinjection fingerprint "+fp)
 		}
 	}
-	if m&mXSS != 0 && isXSS(s, v) {
+	if m&mXSS != 0 && isXSS(s, v, kind != "path") {
 		h.report(s, mXSS, XSS, kind, key, v, "")
 	}
 }
