@@ -260,6 +260,8 @@ func bbFuzz(t *testing.T, proto Protocol, data []byte) {
 		proto.Detect(&Probe{Transport: tr, Client: data})
 		proto.Detect(&Probe{Transport: tr, Server: data})
 		proto.Detect(&Probe{Transport: tr, Client: data, Server: data, Midstream: true})
+		proto.Detect(&Probe{Transport: tr, Client: []byte{}, Server: data})
+		proto.Detect(&Probe{Transport: tr, Client: data, Server: []byte{}})
 		p := proto.NewParser()
 		emit := func(m *Message) {
 			if len(m.Attrs()) > 16 {

@@ -75,10 +75,7 @@ func (NTP) Detect(p *Probe) Verdict {
 		}
 		return Maybe
 	}
-	if c != nil && c[0]&7 >= 6 || s != nil && s[0]&7 >= 6 {
-		return Maybe
-	}
-	return Maybe
+	return Maybe // control/private modes, symmetric and broadcast: a few header bits only
 }
 
 type ntpParser struct {

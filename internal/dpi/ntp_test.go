@@ -23,6 +23,7 @@ func TestNTP(t *testing.T) {
 		want           Verdict
 	}{
 		{"client", client, nil, Yes},
+		{"empty client, server reply", []byte{}, server, Maybe},
 		{"exchange", client, server, Yes},
 		{"monlist", monlist, nil, Maybe},
 		{"short", client[:20], nil, No},
