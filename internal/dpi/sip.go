@@ -83,6 +83,7 @@ func textMsgStart(c *textMsgConf, l []byte) (method string, uri, status, reason 
 func textMsgDetect(c *textMsgConf, p *Probe) Verdict {
 	v := No
 	for _, b := range [][]byte{p.Client, p.Server} {
+		b = bytes.TrimLeft(b, "\r\n") // SIP keep-alives (RFC 5626) may come first
 		if len(b) == 0 {
 			continue
 		}

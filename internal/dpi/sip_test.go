@@ -61,6 +61,7 @@ func TestSIPParser(t *testing.T) {
 	}{
 		{"invite", sipInvite, Yes},
 		{"response", "SIP/2.0 200 OK\r\n", Yes},
+		{"keep-alive first", "\r\n\r\n" + sipInvite, Yes},
 		{"partial", "INVI", NeedMore},
 		{"http", "GET / HTTP/1.1\r\n", No},
 		{"rtsp", "OPTIONS * RTSP/1.0\r\n", No},

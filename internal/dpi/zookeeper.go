@@ -1,6 +1,9 @@
 package dpi
 
-import "encoding/binary"
+import (
+	"bytes"
+	"encoding/binary"
+)
 
 // ZooKeeper is the ZooKeeper client protocol: 4-byte length-prefixed jute records. The client
 // opens with a ConnectRequest (protocol version 0, a 16-byte session password which is never
@@ -56,8 +59,21 @@ func zkIsConnect(rec []byte) bool {
 	return binary.BigEndian.Uint32(rec) == 0 && binary.BigEndian.Uint32(rec[24:]) == 16
 }
 
+// zk4lw: the admin "four letter words" sent alone on a connection (ruok, srvr, mntr...).
+func zk4lw(b []byte) bool {
+	switch string(bytes.TrimRight(b, "\r\n")) {
+	case "ruok", "stat", "srvr", "mntr", "conf", "cons", "crst", "srst", "dump", "envi",
+		"reqs", "wchs", "wchc", "wchp", "dirs", "isro", "gtmk", "stmk":
+		return true
+	}
+	return false
+}
+
 func (ZooKeeper) Detect(p *Probe) Verdict {
 	c := p.Client
+	if zk4lw(c) {
+		return Maybe
+	}
 	if len(c) > 0 {
 		if len(c) < 4 {
 			if c[0] == 0 {
@@ -97,6 +113,7 @@ func (ZooKeeper) Detect(p *Probe) Verdict {
 }
 
 type zkParser struct {
+	admin   bool // a four-letter-word admin connection
 	r       [2]lenReasm
 	started [2]bool
 	msg     Message
@@ -116,6 +133,19 @@ func zkSize(b []byte) int {
 
 func (p *zkParser) Feed(dir Direction, data []byte, emit func(*Message)) error {
 	d := dir & 1
+	if !p.started[d] && len(p.r[d].buf) == 0 && zk4lw(data) {
+		if dir == ClientToServer {
+			p.msg.Reset(dir, "admin")
+			p.msg.Add(AttrCommand, bytes.TrimRight(data, "\r\n"))
+			emit(&p.msg)
+		}
+		p.started[d] = true
+		p.admin = true
+		return nil
+	}
+	if p.admin {
+		return nil // the four-letter-word answer is free text
+	}
 	if !p.r[d].feed(data, zkSize, func(rec []byte, _ bool) { p.record(dir, rec[4:], emit) }) {
 		return errNotThisProtocol("zookeeper")
 	}

@@ -46,7 +46,8 @@ func TestZooKeeperDetect(t *testing.T) {
 		{"connect, partial", zkTestConnect()[:20], NeedMore},
 		{"password of 15 bytes", kafkaLike, No},
 		{"mid-stream getData", zkTestRec(zkTestI32(7), zkTestI32(4), zkTestStr("/a/b"), []byte{0}), Maybe},
-		{"text", []byte("ruok"), No},
+		{"four-letter word", []byte("ruok"), Maybe},
+		{"text", []byte("rook"), No},
 	} {
 		if v := (ZooKeeper{}).Detect(&Probe{Transport: TCP, Client: c.client}); v != c.want {
 			t.Errorf("%s: %v, want %v", c.name, v, c.want)
@@ -70,6 +71,14 @@ func TestZooKeeperParser(t *testing.T) {
 	bbNoSecret(t, got, "secretpw")
 	if err := (ZooKeeper{}).NewParser().Feed(ClientToServer, []byte{0x7f, 0xff, 0xff, 0xff}, func(*Message) {}); err == nil {
 		t.Error("absurd record length accepted")
+	}
+}
+
+func TestZooKeeperFourLetterWord(t *testing.T) {
+	f := bbFlow{TCP, []bbSeg{{ClientToServer, []byte("srvr")}, {ServerToClient, []byte("Zookeeper version: 3.8.4\nMode: standalone\n")}}}
+	got := bbFeed(t, ZooKeeper{}, f, 0)
+	if len(got) != 1 || got[0] != "client admin command=srvr" {
+		t.Errorf("got %q", got)
 	}
 }
 
