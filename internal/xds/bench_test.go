@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"slices"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -16,7 +17,7 @@ import (
 // benchWorld returns snapshots of a realistic size: 20 services of 3 endpoints, 50 peers and
 // 4 KiB of policy, shared between sidecars (only Self differs), as a controller's generator
 // would share its compiled view.
-func benchWorld() Generator {
+func benchWorld() (Generator, func()) {
 	var services []*xdsv1.Service
 	for i := 0; i < 20; i++ {
 		svc := &xdsv1.Service{Namespace: "shop", Name: fmt.Sprintf("svc%d", i), Vips: []string{fmt.Sprintf("10.96.0.%d", i+1)},
@@ -32,24 +33,32 @@ func benchWorld() Generator {
 		peers = append(peers, &xdsv1.Workload{Namespace: "shop", Name: fmt.Sprintf("peer-%d", i), SpiffeId: fmt.Sprintf("spiffe://test.local/ns/shop/sa/peer%d", i),
 			Ips: []string{fmt.Sprintf("10.1.0.%d", i+2)}, Groups: []string{"shop/peers"}, TunnelPort: 15008})
 	}
-	policy := make([]byte, 4096)
-	for i := range policy {
-		policy[i] = 'a' + byte(i%26)
+	var policy atomic.Pointer[[]byte]
+	rev := 0
+	change := func() { // a new policy for everyone: every sidecar's snapshot changes
+		rev++
+		p := make([]byte, 4096)
+		for i := range p {
+			p[i] = 'a' + byte((i+rev)%26)
+		}
+		policy.Store(&p)
 	}
+	change()
 	return GeneratorFunc(func(_ context.Context, n Node) (*xdsv1.Snapshot, error) {
 		return &xdsv1.Snapshot{
 			Self:     &xdsv1.Workload{Namespace: n.Namespace, Name: n.Workload, SpiffeId: n.ID.String(), Ips: []string{"10.2.0.2"}, Mode: xdsv1.PolicyMode_POLICY_MODE_PROTECT},
 			Services: services, Peers: peers, EgressMode: xdsv1.EgressMode_EGRESS_MODE_REGISTRY_ONLY,
-			Policy: policy, PolicyFormat: "yaml",
+			Policy: *policy.Load(), PolicyFormat: "yaml",
 		}, nil
-	})
+	}), change
 }
 
 // BenchmarkPushTo1000Sidecars measures one version bump until all 1,000 simulated sidecars
 // (each its own gRPC connection over loopback, validating and applying) have ACKed it.
 func BenchmarkPushTo1000Sidecars(b *testing.B) {
 	const sidecars = 1000
-	srv := startServer(b, "127.0.0.1:0", benchWorld(), nil)
+	gen, change := benchWorld()
+	srv := startServer(b, "127.0.0.1:0", gen, nil)
 	for i := 0; i < sidecars; i++ {
 		startClient(b, ClientConfig{
 			Conn: dial(b, srv.Addr, nil), Applier: ApplierFunc(func(uint64, *xdsv1.Snapshot) error { return nil }),
@@ -63,6 +72,7 @@ func BenchmarkPushTo1000Sidecars(b *testing.B) {
 	b.ResetTimer()
 	var lat []time.Duration
 	for i := 0; i < b.N; i++ {
+		change()
 		start := time.Now()
 		v := srv.Bump()
 		waitAllAcked(b, srv.Server, sidecars, v)

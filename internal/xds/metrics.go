@@ -10,6 +10,7 @@ type serverMetrics struct {
 	connected      prometheus.Gauge
 	version        prometheus.Gauge
 	pushes         prometheus.Counter
+	unchanged      prometheus.Counter
 	nacks          prometheus.Counter
 	generateErrors prometheus.Counter
 	pushLatency    prometheus.Histogram
@@ -27,6 +28,9 @@ func newServerMetrics(reg prometheus.Registerer, s *Server) (*serverMetrics, err
 		}),
 		pushes: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "meshguard_xds_pushes_total", Help: "Snapshots sent to sidecars.",
+		}),
+		unchanged: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "meshguard_xds_pushes_skipped_total", Help: "Version bumps that left a sidecar's snapshot unchanged, so nothing was sent.",
 		}),
 		nacks: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "meshguard_xds_nacks_total", Help: "Snapshots sidecars rejected.",
@@ -48,7 +52,7 @@ func newServerMetrics(reg prometheus.Registerer, s *Server) (*serverMetrics, err
 	}
 	m.version.Set(float64(s.version))
 	cs := []prometheus.Collector{
-		m.connected, m.version, m.pushes, m.nacks, m.generateErrors, m.pushLatency, m.reports, m.reportsDropped,
+		m.connected, m.version, m.pushes, m.unchanged, m.nacks, m.generateErrors, m.pushLatency, m.reports, m.reportsDropped,
 		sidecarCollector{s},
 	}
 	for _, c := range cs {

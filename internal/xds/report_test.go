@@ -99,7 +99,8 @@ func TestBatcherFlushesOnSizeAndInterval(t *testing.T) {
 	if n := recv(t, snd.sent); n != 3 {
 		t.Fatalf("interval flush sent %d, want 3", n)
 	}
-	if s := b.Stats(); s.Sent != 7 || s.Queued != 0 || s.Dropped != 0 {
+	waitFor(t, func() bool { return b.Stats().Sent == 7 }) // counted after the send returns
+	if s := b.Stats(); s.Queued != 0 || s.Dropped != 0 {
 		t.Fatalf("stats %+v", s)
 	}
 }

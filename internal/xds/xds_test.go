@@ -494,3 +494,43 @@ func TestBumpOnSourceChange(t *testing.T) {
 		t.Fatal("version not bumped")
 	}
 }
+
+func TestUnchangedSnapshotIsNotPushed(t *testing.T) {
+	policy := []byte("rules: 1")
+	var mu sync.Mutex
+	services := []*xdsv1.Service{{Namespace: "shop", Name: "cache", Vips: []string{"10.96.0.10"}, Ports: []*xdsv1.ServicePort{{Port: 6379}}}}
+	shared := GeneratorFunc(func(_ context.Context, n Node) (*xdsv1.Snapshot, error) {
+		mu.Lock()
+		defer mu.Unlock()
+		return &xdsv1.Snapshot{Self: &xdsv1.Workload{Namespace: n.Namespace, Name: n.Workload}, Services: services, Policy: policy, PolicyFormat: "yaml"}, nil
+	})
+	srv := startServer(t, "127.0.0.1:0", shared, nil)
+	app := newApplier()
+	cl := startClient(t, ClientConfig{Conn: dial(t, srv.Addr, nil), Applier: app, SpiffeID: webID(0), Namespace: "shop", Workload: "web-0"})
+	waitReady(t, cl.Client)
+	app.waitApplied(t, srv.Version())
+	waitServer(t, srv.Server, "acked", func(s []SidecarStatus) bool { return len(s) == 1 && s[0].AckedVersion == srv.Version() })
+
+	// A bump that changes nothing this sidecar sees: up to date without a push.
+	v2 := srv.Bump()
+	waitServer(t, srv.Server, "skipped", func(s []SidecarStatus) bool { return s[0].AckedVersion == v2 })
+	if n := srv.metric(t, "meshguard_xds_pushes_total"); n != 1 {
+		t.Fatalf("pushes %v, want 1: an unchanged snapshot must not be sent", n)
+	}
+	if n := srv.metric(t, "meshguard_xds_pushes_skipped_total"); n != 1 {
+		t.Fatalf("skipped %v, want 1", n)
+	}
+	if got, _, _ := app.state(); len(got) != 1 {
+		t.Fatalf("applier called for an unchanged snapshot: %v", got)
+	}
+
+	// A real change is pushed.
+	mu.Lock()
+	policy = []byte("rules: 2")
+	mu.Unlock()
+	v3 := srv.Bump()
+	app.waitApplied(t, v3)
+	if _, p, _ := app.state(); p != "rules: 2" {
+		t.Fatalf("applied %q after a change", p)
+	}
+}

@@ -7,13 +7,17 @@
 package xdsgen
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"maps"
 	"slices"
 	"strings"
 	"sync"
+
+	"google.golang.org/protobuf/proto"
 
 	"github.com/meshguard/meshguard/internal/policy"
 	"github.com/meshguard/meshguard/internal/registry"
@@ -103,8 +107,11 @@ type shared struct {
 	respAll    []int                        // response rules for any group
 	policyOf   map[string][]byte            // joined group keys -> exported policy part
 	peersOf    map[string][]*xdsv1.Workload // joined group keys -> peers of protect-only sidecars
-	byKey      map[string]*xdsv1.Workload   // workload key -> peer entry
-	full       []byte                       // the whole policy, for FullPolicy
+	// The previous cache's parts, reused when equal so unchanged snapshots stay identical.
+	oldPolicyOf map[string][]byte
+	oldPeersOf  map[string][]*xdsv1.Workload
+	byKey       map[string]*xdsv1.Workload // workload key -> peer entry
+	full        []byte                     // the whole policy, for FullPolicy
 	// Documents encoded once per policy set, on first use (guarded by Generator.mu).
 	groupJSON, ruleJSON, respJSON [][]byte
 }
@@ -259,6 +266,9 @@ func (g *Generator) policyFor(sh *shared, groups []string) ([]byte, error) {
 	if len(buf) > 0 {
 		buf = append(buf, '\n')
 	}
+	if prev, ok := sh.oldPolicyOf[key]; ok && bytes.Equal(prev, buf) {
+		buf = prev
+	}
 	sh.policyOf[key] = buf
 	return buf, nil
 }
@@ -313,6 +323,9 @@ func (g *Generator) sourcesOf(sh *shared, groups []string) []*xdsv1.Workload {
 	slices.SortFunc(out, func(a, b *xdsv1.Workload) int {
 		return strings.Compare(a.GetNamespace()+"/"+a.GetName(), b.GetNamespace()+"/"+b.GetName())
 	})
+	if prev, ok := sh.oldPeersOf[key]; ok && slices.Equal(prev, out) { // same *Workload entries
+		out = prev
+	}
 	sh.peersOf[key] = out
 	return out
 }
@@ -382,6 +395,21 @@ func (g *Generator) shared() (*shared, error) {
 			}
 			sh.full = b
 		}
+	}
+	// Keep what did not change identical (same slices), so xds.Server sees that a sidecar's
+	// snapshot is unchanged and sends it nothing: a rule change then reaches only the sidecars
+	// whose part of the policy it touches.
+	old := g.cache
+	if old != nil {
+		sh.oldPolicyOf, sh.oldPeersOf = old.policyOf, old.peersOf
+		if ext := sh.externals; len(ext) == len(old.externals) && slices.EqualFunc(ext, old.externals, func(a, b *xdsv1.External) bool { return proto.Equal(a, b) }) {
+			sh.externals = old.externals
+		}
+	}
+	if old != nil && old.regVersion == v && maps.Equal(old.modes, sh.modes) {
+		sh.byKey, sh.peers, sh.services = old.byKey, old.peers, old.services
+		g.cache = sh
+		return sh, nil
 	}
 	byKey := sh.byKey
 	for _, w := range g.cfg.Registry.Workloads() {

@@ -266,3 +266,44 @@ func TestProtectSidecarsGetOnlyTheirSources(t *testing.T) {
 		t.Fatalf("discover sidecar's peers %q, want all", got)
 	}
 }
+
+func TestRuleChangeLeavesOtherSidecarsSnapshotsIdentical(t *testing.T) {
+	_, ph, g := setup(t)
+	ctx := context.Background()
+	web := node("shop", "web-0", "spiffe://test.local/ns/shop/sa/web")
+	cache := node("shop", "cache-0", "spiffe://test.local/ns/shop/sa/cache")
+	w1, _ := g.Generate(ctx, web)
+	c1, _ := g.Generate(ctx, cache)
+
+	// batch -> pypi changes: neither web nor cache is involved.
+	next := *ph.PolicySet()
+	next.NetworkRules = append([]policy.NetworkRule(nil), next.NetworkRules...)
+	for i := range next.NetworkRules {
+		if next.NetworkRules[i].Metadata.Name == "batch-to-pypi" {
+			next.NetworkRules[i].Spec.Ports = []string{"tcp/8443"}
+		}
+	}
+	ph.p.Store(&next)
+	w2, _ := g.Generate(ctx, web)
+	c2, _ := g.Generate(ctx, cache)
+	same := func(a, b []byte) bool { return len(a) == len(b) && &a[0] == &b[0] }
+	if !same(w1.Policy, w2.Policy) || !same(c1.Policy, c2.Policy) || &w1.Services[0] != &w2.Services[0] ||
+		&w1.Peers[0] != &w2.Peers[0] || &c1.Peers[0] != &c2.Peers[0] {
+		t.Fatal("an unrelated rule change must leave these snapshots identical (so nothing is pushed)")
+	}
+
+	// web -> cache changes: both get a new policy part.
+	next2 := next
+	next2.NetworkRules = append([]policy.NetworkRule(nil), next.NetworkRules...)
+	for i := range next2.NetworkRules {
+		if next2.NetworkRules[i].Metadata.Name == "web-to-cache" {
+			next2.NetworkRules[i].Spec.Ports = []string{"tcp/6380"}
+		}
+	}
+	ph.p.Store(&next2)
+	w3, _ := g.Generate(ctx, web)
+	c3, _ := g.Generate(ctx, cache)
+	if same(w2.Policy, w3.Policy) || same(c2.Policy, c3.Policy) || !strings.Contains(string(c3.Policy), "tcp/6380") {
+		t.Fatal("the changed rule must reach both its sides")
+	}
+}
