@@ -41,6 +41,8 @@ type Config struct {
 	Window          time.Duration // history kept per connection; default 30s
 	After           time.Duration // recording after a trigger; default 10s
 	MaxCaptureBytes int           // payload bytes one capture holds; default 32 MiB
+	Linger          time.Duration // a closed connection's ring stays triggerable this long; default 15s
+	MaxLinger       int           // closed connections kept lingering; default 1024
 	MaxFiles        int           // captures kept on disk; default 100
 	MaxBytes        int64         // pcap bytes kept on disk; default 1 GiB
 }
@@ -61,6 +63,12 @@ func (c *Config) defaults() {
 	if c.MaxCaptureBytes == 0 {
 		c.MaxCaptureBytes = 32 << 20
 	}
+	if c.Linger == 0 {
+		c.Linger = 15 * time.Second
+	}
+	if c.MaxLinger == 0 {
+		c.MaxLinger = 1024
+	}
 	if c.MaxFiles == 0 {
 		c.MaxFiles = 100
 	}
@@ -73,11 +81,11 @@ func (c Config) validate() error {
 	if c.Clock == nil || c.Log == nil {
 		return errors.New("capture: clock and logger are required (set Config.Clock and Config.Log)")
 	}
-	if c.PerConnBytes < 0 || c.GlobalBytes < 0 || c.MaxCaptureBytes < 0 || c.MaxFiles < 0 || c.MaxBytes < 0 {
+	if c.PerConnBytes < 0 || c.GlobalBytes < 0 || c.MaxCaptureBytes < 0 || c.MaxFiles < 0 || c.MaxBytes < 0 || c.MaxLinger < 0 {
 		return errors.New("capture: byte and file bounds must not be negative")
 	}
-	if c.Window < 0 || c.After < 0 {
-		return fmt.Errorf("capture: window (%v) and after (%v) must not be negative", c.Window, c.After)
+	if c.Window < 0 || c.After < 0 || c.Linger < 0 {
+		return fmt.Errorf("capture: window (%v), after (%v) and linger (%v) must not be negative", c.Window, c.After, c.Linger)
 	}
 	return nil
 }
@@ -99,7 +107,8 @@ type Manager struct {
 	budget budget
 
 	mu      sync.Mutex
-	conns   map[string]*Recorder // by ConnInfo.ID
+	conns   map[string]*Recorder // by ConnInfo.ID, open and lingering
+	linger  []*Recorder          // closed, oldest first, kept so a late trigger still finds them
 	pending map[string]*pending  // captures recording their "after" part, by capture ID
 	done    map[string]chan struct{}
 	results map[string]error
@@ -150,6 +159,7 @@ type Recorder struct {
 	mu       sync.Mutex
 	ring     ring
 	closed   bool
+	closedAt time.Time
 	attached []*pending
 }
 
@@ -158,6 +168,12 @@ type Recorder struct {
 func (m *Manager) Open(info ConnInfo) *Recorder {
 	r := &Recorder{m: m, info: info}
 	m.mu.Lock()
+	expired := m.expireLocked(m.cfg.Clock.Now())
+	defer func() {
+		for _, x := range expired {
+			x.free()
+		}
+	}()
 	m.conns[info.ID] = r
 	for _, p := range m.pending {
 		if p.workload != "" && p.workload == info.Workload {
@@ -193,29 +209,57 @@ func (r *Recorder) record(fromClient bool, p []byte) {
 	r.mu.Unlock()
 }
 
-// Close ends the recording: the ring's bytes return to the global budget, captures
-// recording this connection note its FIN.
+// Close ends the recording; captures recording this connection note its FIN. The ring
+// lingers for Config.Linger so a trigger that arrives just after the connection was cut (a
+// blocked attack) still captures it; then its bytes return to the global budget.
 func (r *Recorder) Close() {
+	now := r.m.cfg.Clock.Now()
 	r.mu.Lock()
 	if r.closed {
 		r.mu.Unlock()
 		return
 	}
 	r.closed = true
+	r.closedAt = now
 	att := r.attached
 	r.attached = nil
+	r.mu.Unlock()
+	for _, p := range att {
+		p.closeConn(r)
+	}
+	m := r.m
+	m.mu.Lock()
+	m.linger = append(m.linger, r)
+	expired := m.expireLocked(now)
+	m.mu.Unlock()
+	for _, x := range expired {
+		x.free()
+	}
+}
+
+// expireLocked drops lingering recorders past Linger or beyond MaxLinger; the caller frees
+// them outside m.mu.
+func (m *Manager) expireLocked(now time.Time) []*Recorder {
+	n := 0
+	for n < len(m.linger) && (len(m.linger)-n > m.cfg.MaxLinger || now.Sub(m.linger[n].closedAt) >= m.cfg.Linger) {
+		r := m.linger[n]
+		if m.conns[r.info.ID] == r {
+			delete(m.conns, r.info.ID)
+		}
+		n++
+	}
+	out := append([]*Recorder(nil), m.linger[:n]...)
+	m.linger = append(m.linger[:0], m.linger[n:]...)
+	return out
+}
+
+// free returns the ring's bytes to the budget.
+func (r *Recorder) free() {
+	r.mu.Lock()
 	freed := len(r.ring.buf)
 	r.ring = ring{}
 	r.mu.Unlock()
 	r.m.budget.give(freed)
-	for _, p := range att {
-		p.closeConn(r)
-	}
-	r.m.mu.Lock()
-	if r.m.conns[r.info.ID] == r {
-		delete(r.m.conns, r.info.ID)
-	}
-	r.m.mu.Unlock()
 }
 
 // Buffered returns how many bytes the recorder's ring holds.
@@ -259,6 +303,12 @@ func (m *Manager) Trigger(req Request) (string, error) {
 		p.workload = req.Workload
 	}
 	m.mu.Lock()
+	expired := m.expireLocked(now)
+	defer func() {
+		for _, x := range expired {
+			x.free()
+		}
+	}()
 	var recs []*Recorder
 	if req.ConnID != "" {
 		if r, ok := m.conns[req.ConnID]; ok {
@@ -283,7 +333,9 @@ func (m *Manager) Trigger(req Request) (string, error) {
 		if !req.NoHistory {
 			p.history(r, r.ring.snapshot())
 		}
-		if !r.closed {
+		if r.closed {
+			p.closeConn(r)
+		} else {
 			r.attached = append(r.attached, p)
 		}
 		r.mu.Unlock()
@@ -441,3 +493,32 @@ func (p *pending) result() (Info, []Conversation) {
 	p.info.Connections = len(convs)
 	return p.info, convs
 }
+
+// StreamObserver has the method set of sidecar.StreamObserver (values convert both ways), so
+// this package need not import the sidecar.
+type StreamObserver interface {
+	FromClient(p []byte) error
+	FromServer(p []byte) error
+	Close()
+}
+
+// Tee records each chunk, then hands it to next and returns next's verdict: a chunk next
+// denies is still recorded, so a capture triggered by the denial holds the attack. A nil next
+// records only.
+func (r *Recorder) Tee(next StreamObserver) StreamObserver {
+	if next == nil {
+		return r
+	}
+	return tee{r, next}
+}
+
+type tee struct {
+	r    *Recorder
+	next StreamObserver
+}
+
+func (t tee) FromClient(p []byte) error { t.r.record(true, p); return t.next.FromClient(p) }
+func (t tee) FromServer(p []byte) error { t.r.record(false, p); return t.next.FromServer(p) }
+
+// Close closes next first: its verdict-driven triggers still find the recorder open.
+func (t tee) Close() { t.next.Close(); t.r.Close() }

@@ -112,6 +112,47 @@ func TestWorkloadCaptureJoinsNewConnections(t *testing.T) {
 	}
 }
 
+// denyAll is an inspection observer that refuses every client chunk.
+type denyAll struct{ closed bool }
+
+func (d *denyAll) FromClient([]byte) error { return errors.New("sqli") }
+func (d *denyAll) FromServer([]byte) error { return nil }
+func (d *denyAll) Close()                  { d.closed = true }
+
+func TestTriggerAfterBlockedConnectionClosed(t *testing.T) {
+	m, clk := newManager(t, func(c *Config) { c.After = time.Second })
+	r := m.Open(conn("blocked", "shop/web-1", 40100))
+	next := &denyAll{}
+	obs := r.Tee(next)
+	if err := obs.FromClient([]byte("GET /?q=%27%20OR%201=1-- HTTP/1.1\r\nHost: api\r\n\r\n")); err == nil {
+		t.Fatal("tee must return the inspector's verdict")
+	}
+	obs.Close() // the sidecar cut the stream
+	if !next.closed {
+		t.Fatal("tee did not close the inspector")
+	}
+	clk.Advance(m.cfg.Linger - time.Millisecond)
+	id, err := m.Trigger(Request{ConnID: "blocked", Reason: "sqli"})
+	if err != nil {
+		t.Fatalf("trigger within linger: %v", err)
+	}
+	f := finishCapture(t, m, clk, id, time.Second)
+	if got := tshark(t, f, "-Y", "http.request", "-T", "fields", "-e", "http.request.uri"); got != "/?q=%27%20OR%201=1--\n" {
+		t.Fatalf("blocked request in capture = %q", got)
+	}
+	if n := strings.Count(tshark(t, f, "-Y", "tcp.flags.fin==1"), "\n"); n != 2 {
+		t.Fatalf("closed connection should end with FINs, got %d", n)
+	}
+	// Past the linger, the connection is gone and its budget is back.
+	clk.Advance(m.cfg.Linger)
+	if _, err := m.Trigger(Request{ConnID: "blocked"}); !errors.Is(err, ErrNoConnections) {
+		t.Fatalf("after linger: %v", err)
+	}
+	if m.budget.used != 0 {
+		t.Fatalf("budget still holds %d bytes", m.budget.used)
+	}
+}
+
 func TestTriggerUnknownConn(t *testing.T) {
 	m, _ := newManager(t, nil)
 	if _, err := m.Trigger(Request{ConnID: "nope"}); !errors.Is(err, ErrNoConnections) {
@@ -138,8 +179,9 @@ func TestRingBounds(t *testing.T) {
 	if n := b.Buffered(); n != 500 {
 		t.Fatalf("global bound: second ring holds %d, want 500", n)
 	}
-	// Closing the first frees its budget for others.
+	// Closing the first frees its budget for others, once its linger has passed.
 	a.Close()
+	clk.Advance(m.cfg.Linger)
 	c := m.Open(conn("c", "w", 3))
 	_ = c.FromClient(bytes.Repeat([]byte("y"), 900))
 	if n := c.Buffered(); n != 900 {
