@@ -17,7 +17,10 @@ import (
 // benchWorld returns snapshots of a realistic size: 20 services of 3 endpoints, 50 peers and
 // 4 KiB of policy, shared between sidecars (only Self differs), as a controller's generator
 // would share its compiled view.
-func benchWorld() (Generator, func()) {
+//
+// change() gives the first `affected` sidecars (web-0 .. web-<affected-1>) a new policy; the
+// others keep theirs, as when one rule changes.
+func benchWorld(affected int) (Generator, func()) {
 	var services []*xdsv1.Service
 	for i := 0; i < 20; i++ {
 		svc := &xdsv1.Service{Namespace: "shop", Name: fmt.Sprintf("svc%d", i), Vips: []string{fmt.Sprintf("10.96.0.%d", i+1)},
@@ -34,30 +37,48 @@ func benchWorld() (Generator, func()) {
 			Ips: []string{fmt.Sprintf("10.1.0.%d", i+2)}, Groups: []string{"shop/peers"}, TunnelPort: 15008})
 	}
 	var policy atomic.Pointer[[]byte]
-	rev := 0
-	change := func() { // a new policy for everyone: every sidecar's snapshot changes
-		rev++
+	mk := func(rev int) []byte {
 		p := make([]byte, 4096)
 		for i := range p {
 			p[i] = 'a' + byte((i+rev)%26)
 		}
+		return p
+	}
+	unaffected := mk(0)
+	rev := 0
+	change := func() {
+		rev++
+		p := mk(rev)
 		policy.Store(&p)
 	}
 	change()
 	return GeneratorFunc(func(_ context.Context, n Node) (*xdsv1.Snapshot, error) {
+		pol := unaffected
+		var i int
+		if _, err := fmt.Sscanf(n.Workload, "web-%d", &i); err == nil && i < affected {
+			pol = *policy.Load()
+		}
 		return &xdsv1.Snapshot{
 			Self:     &xdsv1.Workload{Namespace: n.Namespace, Name: n.Workload, SpiffeId: n.ID.String(), Ips: []string{"10.2.0.2"}, Mode: xdsv1.PolicyMode_POLICY_MODE_PROTECT},
 			Services: services, Peers: peers, EgressMode: xdsv1.EgressMode_EGRESS_MODE_REGISTRY_ONLY,
-			Policy: *policy.Load(), PolicyFormat: "yaml",
+			Policy: pol, PolicyFormat: "yaml",
 		}, nil
 	}), change
 }
 
 // BenchmarkPushTo1000Sidecars measures one version bump until all 1,000 simulated sidecars
 // (each its own gRPC connection over loopback, validating and applying) have ACKed it.
+//
+// all: every sidecar's snapshot changes (worst case, e.g. a new service). one-rule: 10 of the
+// 1,000 change (one rule between two groups); the rest are up to date without a push.
 func BenchmarkPushTo1000Sidecars(b *testing.B) {
+	b.Run("all", func(b *testing.B) { benchPush(b, 1000) })
+	b.Run("one-rule", func(b *testing.B) { benchPush(b, 10) })
+}
+
+func benchPush(b *testing.B, affected int) {
 	const sidecars = 1000
-	gen, change := benchWorld()
+	gen, change := benchWorld(affected)
 	srv := startServer(b, "127.0.0.1:0", gen, nil)
 	for i := 0; i < sidecars; i++ {
 		startClient(b, ClientConfig{
