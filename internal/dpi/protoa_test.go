@@ -177,7 +177,9 @@ func pcapSeeds(tb testing.TB, proto string) [][]byte {
 		}
 		for _, d := range dirs {
 			if len(d) > 0 {
-				seeds = append(seeds, d)
+				// The first MaxProbe bytes carry every message kind worth mutating; longer seeds
+				// make the fuzzer spend its minute minimising (seen with SSH key exchanges).
+				seeds = append(seeds, d[:min(len(d), MaxProbe)])
 			}
 		}
 	}
