@@ -124,6 +124,7 @@ type FlowInfo struct {
 	Transport  Transport
 	ServerPort uint16 // only for the mismatch signal and detector tie-breaks
 	Midstream  bool   // the flow's start (TCP handshake, first bytes) was not seen
+	// (the engine also sets it when bytes are lost during detection)
 }
 
 type flowState uint8
@@ -234,12 +235,16 @@ func (f *Flow) Feed(dir Direction, data []byte) {
 	}
 }
 
-// Gap says bytes of dir were lost (a hole in reassembly). Detection decides on what it has;
-// a parser that can resynchronise is told.
+// Gap says bytes of dir were lost (a hole in reassembly). Detection decides on what it has
+// and, failing that, goes on as for a flow picked up mid-stream; a parser that can
+// resynchronise is told.
 func (f *Flow) Gap(dir Direction) {
 	switch f.state {
 	case detecting:
-		f.detect(true)
+		f.info.Midstream = true // what follows the hole starts anywhere in a message
+		if f.nsegs > 0 {
+			f.detect(true)
+		}
 	case parsing:
 		if g, ok := f.parser.(GapParser); ok {
 			f.safely(func() { g.Gap(dir & 1) })

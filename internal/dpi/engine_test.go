@@ -288,3 +288,16 @@ func TestMidstreamReprobes(t *testing.T) {
 		t.Fatalf("got %q with %d responses", fl.Protocol(), fl.Summary().Count(TypeResponse))
 	}
 }
+
+// TestGapBeforeAnyBytes: losing the first segment of a flow must not decide Unknown on an
+// empty probe; the bytes after the hole are probed as mid-stream.
+func TestGapBeforeAnyBytes(t *testing.T) {
+	e := coreEngine(t)
+	fl := e.NewFlow(FlowInfo{Transport: TCP, ServerPort: 80}, nil)
+	fl.Gap(ClientToServer)
+	fl.Feed(ClientToServer, []byte("er: 1\r\n\r\nGET /b HTTP/1.1\r\nHost: a\r\n\r\n"))
+	fl.Close()
+	if fl.Protocol() != "http" || fl.Summary().Count(TypeRequest) != 1 {
+		t.Fatalf("got %q, %d requests", fl.Protocol(), fl.Summary().Count(TypeRequest))
+	}
+}
