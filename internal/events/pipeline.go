@@ -48,6 +48,8 @@ type PipelineConfig struct {
 type Pipeline struct {
 	cfg      PipelineConfig
 	queues   []chan Event
+	full     []prometheus.Counter // per exporter, resolved once: Emit is a hot path
+	stop     []prometheus.Counter
 	dropped  *prometheus.CounterVec
 	exported *prometheus.CounterVec
 	mu       sync.RWMutex
@@ -93,6 +95,8 @@ func NewPipeline(cfg PipelineConfig) (*Pipeline, error) {
 	}
 	for _, x := range cfg.Exporters {
 		p.queues = append(p.queues, make(chan Event, cfg.Capacity))
+		p.full = append(p.full, p.dropped.WithLabelValues(x.Name(), DropQueueFull))
+		p.stop = append(p.stop, p.dropped.WithLabelValues(x.Name(), DropStopped))
 		// Pre-create the series so dashboards see zeros, not absences.
 		for _, r := range []string{DropQueueFull, DropFailed, DropStopped} {
 			p.dropped.WithLabelValues(x.Name(), r)
@@ -110,15 +114,14 @@ func (p *Pipeline) Emit(_ context.Context, e Event) {
 	p.mu.RLock()
 	defer p.mu.RUnlock()
 	for i, q := range p.queues {
-		name := p.cfg.Exporters[i].Name()
 		if p.stopped {
-			p.dropped.WithLabelValues(name, DropStopped).Inc()
+			p.stop[i].Inc()
 			continue
 		}
 		select {
 		case q <- e:
 		default:
-			p.dropped.WithLabelValues(name, DropQueueFull).Inc()
+			p.full[i].Inc()
 		}
 	}
 }

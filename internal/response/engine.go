@@ -157,12 +157,12 @@ func (e *Engine) SetRules(rules []policy.ResponseRule) {
 // Decide returns the decision for an input without side effects.
 func (e *Engine) Decide(in Input) Decision {
 	if in.Mode == "" {
-		in.Mode = e.mode(in.Event)
+		in.Mode = e.mode(&in.Event)
 	}
 	return Decide(*e.rules.Load(), in)
 }
 
-func (e *Engine) mode(ev events.Event) policy.Mode {
+func (e *Engine) mode(ev *events.Event) policy.Mode {
 	if e.cfg.Modes != nil {
 		for _, g := range []string{ev.Destination.Group, ev.Source.Group} {
 			if g == "" {
@@ -181,7 +181,7 @@ func (e *Engine) mode(ev events.Event) policy.Mode {
 // and counted, the verdict stands.
 func (e *Engine) Handle(_ context.Context, in Input) Decision {
 	if in.Mode == "" {
-		in.Mode = e.mode(in.Event)
+		in.Mode = e.mode(&in.Event)
 	}
 	d := Decide(*e.rules.Load(), in)
 	if !d.Report {

@@ -85,7 +85,7 @@ func Decide(rules []policy.ResponseRule, in Input) Decision {
 	var verdictSet, blockByRule, suppress bool
 	for i := range rules {
 		r := &rules[i]
-		if !matches(r, in.Event) {
+		if !matches(r, &in.Event) {
 			continue
 		}
 		d.Rules = append(d.Rules, r.Metadata.Key())
@@ -119,7 +119,7 @@ func severityRank(s string) int {
 }
 
 // matches reports whether a rule selects an event: every given field must match.
-func matches(r *policy.ResponseRule, e events.Event) bool {
+func matches(r *policy.ResponseRule, e *events.Event) bool {
 	m := r.Spec.Match
 	if m.Kind != "" && m.Kind != string(e.Kind) {
 		return false
