@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"net/url"
 	"strconv"
-	"strings"
 	"testing"
 
 	"github.com/meshguard/meshguard/internal/threat"
@@ -30,15 +29,11 @@ func benchRequests() []struct {
 		Tags  []string `json:"tags"`
 	}
 	var items []item
-	var js []byte
-	for i := 0; len(js) < 100<<10; i++ {
+	// About 100 KB of valid JSON (~1100 objects).
+	for i := 0; i < 1100; i++ {
 		items = append(items, item{i, "Item " + strconv.Itoa(i), "It's a \"great\" product; ships in 2-3 days (see FAQ)", []string{"a", "b"}})
-		if i%50 == 0 {
-			js, _ = json.Marshal(items)
-		}
 	}
-	js, _ = json.Marshal(items)
-	js = js[:100<<10]
+	js, _ := json.Marshal(items)
 	body := fmt.Sprintf("POST /api/v1/import HTTP/1.1\r\nHost: shop.internal\r\nUser-Agent: curl/8\r\nAccept: */*\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n%s", len(js), js)
 	return []struct {
 		name string
@@ -82,7 +77,7 @@ func BenchmarkRequest(b *testing.B) {
 				req, _ := threat.ParseHTTPRequest(r.raw)
 				f = builtin.Inspect(&req, f[:0])
 				f = w.Inspect(&req, f)
-				if len(f) > 0 && !strings.Contains(r.name, "JSON") {
+				if len(f) > 0 {
 					b.Fatalf("benign request flagged: %v", f)
 				}
 			}
