@@ -68,10 +68,24 @@ func dnsVerdict(b []byte, t Transport, response bool) Verdict {
 		}
 		b = b[:n]
 	}
-	if dnsPlausible(b, response, true) {
+	if dnsPlausible(b, response, true) && !netbiosName(b) {
 		return Yes
 	}
 	return No
+}
+
+// netbiosName recognises NetBIOS Name Service (UDP 137), which borrows DNS's wire format: its
+// question is one 32-character label of 'A'..'P' (the first-level encoding of a NetBIOS name).
+func netbiosName(b []byte) bool {
+	if len(b) < 12+1+32 || b[12] != 32 {
+		return false
+	}
+	for _, c := range b[13 : 13+32] {
+		if c < 'A' || c > 'P' {
+			return false
+		}
+	}
+	return true
 }
 
 // dnsPrefixOK judges a TCP message of length n from its first bytes, so a few bytes of another

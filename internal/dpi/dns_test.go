@@ -72,12 +72,19 @@ func TestDNSMessages(t *testing.T) {
 func TestDNSDetect(t *testing.T) {
 	q, r := dnsPair(t)
 	framed := append(binary.BigEndian.AppendUint16(nil, uint16(len(q))), q...)
+	nb := new(dns.Msg)
+	nb.SetQuestion("EPEJEDFFDIDBDCCNFIFACACACACACACA.", 0x20) // NetBIOS name service, UDP 137
+	nbq, err := nb.Pack()
+	if err != nil {
+		t.Fatal(err)
+	}
 	cases := []struct {
 		name string
 		p    Probe
 		want Verdict
 	}{
 		{"udp query", Probe{Transport: UDP, Client: q}, Yes},
+		{"netbios name service", Probe{Transport: UDP, Client: nbq}, No},
 		{"udp response only", Probe{Transport: UDP, Server: r}, Yes},
 		{"response first (mDNS announcement, missed query)", Probe{Transport: UDP, Client: r}, Yes},
 		{"response first over tcp", Probe{Transport: TCP, Client: append(binary.BigEndian.AppendUint16(nil, uint16(len(r))), r...)}, No},
