@@ -22,6 +22,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net/netip"
 	"sync"
@@ -522,3 +523,32 @@ func (t tee) FromServer(p []byte) error { t.r.record(false, p); return t.next.Fr
 
 // Close closes next first: its verdict-driven triggers still find the recorder open.
 func (t tee) Close() { t.next.Close(); t.r.Close() }
+
+// CaptureWorkload records every connection of workload for d from now (no history) and
+// copies the pcap to w: `meshguard capture NS/POD --duration 30s -o FILE.pcap`. The capture
+// also stays in the store under the returned Info's ID.
+func (m *Manager) CaptureWorkload(ctx context.Context, workload string, d time.Duration, w io.Writer) (Info, error) {
+	if workload == "" || d <= 0 {
+		return Info{}, fmt.Errorf("capture: workload (%q) and a positive duration (%v) are required", workload, d)
+	}
+	id, err := m.Trigger(Request{Workload: workload, After: d, NoHistory: true, Reason: "on-demand"})
+	if err != nil {
+		return Info{}, err
+	}
+	if err := m.Wait(ctx, id); err != nil {
+		return Info{ID: id}, err
+	}
+	info, err := m.store.Get(id)
+	if err != nil {
+		return info, err
+	}
+	rc, err := m.store.Open(id)
+	if err != nil {
+		return info, err
+	}
+	defer rc.Close()
+	if _, err := io.Copy(w, rc); err != nil {
+		return info, fmt.Errorf("capture: copy %s: %w", id, err)
+	}
+	return info, nil
+}

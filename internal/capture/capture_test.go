@@ -153,6 +153,40 @@ func TestTriggerAfterBlockedConnectionClosed(t *testing.T) {
 	}
 }
 
+func TestCaptureWorkloadOnDemand(t *testing.T) {
+	m, clk := newManager(t, nil)
+	r := m.Open(conn("x", "ns/pod", 40200))
+	_ = r.FromClient([]byte("GET /history HTTP/1.1\r\nHost: x\r\n\r\n"))
+	type result struct {
+		info Info
+		err  error
+	}
+	var buf bytes.Buffer
+	res := make(chan result, 1)
+	go func() {
+		info, err := m.CaptureWorkload(context.Background(), "ns/pod", 30*time.Second, &buf)
+		res <- result{info, err}
+	}()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := clk.BlockUntilContext(ctx, 1); err != nil { // the capture's timer is armed
+		t.Fatal(err)
+	}
+	_ = r.FromClient([]byte("GET /during HTTP/1.1\r\nHost: x\r\n\r\n"))
+	clk.Advance(30 * time.Second)
+	got := <-res
+	if got.err != nil || got.info.Connections != 1 || got.info.Reason != "on-demand" {
+		t.Fatalf("info %+v err %v", got.info, got.err)
+	}
+	f := filepath.Join(t.TempDir(), "out.pcap")
+	if err := os.WriteFile(f, buf.Bytes(), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if uris := tshark(t, f, "-Y", "http.request", "-T", "fields", "-e", "http.request.uri"); uris != "/during\n" {
+		t.Fatalf("on-demand capture = %q", uris)
+	}
+}
+
 func TestTriggerUnknownConn(t *testing.T) {
 	m, _ := newManager(t, nil)
 	if _, err := m.Trigger(Request{ConnID: "nope"}); !errors.Is(err, ErrNoConnections) {
