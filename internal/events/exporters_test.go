@@ -123,7 +123,7 @@ func TestPipelineSlowExporterBlocksNobody(t *testing.T) {
 		t.Fatalf("fast drops = %v", d)
 	}
 	mfs, _ := reg.Gather()
-	if !strings.Contains(metricsText(mfs), "meshguard_events_dropped_total") {
+	if txt := metricsText(mfs); !strings.Contains(txt, "meshguard_events_dropped_total") || !strings.Contains(txt, "meshguard_events_total") {
 		t.Fatal("drop counter not registered on the given registry")
 	}
 	close(slow.release)

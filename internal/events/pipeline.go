@@ -48,7 +48,9 @@ type PipelineConfig struct {
 type Pipeline struct {
 	cfg      PipelineConfig
 	queues   []chan Event
-	full     []prometheus.Counter // per exporter, resolved once: Emit is a hot path
+	byKind   map[Kind]prometheus.Counter // resolved once: Emit is a hot path
+	other    prometheus.Counter
+	full     []prometheus.Counter // per exporter, resolved once
 	stop     []prometheus.Counter
 	dropped  *prometheus.CounterVec
 	exported *prometheus.CounterVec
@@ -88,7 +90,16 @@ func NewPipeline(cfg PipelineConfig) (*Pipeline, error) {
 			Help: "Events delivered, by exporter.",
 		}, []string{"exporter"}),
 	}
-	for _, c := range []prometheus.Collector{p.dropped, p.exported} {
+	emitted := prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "meshguard_events_total",
+		Help: "Events published, by kind.",
+	}, []string{"kind"})
+	p.byKind = map[Kind]prometheus.Counter{}
+	for _, k := range []Kind{KindConnection, KindViolation, KindThreat, KindIncident, KindAudit} {
+		p.byKind[k] = emitted.WithLabelValues(string(k))
+	}
+	p.other = emitted.WithLabelValues("other")
+	for _, c := range []prometheus.Collector{p.dropped, p.exported, emitted} {
 		if err := cfg.Registry.Register(c); err != nil {
 			return nil, fmt.Errorf("events: register pipeline metrics: %w", err)
 		}
@@ -110,6 +121,11 @@ func NewPipeline(cfg PipelineConfig) (*Pipeline, error) {
 func (p *Pipeline) Emit(_ context.Context, e Event) {
 	if len(e.Evidence) > MaxEvidence {
 		e.Evidence = e.Evidence[:MaxEvidence]
+	}
+	if c, ok := p.byKind[e.Kind]; ok {
+		c.Inc()
+	} else {
+		p.other.Inc()
 	}
 	p.mu.RLock()
 	defer p.mu.RUnlock()
