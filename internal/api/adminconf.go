@@ -15,6 +15,7 @@ type AdminConfig struct {
 	CAFile   string `json:"caFile"`             // PEM bundle of the meshguard roots
 	Token    string `json:"token"`              // admin bearer token
 	Identity string `json:"identity,omitempty"` // host:port of the identity gRPC service
+	XDS      string `json:"xds,omitempty"`      // host:port of the config distribution gRPC service (mTLS)
 }
 
 // WriteAdminConfig writes c to path with mode 0600, replacing any previous file atomically.

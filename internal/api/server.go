@@ -6,15 +6,14 @@ package api
 import (
 	"context"
 	"crypto/sha256"
-	"crypto/subtle"
 	"crypto/tls"
+	"crypto/x509"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
 	"net"
 	"net/http"
-	"strings"
 	"time"
 
 	"github.com/meshguard/meshguard/internal/events"
@@ -32,6 +31,20 @@ type Config struct {
 	Identity       IdentityAdmin
 	Events         EventLister
 	Log            *slog.Logger
+
+	// Optional parts: their routes exist only when they are set.
+	Policy      PolicyAdmin      // /api/v1/policy..., /api/v1/explain, groups, rules
+	Registry    RegistryView     // workloads, services, group members
+	Sidecars    SidecarLister    // /api/v1/sidecars
+	Connections ConnectionSource // /api/v1/connections, /api/v1/graph
+	EventStore  EventStore       // persistent events with since and follow (else Events)
+	Audit       events.Sink      // RBAC refusals and token creation are audited here
+	Principals  Principals       // role tokens and client-certificate principals
+	// ClientRoots, if set, makes the server ask for client certificates and accept those
+	// that chain to these roots (the meshguard CA bundle, read per handshake so rotation
+	// applies); the certificate's SPIFFE ID must be a principal in Principals.
+	ClientRoots func() []*x509.Certificate
+	Metrics     http.Handler // served at /metrics to any authenticated principal
 }
 
 func (c Config) validate() error {
@@ -71,12 +84,34 @@ func New(cfg Config) (*Server, error) {
 	s := &Server{cfg: cfg, mux: http.NewServeMux(), tokenHash: sha256.Sum256([]byte(cfg.AdminToken))}
 	s.identityRoutes()
 	s.eventRoutes()
+	s.authRoutes()
+	if cfg.Policy != nil {
+		s.policyRoutes()
+	}
+	if cfg.Registry != nil {
+		s.registryRoutes()
+	}
+	if cfg.Sidecars != nil {
+		s.HandleRole("GET /api/v1/sidecars", RoleViewer, s.listSidecars)
+	}
+	if cfg.Connections != nil {
+		s.connectionRoutes()
+	}
+	if cfg.Metrics != nil {
+		s.HandleRole("GET /metrics", RoleViewer, cfg.Metrics.ServeHTTP)
+	}
 	return s, nil
 }
 
-// Handle registers an admin-authenticated route, e.g. "GET /api/v1/groups".
+// Handle registers an admin-only route, e.g. "POST /api/v1/tokens".
 func (s *Server) Handle(pattern string, h http.HandlerFunc) {
-	s.mux.Handle(pattern, s.authenticated(h))
+	s.mux.Handle(pattern, s.authenticated(RoleAdmin, h))
+}
+
+// HandleRole registers a route open to role and above: viewer routes to every principal,
+// namespace-editor routes to editors and admins (handlers check the namespace).
+func (s *Server) HandleRole(pattern string, role Role, h http.HandlerFunc) {
+	s.mux.Handle(pattern, s.authenticated(role, h))
 }
 
 // ServeHTTP lets tests drive the API without a listener.
@@ -88,7 +123,7 @@ func (s *Server) Run(ctx context.Context) error {
 		Handler:           s.mux,
 		ReadHeaderTimeout: 10 * time.Second,
 		ErrorLog:          slog.NewLogLogger(s.cfg.Log.Handler(), slog.LevelDebug),
-		TLSConfig:         &tls.Config{MinVersion: tls.VersionTLS12, GetCertificate: s.cfg.GetCertificate},
+		TLSConfig:         s.tlsConfig(),
 	}
 	errc := make(chan error, 1)
 	go func() { errc <- srv.ServeTLS(s.cfg.Listener, "", "") }()
@@ -105,22 +140,15 @@ func (s *Server) Run(ctx context.Context) error {
 	return nil
 }
 
-func (s *Server) authenticated(h http.HandlerFunc) http.Handler {
-	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		tok, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
-		got := sha256.Sum256([]byte(tok))
-		if !ok || subtle.ConstantTimeCompare(got[:], s.tokenHash[:]) != 1 {
-			w.Header().Set("WWW-Authenticate", `Bearer realm="meshguard"`)
-			writeError(w, http.StatusUnauthorized, "missing or wrong admin token; use the token from admin.conf (--config)")
-			return
-		}
-		h(w, r)
-	})
-}
-
 // decode reads a JSON body strictly (unknown fields are errors, size bounded).
 func decode(w http.ResponseWriter, r *http.Request, v any) bool {
-	dec := json.NewDecoder(http.MaxBytesReader(w, r.Body, maxBodyBytes))
+	r.Body = http.MaxBytesReader(w, r.Body, maxBodyBytes)
+	return decodeLimited(w, r, v)
+}
+
+// decodeLimited is decode for handlers that set their own body limit.
+func decodeLimited(w http.ResponseWriter, r *http.Request, v any) bool {
+	dec := json.NewDecoder(r.Body)
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(v); err != nil {
 		writeError(w, http.StatusBadRequest, "request body: "+err.Error())
@@ -150,6 +178,11 @@ func (s *Server) fail(w http.ResponseWriter, r *http.Request, err error) {
 	var ref *identity.Refusal
 	if errors.As(err, &ref) {
 		writeError(w, http.StatusBadRequest, ref.Reason)
+		return
+	}
+	var se *StatusError
+	if errors.As(err, &se) {
+		writeError(w, se.Status, se.Error())
 		return
 	}
 	s.cfg.Log.Error("api request failed", "method", r.Method, "path", r.URL.Path, "err", err)

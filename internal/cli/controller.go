@@ -12,7 +12,7 @@ func newControllerCommand(g *globals) *cobra.Command {
 	cfg := controller.Config{}
 	cmd := &cobra.Command{
 		Use:   "controller",
-		Short: "Run the control plane: CA and identity service, REST API",
+		Short: "Run the control plane: identity, policy, config distribution, REST API",
 		Long: `Run the meshguard controller. State (store, CA, admin.conf) lives in --data-dir; the
 same CA is used after a restart. Once serving it logs a line containing "ready" and writes
 DATA-DIR/admin.conf, which other verbs read with --config.`,
@@ -35,6 +35,10 @@ DATA-DIR/admin.conf, which other verbs read with --config.`,
 	f.StringVar(&cfg.TrustDomain, "trust-domain", controller.DefaultTrustDomain, "SPIFFE trust domain")
 	f.StringVar(&cfg.ListenAPI, "listen-api", controller.DefaultListenAPI, "REST API address (HTTPS); port 0 picks a free port")
 	f.StringVar(&cfg.ListenIdentity, "listen-identity", controller.DefaultListenIdentity, "identity gRPC address; port 0 picks a free port")
+	f.StringVar(&cfg.ListenXDS, "listen-xds", controller.DefaultListenXDS, "config distribution gRPC address for sidecars (mTLS); port 0 picks a free port")
+	f.StringVar(&cfg.LabStateDir, "lab-state", "", "lab state dir: register the lab's pods and services as workloads (set by 'lab up')")
+	f.Uint16Var(&cfg.TunnelPort, "sidecar-tunnel-port", controller.DefaultTunnelPort, "port every sidecar's mTLS tunnel listens on")
+	f.DurationVar(&cfg.EventRetention, "event-retention", controller.DefaultEventRetention, "delete events older than this")
 	f.DurationVar(&cfg.SVIDTTL, "svid-ttl", identity.DefaultSVIDTTL, "workload certificate lifetime, 5m to 24h")
 	f.StringVar(&cfg.CACertFile, "ca-cert", "", "bring your own CA: PEM root or intermediate certificate (first start only)")
 	f.StringVar(&cfg.CAKeyFile, "ca-key", "", "bring your own CA: PEM private key of --ca-cert")

@@ -71,6 +71,8 @@ func labControllerSpec(g *globals) func(s *lab.State) []lab.SystemSpec {
 				"--data-dir", filepath.Join(s.StateDir, "controller"),
 				"--listen-api", s.Gateway + ":7443",
 				"--listen-identity", s.Gateway + ":7444",
+				"--listen-xds", s.Gateway + ":7445",
+				"--lab-state", s.StateDir,
 				"--log-level", g.logLevel,
 			},
 			ReadyLine: "ready",

@@ -78,6 +78,14 @@ Start a controller with 'meshguard controller --data-dir DIR'; other verbs find 
 		newCACommand(g),
 		newInspectCommand(g),
 		newLabCommand(g),
+		newApplyCommand(g),
+		newGetCommand(g),
+		newDeleteCommand(g),
+		newPolicyCommand(g),
+		newModeCommand(g),
+		newExplainCommand(g),
+		newGraphCommand(g),
+		newAPITokenCommand(g),
 	)
 	return root
 }

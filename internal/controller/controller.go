@@ -16,12 +16,22 @@ import (
 	"time"
 
 	"github.com/jonboulle/clockwork"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials"
 
 	"github.com/meshguard/meshguard/internal/api"
 	"github.com/meshguard/meshguard/internal/events"
 	"github.com/meshguard/meshguard/internal/identity"
+	"github.com/meshguard/meshguard/internal/learn"
+	"github.com/meshguard/meshguard/internal/registry"
+	"github.com/meshguard/meshguard/internal/registry/labfeed"
 	"github.com/meshguard/meshguard/internal/store"
+	"github.com/meshguard/meshguard/internal/xds"
+	"github.com/meshguard/meshguard/internal/xds/xdsgen"
 )
 
 // Defaults for the controller's flags.
@@ -29,7 +39,11 @@ const (
 	DefaultTrustDomain    = "cluster.local"
 	DefaultListenAPI      = "127.0.0.1:7443"
 	DefaultListenIdentity = "127.0.0.1:7444"
+	DefaultListenXDS      = "127.0.0.1:7445"
+	DefaultTunnelPort     = 15008
+	DefaultEventRetention = 7 * 24 * time.Hour
 	eventRingSize         = 10000
+	learnDebounce         = 2 * time.Second
 )
 
 // Config is everything the controller needs; the CLI fills it from flags.
@@ -38,6 +52,10 @@ type Config struct {
 	TrustDomain    string        // SPIFFE trust domain, e.g. cluster.local
 	ListenAPI      string        // REST API address (HTTPS); port 0 picks a free one
 	ListenIdentity string        // identity gRPC address; port 0 picks a free one
+	ListenXDS      string        // config distribution gRPC address (mTLS); port 0 picks a free one
+	LabStateDir    string        // if set, workloads and services come from this lab's state file
+	TunnelPort     uint16        // the port every sidecar's mTLS tunnel listens on
+	EventRetention time.Duration // events older than this are deleted
 	SVIDTTL        time.Duration // workload certificate lifetime, 5m..24h
 	// Bring your own CA: a root or intermediate certificate (PEM) and its key; CABundleFile
 	// holds the roots when CACertFile is an intermediate. Read on first start only.
@@ -53,13 +71,19 @@ func (c Config) validate() error {
 	if _, err := spiffeid.TrustDomainFromString(c.TrustDomain); err != nil {
 		return fmt.Errorf("controller: --trust-domain %q: %w", c.TrustDomain, err)
 	}
-	for flag, a := range map[string]string{"--listen-api": c.ListenAPI, "--listen-identity": c.ListenIdentity} {
+	for flag, a := range map[string]string{"--listen-api": c.ListenAPI, "--listen-identity": c.ListenIdentity, "--listen-xds": c.ListenXDS} {
 		if _, _, err := net.SplitHostPort(a); err != nil {
 			return fmt.Errorf("controller: %s %q: want host:port (%v)", flag, a, err)
 		}
 	}
 	if c.SVIDTTL < identity.MinSVIDTTL || c.SVIDTTL > identity.MaxSVIDTTL {
 		return fmt.Errorf("controller: --svid-ttl %v: want between %v and %v", c.SVIDTTL, identity.MinSVIDTTL, identity.MaxSVIDTTL)
+	}
+	if c.TunnelPort == 0 {
+		return errors.New("controller: --sidecar-tunnel-port must be 1-65535")
+	}
+	if c.EventRetention <= 0 {
+		return fmt.Errorf("controller: --event-retention %v must be positive", c.EventRetention)
 	}
 	if (c.CACertFile == "") != (c.CAKeyFile == "") {
 		return errors.New("controller: --ca-cert and --ca-key must be given together")
@@ -138,8 +162,29 @@ func (c *Controller) Run(ctx context.Context) error {
 	defer idLn.Close()
 	hosts := serverHosts(cfg.ListenAPI, cfg.ListenIdentity)
 
+	xdsLn, err := net.Listen("tcp", cfg.ListenXDS)
+	if err != nil {
+		return fmt.Errorf("controller: --listen-xds %s: %w", cfg.ListenXDS, err)
+	}
+	defer xdsLn.Close()
+	hosts = append(hosts, serverHosts(cfg.ListenXDS)...)
+
+	// Metrics live in a registry the controller owns (never the global default).
+	metrics := prometheus.NewRegistry()
+	metrics.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+
 	ring := events.NewRing(eventRingSize)
-	sink := events.Multi{ring, events.Logger{Log: log.With("component", "events")}}
+	evStore, err := events.OpenStore(events.StoreConfig{Path: filepath.Join(dir, "events.db"), Clock: cfg.Clock,
+		Log: log.With("component", "events"), MaxAge: cfg.EventRetention})
+	if err != nil {
+		return fmt.Errorf("controller: %w", err)
+	}
+	defer evStore.Close()
+	pipeline, err := events.NewPipeline(events.PipelineConfig{Exporters: []events.Exporter{evStore}, Registry: metrics, Log: log.With("component", "events")})
+	if err != nil {
+		return fmt.Errorf("controller: %w", err)
+	}
+	sink := events.Multi{ring, pipeline, quietLogger{events.Logger{Log: log.With("component", "events")}}}
 
 	idSvc, err := identity.New(identity.Config{
 		CA:          ca,
@@ -158,6 +203,53 @@ func (c *Controller) Run(ctx context.Context) error {
 		return err
 	}
 
+	reg, err := registry.New(registry.Config{Log: log.With("component", "registry"), TrustDomain: td.Name()})
+	if err != nil {
+		return err
+	}
+	var feeders []registry.Feeder
+	if cfg.LabStateDir != "" {
+		host, _ := os.Hostname()
+		lf, err := labfeed.New(labfeed.Config{StateDir: cfg.LabStateDir, Clock: cfg.Clock, Log: log.With("component", "labfeed"), Node: host})
+		if err != nil {
+			return err
+		}
+		feeders = append(feeders, lf)
+	}
+
+	var conns *Connections
+	pol, err := NewPolicyService(PolicyConfig{Store: st, Registry: reg, History: flowHistory{&conns}, Audit: sink,
+		Clock: cfg.Clock, Log: log.With("component", "policy")})
+	if err != nil {
+		return err
+	}
+	if err := pol.Load(ctx); err != nil {
+		return fmt.Errorf("controller: %w", err)
+	}
+	learner, err := learn.New(learn.Config{Writer: pol, Modes: pol, Clock: cfg.Clock, Log: log.With("component", "learn"), Debounce: learnDebounce})
+	if err != nil {
+		return err
+	}
+	conns, err = NewConnections(ConnectionsConfig{Directory: reg, Policy: pol, Learner: learner, Events: sink,
+		Clock: cfg.Clock, Log: log.With("component", "connections"), Metrics: metrics,
+		SystemPorts: []uint16{portOf(apiLn.Addr()), portOf(idLn.Addr()), portOf(xdsLn.Addr())}})
+	if err != nil {
+		return err
+	}
+	gen, err := xdsgen.New(xdsgen.Config{Registry: reg, Policy: pol, TunnelPort: uint32(cfg.TunnelPort), TrustDomain: td.Name()})
+	if err != nil {
+		return err
+	}
+	xdsSrv, err := xds.NewServer(xds.ServerConfig{Generator: gen, Clock: cfg.Clock, Log: log.With("component", "xds"),
+		Metrics: metrics, Reports: conns, TrustDomain: td, Listener: xdsLn,
+		ServerOptions: []grpc.ServerOption{grpc.Creds(credentials.NewTLS(sidecarTLS(ca, hosts)))}})
+	if err != nil {
+		return err
+	}
+	if err := registerControllerMetrics(metrics, pol, xdsSrv); err != nil {
+		return err
+	}
+
 	adminPath := c.AdminConfigPath()
 	token, err := adminToken(adminPath)
 	if err != nil {
@@ -166,20 +258,40 @@ func (c *Controller) Run(ctx context.Context) error {
 	apiSrv, err := api.New(api.Config{
 		Listener: apiLn, GetCertificate: ca.ServerCertificate(hosts), AdminToken: token,
 		Identity: idSvc, Events: ring, Log: log.With("component", "api"),
+		Policy: pol, Registry: reg, Sidecars: xdsSrv, Connections: conns, EventStore: evStore, Audit: sink,
+		Principals:  principals{st: st, clock: cfg.Clock, log: log.With("component", "api")},
+		ClientRoots: ca.Bundle,
+		Metrics:     promhttp.HandlerFor(metrics, promhttp.HandlerOpts{}),
 	})
 	if err != nil {
 		return err
 	}
 
-	adm := api.AdminConfig{Server: "https://" + dialable(apiLn.Addr()), CAFile: ca.BundlePath(), Token: token, Identity: dialable(idLn.Addr())}
+	adm := api.AdminConfig{Server: "https://" + dialable(apiLn.Addr()), CAFile: ca.BundlePath(), Token: token,
+		Identity: dialable(idLn.Addr()), XDS: dialable(xdsLn.Addr())}
 	if err := api.WriteAdminConfig(adminPath, adm); err != nil {
 		return fmt.Errorf("controller: %w", err)
 	}
-	log.Info("controller ready", "api", adm.Server, "identity", adm.Identity, "trust_domain", td.String(), "admin_config", adminPath, "data_dir", dir)
+	_, pv := pol.Current()
+	log.Info("controller ready", "api", adm.Server, "identity", adm.Identity, "xds", adm.XDS, "trust_domain", td.String(),
+		"admin_config", adminPath, "data_dir", dir, "policy_version", pv)
 
 	err = Supervise(ctx, log,
 		Subsystem{Name: "identity", Run: idSvc.Run},
 		Subsystem{Name: "api", Run: apiSrv.Run},
+		Subsystem{Name: "events", Run: pipeline.Run},
+		Subsystem{Name: "event-retention", Run: evStore.Run},
+		Subsystem{Name: "registry", Run: func(ctx context.Context) error {
+			if err := reg.Run(ctx, feeders...); err != nil {
+				return err
+			}
+			<-ctx.Done()
+			return nil
+		}},
+		Subsystem{Name: "membership", Run: func(ctx context.Context) error { return syncMembership(ctx, log, reg, pol) }},
+		Subsystem{Name: "learn", Run: learner.Run},
+		Subsystem{Name: "xds", Run: xdsSrv.Run},
+		Subsystem{Name: "xds-bump", Run: func(ctx context.Context) error { return xdsSrv.BumpOn(ctx, reg.Changed, pol.Changed) }},
 	)
 	log.Info("controller stopped")
 	return err

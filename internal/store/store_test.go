@@ -86,3 +86,22 @@ func TestRevocations(t *testing.T) {
 		t.Fatalf("RevokedAt = %v %v %v", got, ok, err)
 	}
 }
+
+func TestPolicyRoundTrip(t *testing.T) {
+	b, err := OpenBolt(filepath.Join(t.TempDir(), "s.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer b.Close()
+	ctx := context.Background()
+	if rec, err := b.LoadPolicy(ctx); err != nil || rec.Version != 0 || len(rec.Doc) != 0 {
+		t.Fatalf("empty store: %+v %v", rec, err)
+	}
+	if err := b.SavePolicy(ctx, PolicyRecord{Version: 7, Doc: []byte("kind: Group\n")}); err != nil {
+		t.Fatal(err)
+	}
+	rec, err := b.LoadPolicy(ctx)
+	if err != nil || rec.Version != 7 || string(rec.Doc) != "kind: Group\n" {
+		t.Fatalf("got %+v %v", rec, err)
+	}
+}

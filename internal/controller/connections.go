@@ -1,0 +1,305 @@
+package controller
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"net/netip"
+	"slices"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/jonboulle/clockwork"
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/meshguard/meshguard/internal/api"
+	"github.com/meshguard/meshguard/internal/dpi"
+	"github.com/meshguard/meshguard/internal/events"
+	"github.com/meshguard/meshguard/internal/learn"
+	"github.com/meshguard/meshguard/internal/policy"
+	"github.com/meshguard/meshguard/internal/registry"
+	"github.com/meshguard/meshguard/internal/xds"
+
+	xdsv1 "github.com/meshguard/meshguard/api/xds/v1"
+)
+
+// maxFlows bounds the aggregated flow table (graph, `get connections`, `policy test`).
+const maxFlows = 50000
+
+// Directory resolves report addresses and identities to workloads (the registry).
+type Directory interface {
+	ByIP(ip netip.Addr) (registry.Workload, bool)
+	BySPIFFEID(id string) (registry.Workload, bool)
+	GroupsOf(namespace, name string) []string
+}
+
+// Observer takes learning observations (the learner).
+type Observer interface {
+	Observe(o learn.Observation) bool
+}
+
+// Decider is the current compiled policy.
+type Decider interface {
+	Policy() *policy.Policy
+}
+
+// ConnectionsConfig configures Connections.
+type ConnectionsConfig struct {
+	Directory Directory
+	Policy    Decider
+	Learner   Observer
+	Events    events.Sink
+	Clock     clockwork.Clock
+	Log       *slog.Logger
+	Metrics   prometheus.Registerer
+	// SystemPorts are controller ports: flows to them from a workload are mesh system traffic.
+	SystemPorts []uint16
+}
+
+// Connections ingests sidecars' connection reports: each becomes a connection event, an entry
+// in the flow table, a violation event when the policy (re-decided here at connection level
+// with the controller's current policy, or the sidecar's deny) says so, and a learning
+// observation when the destination's group is in discover mode and no rule covered the flow.
+type Connections struct {
+	cfg        ConnectionsConfig
+	violations *prometheus.CounterVec
+
+	mu    sync.Mutex
+	flows map[flowKey]*flowEntry
+}
+
+type flowKey struct {
+	src, dst  string
+	port      uint16
+	transport dpi.Transport
+	app       string
+	verdict   string
+}
+
+type flowEntry struct {
+	conn      api.Connection
+	srcGroups []string
+	dstGroups []string
+}
+
+// NewConnections validates cfg and registers the violation counter.
+func NewConnections(cfg ConnectionsConfig) (*Connections, error) {
+	if cfg.Directory == nil || cfg.Policy == nil || cfg.Learner == nil || cfg.Events == nil || cfg.Clock == nil || cfg.Log == nil || cfg.Metrics == nil {
+		return nil, fmt.Errorf("controller: connections need directory, policy, learner, events, clock, logger and metrics")
+	}
+	c := &Connections{cfg: cfg, flows: map[flowKey]*flowEntry{},
+		violations: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "meshguard_violations_total",
+			Help: "Connections outside the allow-list, by destination group and action (allow in monitor mode, deny in protect mode).",
+		}, []string{"group", "action"})}
+	if err := cfg.Metrics.Register(c.violations); err != nil {
+		return nil, fmt.Errorf("controller: register metrics: %w", err)
+	}
+	return c, nil
+}
+
+var _ xds.ReportSink = (*Connections)(nil)
+
+type side struct {
+	w      registry.Workload
+	known  bool
+	addr   string
+	groups []string
+}
+
+func (c *Connections) resolve(id, addr string) side {
+	s := side{addr: addr}
+	if ap, err := netip.ParseAddrPort(addr); err == nil {
+		s.w, s.known = c.cfg.Directory.ByIP(ap.Addr().Unmap())
+	} else if a, err := netip.ParseAddr(addr); err == nil {
+		s.w, s.known = c.cfg.Directory.ByIP(a.Unmap())
+	}
+	if !s.known && id != "" {
+		s.w, s.known = c.cfg.Directory.BySPIFFEID(id)
+	}
+	if s.known {
+		s.groups = c.cfg.Directory.GroupsOf(s.w.Namespace, s.w.Name)
+	}
+	return s
+}
+
+func (s side) name() string {
+	if s.known {
+		return s.w.Key()
+	}
+	if ap, err := netip.ParseAddrPort(s.addr); err == nil {
+		return ap.Addr().String()
+	}
+	return s.addr
+}
+
+// HandleReports implements xds.ReportSink.
+func (c *Connections) HandleReports(ctx context.Context, from xds.Node, reports []*xdsv1.ConnectionReport) error {
+	pol := c.cfg.Policy.Policy()
+	for _, r := range reports {
+		// Both ends of a meshed connection report it; the inbound side is where the policy
+		// decides, so outbound reports count only for destinations without a sidecar.
+		if r.GetDirection() == "outbound" && r.GetDestinationSpiffeId() != "" {
+			continue
+		}
+		c.handle(ctx, from, pol, r)
+	}
+	return nil
+}
+
+func (c *Connections) handle(ctx context.Context, from xds.Node, pol *policy.Policy, r *xdsv1.ConnectionReport) {
+	src := c.resolve(r.GetSourceSpiffeId(), r.GetSourceAddr())
+	dst := c.resolve(r.GetDestinationSpiffeId(), r.GetDestinationAddr())
+	app := r.GetAppProtocol()
+	if app == "unknown" {
+		app = ""
+	}
+	transport := dpi.TCP
+	if strings.HasPrefix(r.GetCloseReason(), "udp") {
+		transport = dpi.UDP
+	}
+	port := uint16(r.GetDestinationPort())
+	flow := policy.Flow{SrcGroups: src.groups, DstGroups: dst.groups, Port: port, Transport: transport, App: app}
+	in := pol.Input(&flow)
+	d := pol.Decide(&in)
+
+	verdict, rule := r.GetVerdict(), r.GetRuleId()
+	if verdict == "" {
+		verdict = d.Verdict.String()
+	}
+	if rule == "" && d.RuleID != "" {
+		rule = d.RuleID
+	}
+	now := c.cfg.Clock.Now()
+	start := now
+	if ns := r.GetStartUnixNano(); ns > 0 {
+		start = time.Unix(0, ns)
+	}
+	srcEP := events.Endpoint{Workload: src.name(), Identity: r.GetSourceSpiffeId(), Address: r.GetSourceAddr()}
+	dstEP := events.Endpoint{Workload: dst.name(), Identity: r.GetDestinationSpiffeId(), Address: r.GetDestinationAddr(), Group: d.Group}
+	if src.known {
+		srcEP.Group = registry.AutoGroupKey(&src.w)
+	}
+	l7 := l7Summary(r.GetL7())
+	c.cfg.Events.Emit(ctx, events.Event{Kind: events.KindConnection, Time: start, Name: "connection",
+		Source: srcEP, Destination: dstEP, Protocol: app, L7: l7, RuleID: rule, Action: verdict,
+		Severity: events.SeverityInfo, Reason: fmt.Sprintf("reported by %s; %d bytes sent, %d received", from.Key(), r.GetBytesSent(), r.GetBytesReceived())})
+
+	violation := verdict == "deny" || (d.Violation && r.GetVerdict() != "deny" && rule == "")
+	if violation {
+		why := d.String()
+		if r.GetVerdict() == "deny" && r.GetRuleId() != "" {
+			why = "denied by rule " + r.GetRuleId()
+		}
+		c.violations.WithLabelValues(d.Group, verdict).Inc()
+		c.cfg.Events.Emit(ctx, events.Event{Kind: events.KindViolation, Time: start, Name: "policy.violation",
+			Source: srcEP, Destination: dstEP, Protocol: app, L7: l7, RuleID: rule, Action: verdict,
+			Severity: events.SeverityMedium, Reason: why})
+	}
+	if d.Learn && src.known && dst.known && verdict == "allow" {
+		c.cfg.Learner.Observe(learn.Observation{SrcWorkload: src.w.Key(), SrcGroup: registry.AutoGroupKey(&src.w),
+			DstGroup: d.Group, Port: port, Transport: transport, App: app, L7: l7})
+	}
+
+	k := flowKey{src: src.name(), dst: dst.name(), port: port, transport: transport, app: app, verdict: verdict}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	e, ok := c.flows[k]
+	if !ok {
+		if len(c.flows) >= maxFlows {
+			c.evictOldest()
+		}
+		e = &flowEntry{conn: api.Connection{Source: k.src, Destination: k.dst, Port: port, Transport: transport.String(),
+			App: app, Verdict: verdict, SrcGroup: srcEP.Group, DstGroup: d.Group,
+			System: isSystem(app, port, dst, c.cfg.SystemPorts)}}
+		c.flows[k] = e
+	}
+	e.srcGroups, e.dstGroups = src.groups, dst.groups
+	e.conn.Count++
+	e.conn.Bytes += r.GetBytesSent() + r.GetBytesReceived()
+	e.conn.RuleID = rule
+	if start.After(e.conn.LastSeen) {
+		e.conn.LastSeen = start
+	}
+}
+
+func (c *Connections) evictOldest() {
+	var oldest flowKey
+	var t time.Time
+	first := true
+	for k, e := range c.flows {
+		if first || e.conn.LastSeen.Before(t) {
+			oldest, t, first = k, e.conn.LastSeen, false
+		}
+	}
+	delete(c.flows, oldest)
+}
+
+// isSystem says whether a flow is mesh system traffic: DNS, or a controller port on an
+// address that is not a workload.
+func isSystem(app string, port uint16, dst side, ports []uint16) bool {
+	if app == "dns" || port == 53 {
+		return true
+	}
+	return !dst.known && slices.Contains(ports, port)
+}
+
+func l7Summary(m map[string]string) string {
+	if len(m) == 0 {
+		return ""
+	}
+	if m["method"] != "" || m["path"] != "" {
+		return strings.TrimSpace(m["method"] + " " + m["path"])
+	}
+	keys := make([]string, 0, len(m))
+	for k := range m {
+		keys = append(keys, k)
+	}
+	slices.Sort(keys)
+	parts := make([]string, 0, len(keys))
+	for _, k := range keys {
+		parts = append(parts, k+"="+m[k])
+	}
+	return strings.Join(parts, " ")
+}
+
+// Connections implements api.ConnectionSource, sorted by source, destination, port.
+func (c *Connections) Connections() []api.Connection {
+	c.mu.Lock()
+	out := make([]api.Connection, 0, len(c.flows))
+	for _, e := range c.flows {
+		out = append(out, e.conn)
+	}
+	c.mu.Unlock()
+	slices.SortFunc(out, func(a, b api.Connection) int {
+		if x := strings.Compare(a.Source, b.Source); x != 0 {
+			return x
+		}
+		if x := strings.Compare(a.Destination, b.Destination); x != 0 {
+			return x
+		}
+		if a.Port != b.Port {
+			return int(a.Port) - int(b.Port)
+		}
+		return strings.Compare(a.App+a.Verdict, b.App+b.Verdict)
+	})
+	return out
+}
+
+// Flows implements FlowHistory: one flow per distinct connection with the verdict it got.
+func (c *Connections) Flows() []policy.Flow {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	out := make([]policy.Flow, 0, len(c.flows))
+	for k, e := range c.flows {
+		v := policy.Deny
+		if k.verdict == "allow" {
+			v = policy.Allow
+		}
+		out = append(out, policy.Flow{ID: fmt.Sprintf("%s -> %s:%d", k.src, k.dst, k.port), SrcGroups: e.srcGroups,
+			DstGroups: e.dstGroups, Port: k.port, Transport: k.transport, App: k.app, Verdict: v})
+	}
+	slices.SortFunc(out, func(a, b policy.Flow) int { return strings.Compare(a.ID+a.App, b.ID+b.App) })
+	return out
+}
