@@ -9,7 +9,7 @@ func TestTextMailDetect(t *testing.T) {
 	}{
 		{"postfix banner", "", "220 mx.example.com ESMTP Postfix (Debian/GNU)\r\n", [4]Verdict{Yes, No, No, No}},
 		{"vsftpd banner", "", "220 (vsFTPd 3.0.3)\r\n", [4]Verdict{No, Yes, No, No}},
-		{"bare 220 waits", "", "220 host ready\r\n", [4]Verdict{NeedMore, NeedMore, No, No}},
+		{"bare 220 waits", "", "220 host ready\r\n", [4]Verdict{Maybe, NeedMore, No, No}},
 		{"bare 220 + EHLO", "EHLO me\r\n", "220 host ready\r\n", [4]Verdict{Yes, No, No, No}},
 		{"bare 220 + USER", "USER bob\r\n", "220 host ready\r\n", [4]Verdict{No, Yes, No, No}},
 		{"multi-line ftp", "", "220-Welcome\r\n220-to pyftpdlib\r\n220 ok\r\n", [4]Verdict{No, Yes, No, No}},
@@ -96,6 +96,31 @@ func TestTextMidstream(t *testing.T) {
 	for _, pr := range []Protocol{FTP{}, POP3{}, IMAP{}, MySQL{}} {
 		if _, ok := pr.NewParser().(interface{ Midstream() }); !ok {
 			t.Errorf("%s parser does not handle mid-stream starts", pr.Name())
+		}
+	}
+}
+
+func TestBare220DecidedByClient(t *testing.T) {
+	e, err := New(Config{Protocols: DefaultProtocols()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range []struct{ client, want string }{
+		{"USER bob\r\n", "ftp"},
+		{"EHLO me\r\n", "smtp"},
+		{"", "smtp"}, // no command before the flow ends: the common case wins
+	} {
+		f := e.NewFlow(FlowInfo{Transport: TCP, ServerPort: 2000}, nil)
+		f.Feed(ServerToClient, []byte("220 host ready\r\n"))
+		if f.Detected() {
+			t.Fatalf("decided %q before the client spoke", f.Protocol())
+		}
+		if c.client != "" {
+			f.Feed(ClientToServer, []byte(c.client))
+		}
+		f.Close()
+		if got := f.Protocol(); got != c.want {
+			t.Errorf("client %q: got %s want %s", c.client, got, c.want)
 		}
 	}
 }

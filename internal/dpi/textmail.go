@@ -4,7 +4,7 @@ import "bytes"
 
 // Detection shared by the text protocols whose servers speak first with look-alike banners
 // (smtp, ftp, pop3, imap): the server's first line, its text, and the client's first command
-// decide; an SMTP/FTP "220" banner without telling text waits for the client (NeedMore).
+// decide; an SMTP/FTP "220" banner without telling text waits for the client's command.
 
 const (
 	tmSMTP = iota
@@ -122,7 +122,9 @@ func smtpOrFTP(server, s, cw, crest []byte, cDone bool) (smtp, ftp Verdict) {
 	}
 	switch {
 	case len(cw) == 0 || !cDone:
-		return NeedMore, NeedMore
+		// FTP waits for the client's first command; if none comes, SMTP (far more common
+		// behind a bare "220") is the fallback.
+		return Maybe, NeedMore
 	case smtpOnly(cw, crest):
 		return Yes, No
 	case ftpOnly(cw, crest) || eqWord(cw, "USER", "PASS"):
