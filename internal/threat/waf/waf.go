@@ -106,6 +106,7 @@ func New(cfg Config) (*WAF, error) {
 		"SecRequestBodyLimitAction ProcessPartial",
 		"SecArgumentsLimit " + strconv.Itoa(cfg.ArgumentsLimit),
 		"SecResponseBodyAccess Off",
+		"SecAuditEngine Off", // findings become meshguard events; no Coraza audit log
 		"Include @crs-setup.conf.example",
 		`SecAction "id:900000,phase:1,pass,t:none,nolog,setvar:tx.blocking_paranoia_level=` + strconv.Itoa(cfg.ParanoiaLevel) + `"`,
 		`SecAction "id:900110,phase:1,pass,t:none,nolog,setvar:tx.inbound_anomaly_score_threshold=` + strconv.Itoa(cfg.AnomalyThreshold) + `,setvar:tx.outbound_anomaly_score_threshold=4"`,
