@@ -49,7 +49,7 @@ func (r *ring) put(at int64, fromClient bool, p []byte, limit int, grow func(wan
 	if len(p) > len(r.buf) {
 		p = p[len(p)-len(r.buf):]
 	}
-	for r.size()+len(p) > len(r.buf) {
+	for r.cn > 0 && r.size()+len(p) > len(r.buf) {
 		r.evictOne()
 	}
 	r.write(r.tail, p)
