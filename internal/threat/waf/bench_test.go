@@ -6,8 +6,8 @@ import (
 	"net/url"
 	"strconv"
 	"syscall"
-	"time"
 	"testing"
+	"time"
 
 	"github.com/meshguard/meshguard/internal/threat"
 )
