@@ -29,6 +29,7 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials"
+	"google.golang.org/grpc/keepalive"
 	"google.golang.org/grpc/peer"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
@@ -203,7 +204,13 @@ func (s *Server) Run(ctx context.Context) error {
 	var gs *grpc.Server
 	errc := make(chan error, 1)
 	if s.cfg.Listener != nil {
-		gs = grpc.NewServer(s.cfg.ServerOptions...)
+		// Keepalive pings find sidecars that vanished without closing (a node lost power), so
+		// they stop counting as connected; ServerOptions come after and may override.
+		opts := append([]grpc.ServerOption{
+			grpc.KeepaliveParams(keepalive.ServerParameters{Time: 30 * time.Second, Timeout: 10 * time.Second}),
+			grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 10 * time.Second, PermitWithoutStream: true}),
+		}, s.cfg.ServerOptions...)
+		gs = grpc.NewServer(opts...)
 		s.Register(gs)
 		go func() { errc <- gs.Serve(s.cfg.Listener) }()
 	}
