@@ -67,8 +67,13 @@ func (ca *testCA) bundle() *x509bundle.Bundle {
 	return x509bundle.FromX509Authorities(ca.td, []*x509.Certificate{ca.cert})
 }
 
-// svid issues a leaf for path (e.g. "/ns/shop/sa/web") with a fresh serial.
+// svid issues a leaf for path (e.g. "/ns/shop/sa/web") with a fresh serial, valid for an hour.
 func (ca *testCA) svid(t testing.TB, path string) *x509svid.SVID {
+	t.Helper()
+	return ca.svidUntil(t, path, time.Now().Add(time.Hour))
+}
+
+func (ca *testCA) svidUntil(t testing.TB, path string, notAfter time.Time) *x509svid.SVID {
 	t.Helper()
 	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
@@ -81,7 +86,7 @@ func (ca *testCA) svid(t testing.TB, path string) *x509svid.SVID {
 	tmpl := &x509.Certificate{
 		SerialNumber: big.NewInt(ca.serial.Add(1)),
 		NotBefore:    time.Now().Add(-time.Hour),
-		NotAfter:     time.Now().Add(time.Hour),
+		NotAfter:     notAfter,
 		KeyUsage:     x509.KeyUsageDigitalSignature,
 		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth, x509.ExtKeyUsageClientAuth},
 		URIs:         []*url.URL{id.URL()},

@@ -78,8 +78,9 @@ type TunnelClient struct {
 }
 
 type peerConn struct {
-	cc   *http2.ClientConn
-	leaf []byte // DER of the SVID this side presented on it
+	cc      *http2.ClientConn
+	leaf    []byte    // DER of the SVID this side presented on it
+	expires time.Time // the earlier NotAfter of the two SVIDs it was authenticated with
 }
 
 type dialCall struct {
@@ -171,9 +172,9 @@ func (c *TunnelClient) conn(ctx context.Context, peer Peer) (*http2.ClientConn, 
 			return nil, errors.New("tunnel client is closed")
 		}
 		if pc := c.conns[key]; pc != nil {
-			if !bytes.Equal(pc.leaf, cur) {
-				// Rotated: new streams go to a connection with the new SVID, the old one
-				// finishes its streams and closes.
+			if !bytes.Equal(pc.leaf, cur) || !c.cfg.Clock.Now().Before(pc.expires) {
+				// Rotated, or one side's SVID expired: new streams go to a connection with
+				// fresh credentials, the old one finishes its streams and closes.
 				delete(c.conns, key)
 				go c.retire(pc.cc)
 			} else if pc.cc.ReserveNewRequest() {
@@ -246,7 +247,15 @@ func (c *TunnelClient) dial(peer Peer) (*peerConn, error) {
 		return nil, fmt.Errorf("tunnel to %s: http2: %w", peer.Addr, err)
 	}
 	c.cfg.Log.Debug("tunnel connection up", "peer", peer.Addr, "peer_id", peer.ID.String())
-	return &peerConn{cc: cc, leaf: used.Certificates[0].Raw}, nil
+	expires := used.Certificates[0].NotAfter
+	if !c.cfg.Clock.Now().Before(expires) {
+		tc.Close()
+		return nil, fmt.Errorf("tunnel to %s: own SVID expired at %v: the workload client has not renewed it", peer.Addr, expires)
+	}
+	if peerLeaf := tc.ConnectionState().PeerCertificates[0]; peerLeaf.NotAfter.Before(expires) {
+		expires = peerLeaf.NotAfter
+	}
+	return &peerConn{cc: cc, leaf: used.Certificates[0].Raw, expires: expires}, nil
 }
 
 func (c *TunnelClient) retire(cc *http2.ClientConn) {

@@ -407,3 +407,47 @@ func isTimeout(err error) bool {
 	var ne net.Error
 	return errors.As(err, &ne) && ne.Timeout()
 }
+
+// A pooled connection is not reused past the expiry of the peer's SVID it was verified with:
+// the next stream gets a new handshake (with the peer's renewed SVID).
+func TestPooledConnectionRetiredWhenPeerSVIDExpires(t *testing.T) {
+	m := newMesh(t)
+	app := echoServer(t)
+	clock := clockwork.NewFakeClockAt(time.Now())
+	m.clientSVID.p.Store(m.ca.svidUntil(t, "/ns/shop/sa/web", time.Now().Add(24*time.Hour)))
+	client, err := NewTunnelClient(TunnelClientConfig{
+		Creds: Credentials{SVID: m.clientSVID, Bundle: m.ca.bundle()}, Clock: clock, Log: quietLog(),
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer client.Close(context.Background())
+	open := func() {
+		t.Helper()
+		s, err := client.Open(openCtx(t), m.peer, fmt.Sprintf(":%d", app.Port))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got, err := roundTrip(s, []byte("x")); err != nil || string(got) != "x" {
+			t.Fatalf("echo: %q, %v", got, err)
+		}
+		s.Close()
+	}
+	open()
+	open()
+	if got := m.in.Stats().TLSConns; got != 1 {
+		t.Fatalf("TLS connections = %d, want 1 while the peer SVID is valid", got)
+	}
+	// The server renews (valid for a day); the client's clock passes the old SVID's expiry.
+	m.serverSVID.p.Store(m.ca.svidUntil(t, "/ns/shop/sa/redis", time.Now().Add(24*time.Hour)))
+	clock.Advance(2 * time.Hour)
+	open()
+	if got := m.in.Stats().TLSConns; got != 2 {
+		t.Fatalf("TLS connections = %d, want a new one after the peer SVID expired", got)
+	}
+	// Past every SVID's expiry: Open fails (no endless redialling).
+	clock.Advance(48 * time.Hour)
+	if _, err := client.Open(openCtx(t), m.peer, fmt.Sprintf(":%d", app.Port)); err == nil {
+		t.Fatal("stream opened with expired credentials")
+	}
+}
