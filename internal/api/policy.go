@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"slices"
 	"strconv"
 	"strings"
 
@@ -199,6 +200,7 @@ func (s *Server) listGroups(w http.ResponseWriter, r *http.Request) {
 		}
 		out = append(out, v)
 	}
+	slices.SortFunc(out, func(a, b GroupView) int { return strings.Compare(a.Metadata.Key(), b.Metadata.Key()) })
 	writeJSON(w, http.StatusOK, out)
 }
 
@@ -213,6 +215,7 @@ func (s *Server) listRules(w http.ResponseWriter, r *http.Request) {
 		nr.TypeMeta = policy.TypeMeta{APIVersion: policy.APIVersion, Kind: policy.KindNetworkRule}
 		out = append(out, nr)
 	}
+	slices.SortFunc(out, func(a, b policy.NetworkRule) int { return strings.Compare(a.Metadata.Key(), b.Metadata.Key()) })
 	writeJSON(w, http.StatusOK, out)
 }
 
