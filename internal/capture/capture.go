@@ -110,6 +110,7 @@ type Manager struct {
 	mu      sync.Mutex
 	conns   map[string]*Recorder // by ConnInfo.ID, open and lingering
 	linger  []*Recorder          // closed, oldest first, kept so a late trigger still finds them
+	open    int                  // recorders opened and not closed
 	pending map[string]*pending  // captures recording their "after" part, by capture ID
 	done    map[string]chan struct{}
 	results map[string]error
@@ -150,6 +151,26 @@ func (m *Manager) Run(ctx context.Context) error {
 	return nil
 }
 
+// Stats is a snapshot for metrics and status.
+type Stats struct {
+	Open          int   // connections recording
+	Lingering     int   // closed connections still triggerable
+	Recording     int   // captures waiting for their After window
+	BufferedBytes int64 // ring capacity held against GlobalBytes
+	GlobalBytes   int64
+}
+
+// Stats returns the manager's current numbers.
+func (m *Manager) Stats() Stats {
+	m.mu.Lock()
+	st := Stats{Open: m.open, Lingering: len(m.linger), Recording: len(m.pending)}
+	m.mu.Unlock()
+	m.budget.mu.Lock()
+	st.BufferedBytes, st.GlobalBytes = m.budget.used, m.budget.limit
+	m.budget.mu.Unlock()
+	return st
+}
+
 // Recorder records one connection. FromClient/FromServer copy each chunk into the ring (and
 // into any capture recording it); they never fail, so the stream is never cut by capture.
 // It implements sidecar.StreamObserver; chain it with the inspection observer.
@@ -176,6 +197,7 @@ func (m *Manager) Open(info ConnInfo) *Recorder {
 		}
 	}()
 	m.conns[info.ID] = r
+	m.open++
 	for _, p := range m.pending {
 		if p.workload != "" && p.workload == info.Workload {
 			p.add(r)
@@ -231,6 +253,7 @@ func (r *Recorder) Close() {
 	m := r.m
 	m.mu.Lock()
 	m.linger = append(m.linger, r)
+	m.open--
 	expired := m.expireLocked(now)
 	m.mu.Unlock()
 	for _, x := range expired {

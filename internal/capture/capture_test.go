@@ -148,8 +148,8 @@ func TestTriggerAfterBlockedConnectionClosed(t *testing.T) {
 	if _, err := m.Trigger(Request{ConnID: "blocked"}); !errors.Is(err, ErrNoConnections) {
 		t.Fatalf("after linger: %v", err)
 	}
-	if m.budget.used != 0 {
-		t.Fatalf("budget still holds %d bytes", m.budget.used)
+	if st := m.Stats(); st.BufferedBytes != 0 || st.Lingering != 0 || st.Open != 0 || st.Recording != 0 {
+		t.Fatalf("after linger: %+v", st)
 	}
 }
 

@@ -37,8 +37,12 @@ type Conversation struct {
 	Closed   bool      // the connection ended while recorded: TCP gets a FIN exchange
 }
 
-// mss bounds each synthesized TCP segment's payload (Ethernet MTU minus IPv4+TCP headers).
-const mss = 1460
+// mss bounds each synthesized TCP segment's payload (Ethernet MTU minus IPv4+TCP headers);
+// IPv6 headers are 20 bytes longer.
+const (
+	mss  = 1460
+	mss6 = 1440
+)
 
 // maxUDPPayload is the largest payload a synthesized IPv4/UDP datagram carries.
 const maxUDPPayload = 65507
@@ -123,6 +127,10 @@ func frame(c Conversation, n uint32) ([]packet, error) {
 	f.seq[1]++
 	t = t.Add(time.Microsecond)
 	f.tcp(t, true, layers.TCP{ACK: true}, nil)
+	segMax := mss
+	if c.Client.Addr().Is6() {
+		segMax = mss6
+	}
 	last := t
 	for _, s := range c.Segments {
 		at := s.At()
@@ -130,7 +138,7 @@ func frame(c Conversation, n uint32) ([]packet, error) {
 			at = last
 		}
 		for d := s.Data; len(d) > 0; {
-			n := min(len(d), mss)
+			n := min(len(d), segMax)
 			f.tcp(at, s.FromClient, layers.TCP{ACK: true, PSH: n == len(d)}, d[:n])
 			d = d[n:]
 		}
@@ -171,7 +179,11 @@ func (f *framer) tcp(at time.Time, fromClient bool, tcp layers.TCP, payload []by
 	tcp.Window = 65535
 	tcp.Options = nil
 	if tcp.SYN {
-		tcp.Options = []layers.TCPOption{{OptionType: layers.TCPOptionKindMSS, OptionLength: 4, OptionData: []byte{mss >> 8, mss & 0xff}}}
+		m := mss
+		if src.Addr().Is6() {
+			m = mss6
+		}
+		tcp.Options = []layers.TCPOption{{OptionType: layers.TCPOptionKindMSS, OptionLength: 4, OptionData: []byte{byte(m >> 8), byte(m)}}}
 	}
 	f.emit(at, fromClient, layers.IPProtocolTCP, &tcp, payload)
 	f.seq[me] += uint32(len(payload))

@@ -215,6 +215,10 @@ func (e *Engine) respond(ctx context.Context, in Input, d Decision) {
 		ev.Time = e.cfg.Clock.Now()
 	}
 	taken := []string{string(d.Verdict())}
+	if ev.Kind != events.KindThreat && ev.Action != "" {
+		// Violations and other kinds were decided upstream (the policy's allow/deny): keep that.
+		taken[0] = ev.Action
+	}
 	if d.Has(Capture) {
 		if id, err := e.capture(ctx, in); err != nil {
 			e.cfg.Log.Warn("response capture failed", "event", ev.Name, "err", err)

@@ -222,6 +222,18 @@ func TestEngineModeLookupAndConnCapture(t *testing.T) {
 	}
 }
 
+func TestEngineKeepsPolicyActionOfViolations(t *testing.T) {
+	h := newHarness(t, 16, true)
+	h.eng.SetRules([]policy.ResponseRule{rule("", "v", policy.EventMatch{Kind: "violation"}, "webhook")})
+	h.eng.Handle(h.ctx, Input{Event: events.Event{Kind: events.KindViolation, Action: "deny", RuleID: "default-deny"}})
+	if got := h.next(t); got.Action != "deny" {
+		t.Fatalf("violation action = %q, want the policy's deny", got.Action)
+	}
+	if w := <-h.hook; w.Kind != events.KindViolation {
+		t.Fatalf("webhook got %+v", w)
+	}
+}
+
 func TestEngineQuarantineFailureIsAuditedAndRetried(t *testing.T) {
 	h := newHarness(t, 16, false)
 	h.q.fail = errors.New("netns gone")
