@@ -310,6 +310,12 @@ func (c *Client) loadState() error {
 		return err
 	}
 	defer f.Close()
+	// Whoever can write the file decides what the sidecar enforces after a restart.
+	if fi, err := f.Stat(); err != nil {
+		return err
+	} else if fi.Mode().Perm()&0o022 != 0 {
+		return fmt.Errorf("mode %v is writable by group or others; want 0600 (chmod 600 it or delete it)", fi.Mode().Perm())
+	}
 	b, err := io.ReadAll(io.LimitReader(f, maxSnapshot+1))
 	if err != nil {
 		return err

@@ -66,6 +66,20 @@ func TestDeliveryAndAckOverMTLS(t *testing.T) {
 	if n := srv.metric(t, "meshguard_xds_sidecars_out_of_date"); n != 0 {
 		t.Fatalf("out of date %v, want 0", n)
 	}
+	mfs, err := srv.Reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	found := false
+	for _, mf := range mfs {
+		if mf.GetName() == "meshguard_xds_sidecar_config_version" {
+			m := mf.GetMetric()[0]
+			found = m.GetLabel()[0].GetValue() == "shop/web-0" && m.GetGauge().GetValue() == float64(v2)
+		}
+	}
+	if !found {
+		t.Fatal("per-sidecar config version metric missing or wrong")
+	}
 }
 
 func TestIdentityIsTheCertificateNotTheHello(t *testing.T) {
@@ -301,16 +315,38 @@ func TestRestartedSidecarStartsFromStateFile(t *testing.T) {
 		t.Fatalf("restarted sidecar applied %v %q, want [%d] rules: persisted", got, p, v)
 	}
 
-	// A corrupt file is ignored, not fatal, and the sidecar is not ready.
+	// A file others could have written is not trusted, a corrupt one is ignored: neither is
+	// fatal and neither makes the sidecar ready.
+	load := func() (*Client, error) {
+		c, err := NewClient(ClientConfig{Conn: dead, Applier: newApplier(), Clock: clockwork.NewRealClock(), Log: discardLog(), StateFile: state, Namespace: "shop", Workload: "web-0"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return c, c.loadState()
+	}
+	if err := os.Chmod(state, 0o666); err != nil {
+		t.Fatal(err)
+	}
+	if c, err := load(); err == nil || !strings.Contains(err.Error(), "writable by group or others") || isReady(c) {
+		t.Fatalf("world-writable state file: %v", err)
+	}
 	if err := os.WriteFile(state, []byte("\xff\xff\xff garbage"), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	app3 := newApplier()
-	cl3 := startClient(t, ClientConfig{Conn: dead, Applier: app3, StateFile: state, SpiffeID: webID(0), Namespace: "shop", Workload: "web-0"})
+	if err := os.Chmod(state, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if c, err := load(); err == nil || !strings.Contains(err.Error(), "decode") || isReady(c) {
+		t.Fatalf("corrupt state file: %v", err)
+	}
+}
+
+func isReady(c *Client) bool {
 	select {
-	case <-cl3.Ready():
-		t.Fatal("ready from a corrupt state file")
+	case <-c.Ready():
+		return true
 	default:
+		return false
 	}
 }
 
