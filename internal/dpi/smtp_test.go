@@ -124,3 +124,18 @@ func TestBare220DecidedByClient(t *testing.T) {
 		}
 	}
 }
+
+func TestSMTPBDATSkipsChunks(t *testing.T) {
+	// The chunk after BDAT is skipped by length: a line in it that looks like a command is not one.
+	checkConv(t, SMTP{}, []seg{
+		s2c("220 mx ESMTP\r\n"),
+		c2s("BDAT 12 LAST\r\nQUIT\r\nxxxxxxRSET\r\n"),
+		s2c("250 ok\r\n250 reset\r\n"),
+	}, []string{
+		"server banner status=220 software=mx ESMTP",
+		"client command command=BDAT",
+		"client command command=RSET",
+		"server reply status=250",
+		"server reply status=250",
+	})
+}
