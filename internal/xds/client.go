@@ -253,7 +253,7 @@ func (c *Client) stream(ctx context.Context) (progressed bool, err error) {
 		}
 		progressed = true
 		ack := &xdsv1.Ack{Version: resp.GetVersion(), Nonce: resp.GetNonce()}
-		if err := c.apply(resp); err != nil {
+		if err := c.apply(resp, true); err != nil {
 			ack.ErrorDetail = err.Error()
 			c.cfg.Log.Warn("rejected config; keeping the previous one", "version", resp.GetVersion(), "err", err)
 		}
@@ -263,8 +263,8 @@ func (c *Client) stream(ctx context.Context) (progressed bool, err error) {
 	}
 }
 
-// apply validates and applies one response, persisting it on success.
-func (c *Client) apply(resp *xdsv1.ConfigResponse) error {
+// apply validates and applies one response, persisting it on success if persist is set.
+func (c *Client) apply(resp *xdsv1.ConfigResponse, persist bool) error {
 	if resp.GetVersion() == 0 {
 		return errors.New("config version 0 is not valid")
 	}
@@ -281,7 +281,7 @@ func (c *Client) apply(resp *xdsv1.ConfigResponse) error {
 	c.version, c.snapshot, c.lastErr = resp.GetVersion(), resp.GetSnapshot(), ""
 	c.mu.Unlock()
 	c.readyOnce.Do(func() { close(c.ready) })
-	if c.cfg.StateFile != "" {
+	if persist && c.cfg.StateFile != "" {
 		if err := c.saveState(resp); err != nil {
 			// The config is applied; only a restart without the controller would miss it.
 			c.cfg.Log.Warn("persisting sidecar config failed", "file", c.cfg.StateFile, "err", err)
@@ -327,7 +327,7 @@ func (c *Client) loadState() error {
 	if err := proto.Unmarshal(b, &resp); err != nil {
 		return fmt.Errorf("decode: %w (delete the file to start without it)", err)
 	}
-	if err := c.apply(&resp); err != nil {
+	if err := c.apply(&resp, false); err != nil { // it is the file's content already
 		return err
 	}
 	c.cfg.Log.Info("applied persisted sidecar config", "version", resp.GetVersion())
