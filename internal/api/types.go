@@ -72,21 +72,40 @@ type ExplainRequest struct {
 
 // ExplainResponse is the decision and a human account of every rule about the destination.
 type ExplainResponse struct {
-	Decision    policy.Decision `json:"decision"`
-	Summary     string          `json:"summary"`
-	Explanation string          `json:"explanation"`
-	FromGroups  []string        `json:"fromGroups"`
-	ToGroups    []string        `json:"toGroups"`
+	Decision    DecisionView `json:"decision"`
+	Summary     string       `json:"summary"`
+	Explanation string       `json:"explanation"`
+	FromGroups  []string     `json:"fromGroups"`
+	ToGroups    []string     `json:"toGroups"`
+}
+
+// DecisionView is policy.Decision as the API sends it (and clients decode it).
+type DecisionView struct {
+	Verdict   policy.Verdict `json:"verdict"`
+	Violation bool           `json:"violation,omitempty"`
+	Learn     bool           `json:"learn,omitempty"`
+	Mode      policy.Mode    `json:"mode"`
+	Reason    string         `json:"reason"`
+	RuleID    string         `json:"rule,omitempty"`
+	Learned   bool           `json:"learned,omitempty"`
+	Group     string         `json:"group,omitempty"`
+	NearMiss  string         `json:"nearMiss,omitempty"`
+}
+
+// ViewOf converts a decision.
+func ViewOf(d policy.Decision) DecisionView {
+	return DecisionView{Verdict: d.Verdict, Violation: d.Violation, Learn: d.Learn, Mode: d.Mode, Reason: d.Reason.String(),
+		RuleID: d.RuleID, Learned: d.Learned, Group: d.Group, NearMiss: d.NearMiss}
 }
 
 // FlowChange is one recorded flow whose verdict a proposed policy would change.
 type FlowChange struct {
-	Flow   string          `json:"flow"`
-	App    string          `json:"app,omitempty"`
-	Before policy.Verdict  `json:"before"`
-	After  policy.Verdict  `json:"after"`
-	Why    string          `json:"why"`
-	Detail policy.Decision `json:"decision"`
+	Flow   string         `json:"flow"`
+	App    string         `json:"app,omitempty"`
+	Before policy.Verdict `json:"before"`
+	After  policy.Verdict `json:"after"`
+	Why    string         `json:"why"`
+	Detail DecisionView   `json:"decision"`
 }
 
 // PolicyTestResponse is POST /api/v1/policy/test.

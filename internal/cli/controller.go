@@ -35,7 +35,7 @@ DATA-DIR/admin.conf, which other verbs read with --config.`,
 	f.StringVar(&cfg.TrustDomain, "trust-domain", controller.DefaultTrustDomain, "SPIFFE trust domain")
 	f.StringVar(&cfg.ListenAPI, "listen-api", controller.DefaultListenAPI, "REST API address (HTTPS); port 0 picks a free port")
 	f.StringVar(&cfg.ListenIdentity, "listen-identity", controller.DefaultListenIdentity, "identity gRPC address; port 0 picks a free port")
-	f.StringVar(&cfg.ListenXDS, "listen-xds", controller.DefaultListenXDS, "config distribution gRPC address for sidecars (mTLS); port 0 picks a free port")
+	f.StringVar(&cfg.ListenXDS, "listen-xds", "", "config distribution gRPC address for sidecars (mTLS; default: the API's host, a free port, written to admin.conf as xds)")
 	f.StringVar(&cfg.LabStateDir, "lab-state", "", "lab state dir: register the lab's pods and services as workloads (set by 'lab up')")
 	f.Uint16Var(&cfg.TunnelPort, "sidecar-tunnel-port", controller.DefaultTunnelPort, "port every sidecar's mTLS tunnel listens on")
 	f.DurationVar(&cfg.EventRetention, "event-retention", controller.DefaultEventRetention, "delete events older than this")

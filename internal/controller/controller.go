@@ -39,7 +39,6 @@ const (
 	DefaultTrustDomain    = "cluster.local"
 	DefaultListenAPI      = "127.0.0.1:7443"
 	DefaultListenIdentity = "127.0.0.1:7444"
-	DefaultListenXDS      = "127.0.0.1:7445"
 	DefaultTunnelPort     = 15008
 	DefaultEventRetention = 7 * 24 * time.Hour
 	eventRingSize         = 10000
@@ -52,7 +51,7 @@ type Config struct {
 	TrustDomain    string        // SPIFFE trust domain, e.g. cluster.local
 	ListenAPI      string        // REST API address (HTTPS); port 0 picks a free one
 	ListenIdentity string        // identity gRPC address; port 0 picks a free one
-	ListenXDS      string        // config distribution gRPC address (mTLS); port 0 picks a free one
+	ListenXDS      string        // config distribution gRPC address (mTLS); empty: the API's host, a free port
 	LabStateDir    string        // if set, workloads and services come from this lab's state file
 	TunnelPort     uint16        // the port every sidecar's mTLS tunnel listens on
 	EventRetention time.Duration // events older than this are deleted
@@ -72,6 +71,9 @@ func (c Config) validate() error {
 		return fmt.Errorf("controller: --trust-domain %q: %w", c.TrustDomain, err)
 	}
 	for flag, a := range map[string]string{"--listen-api": c.ListenAPI, "--listen-identity": c.ListenIdentity, "--listen-xds": c.ListenXDS} {
+		if a == "" && flag == "--listen-xds" {
+			continue
+		}
 		if _, _, err := net.SplitHostPort(a); err != nil {
 			return fmt.Errorf("controller: %s %q: want host:port (%v)", flag, a, err)
 		}
@@ -162,6 +164,10 @@ func (c *Controller) Run(ctx context.Context) error {
 	defer idLn.Close()
 	hosts := serverHosts(cfg.ListenAPI, cfg.ListenIdentity)
 
+	if cfg.ListenXDS == "" {
+		h, _, _ := net.SplitHostPort(cfg.ListenAPI)
+		cfg.ListenXDS = net.JoinHostPort(h, "0")
+	}
 	xdsLn, err := net.Listen("tcp", cfg.ListenXDS)
 	if err != nil {
 		return fmt.Errorf("controller: --listen-xds %s: %w", cfg.ListenXDS, err)

@@ -39,7 +39,7 @@ func (w *readyWriter) Write(p []byte) (int, error) {
 }
 
 func testConfig(dir string, w io.Writer) Config {
-	return Config{DataDir: dir, TrustDomain: "example.org", ListenAPI: "127.0.0.1:0", ListenIdentity: "127.0.0.1:0", ListenXDS: "127.0.0.1:0", TunnelPort: DefaultTunnelPort, EventRetention: time.Hour,
+	return Config{DataDir: dir, TrustDomain: "example.org", ListenAPI: "127.0.0.1:0", ListenIdentity: "127.0.0.1:0", TunnelPort: DefaultTunnelPort, EventRetention: time.Hour,
 		SVIDTTL: time.Hour, Clock: clockwork.NewRealClock(), Log: slog.New(slog.NewTextHandler(w, nil))}
 }
 

@@ -322,7 +322,7 @@ func (p *PolicyService) Explain(_ context.Context, q api.ExplainRequest) (api.Ex
 	pol := p.engine.Policy()
 	in := pol.Input(&f)
 	d, text := pol.Explain(&in)
-	return api.ExplainResponse{Decision: d, Summary: d.String(), Explanation: text, FromGroups: from, ToGroups: to}, nil
+	return api.ExplainResponse{Decision: api.ViewOf(d), Summary: d.String(), Explanation: text, FromGroups: from, ToGroups: to}, nil
 }
 
 // groupsOf resolves "ns/workload" to the workload's groups.
@@ -356,7 +356,7 @@ func (p *PolicyService) Test(_ context.Context, proposed *policy.Set) (api.Polic
 	}
 	out := api.PolicyTestResponse{Flows: len(flows), Changes: []api.FlowChange{}}
 	for _, c := range policy.Replay(flows, compiled) {
-		out.Changes = append(out.Changes, api.FlowChange{Flow: c.Flow.ID, App: c.Flow.App, Before: c.Before, After: c.After.Verdict, Why: c.After.String(), Detail: c.After})
+		out.Changes = append(out.Changes, api.FlowChange{Flow: c.Flow.ID, App: c.Flow.App, Before: c.Before, After: c.After.Verdict, Why: c.After.String(), Detail: api.ViewOf(c.After)})
 	}
 	return out, nil
 }

@@ -1,0 +1,210 @@
+package e2e
+
+import (
+	"encoding/json"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/meshguard/meshguard/internal/api"
+	"github.com/meshguard/meshguard/internal/lab"
+)
+
+const e2ePolicy = `apiVersion: meshguard.io/v1alpha1
+kind: Group
+metadata: {name: web, namespace: shop}
+spec:
+  selector: {matchLabels: {app: web}}
+  mode: discover
+---
+apiVersion: meshguard.io/v1alpha1
+kind: Group
+metadata: {name: cache, namespace: shop}
+spec:
+  selector: {matchLabels: {app: cache}}
+  mode: protect
+---
+apiVersion: meshguard.io/v1alpha1
+kind: NetworkRule
+metadata: {name: web-to-cache, namespace: shop}
+spec:
+  from: {group: web}
+  to: {group: cache}
+  ports: ["tcp/6379"]
+  applications: [redis]
+  l7: {redis: {denyCommands: [FLUSHALL, CONFIG]}}
+  action: allow
+`
+
+// fakeLabState writes a lab state file (what `lab up` maintains) so the controller's lab
+// feeder registers workloads without network namespaces or root.
+func fakeLabState(t *testing.T) string {
+	t.Helper()
+	dir := filepath.Join(t.TempDir(), "lab")
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	pod := func(name, app, ip string) lab.PodState {
+		return lab.PodState{Pod: lab.Pod{Name: name, Namespace: "shop", ServiceAccount: app, Labels: map[string]string{"app": app}}, IP: ip, State: "running"}
+	}
+	st := lab.State{Version: 1, StateDir: dir, Phase: "ready",
+		Pods: []lab.PodState{pod("web-0", "web", "10.244.0.10"), pod("cache-0", "cache", "10.244.0.11"), pod("client", "client", "10.244.0.12")},
+		Services: []lab.ServiceState{{Service: lab.Service{Name: "cache", Namespace: "shop", Selector: map[string]string{"app": "cache"},
+			Ports: []lab.ServicePort{{Port: 6379, TargetPort: 6379}}}, VIP: "10.96.0.20"}}}
+	b, err := json.Marshal(st)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(lab.StatePath(dir), b, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return dir
+}
+
+// eventually runs a CLI verb until its stdout contains want (bounded).
+func (c *Controller) eventually(t *testing.T, want string, args ...string) string {
+	t.Helper()
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		r := c.CLI(t, args...)
+		if r.Code == 0 && strings.Contains(r.Stdout, want) {
+			return r.Stdout
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("meshguard %s: no %q after 20s (exit %d)\nstdout: %s\nstderr: %s", strings.Join(args, " "), want, r.Code, r.Stdout, r.Stderr)
+		}
+		<-time.After(200 * time.Millisecond)
+	}
+}
+
+func mustCLI(t *testing.T, c *Controller, args ...string) string {
+	t.Helper()
+	r := c.CLI(t, args...)
+	if r.Code != 0 {
+		t.Fatalf("meshguard %s: exit %d\nstdout: %s\nstderr: %s", strings.Join(args, " "), r.Code, r.Stdout, r.Stderr)
+	}
+	return r.Stdout
+}
+
+func TestPolicyLifecycle(t *testing.T) {
+	labDir := fakeLabState(t)
+	dataDir := filepath.Join(t.TempDir(), "data")
+	c := StartController(t, dataDir, "--lab-state", labDir)
+	tmp := t.TempDir()
+	policyFile := filepath.Join(tmp, "shop.yaml")
+	if err := os.WriteFile(policyFile, []byte(e2ePolicy), 0o600); err != nil {
+		t.Fatal(err)
+	}
+
+	// Workloads come from the lab state; each gets its automatic group in the policy.
+	out := c.eventually(t, "shop/client", "get", "workloads", "-n", "shop")
+	if !strings.Contains(out, "10.244.0.10") || !strings.Contains(out, "SERVICE-ACCOUNT") {
+		t.Fatalf("get workloads:\n%s", out)
+	}
+	c.eventually(t, "client", "get", "groups")
+
+	out = mustCLI(t, c, "apply", "-f", policyFile)
+	if !strings.Contains(out, "NetworkRule shop/web-to-cache applied") || !strings.Contains(out, "policy version") {
+		t.Fatalf("apply:\n%s", out)
+	}
+	var groups []api.GroupView
+	if err := json.Unmarshal([]byte(mustCLI(t, c, "get", "groups", "-n", "shop", "-o", "json")), &groups); err != nil {
+		t.Fatal(err)
+	}
+	modes := map[string]string{}
+	for _, g := range groups {
+		modes[g.Metadata.Name] = string(g.Spec.Mode)
+	}
+	if modes["web"] != "discover" || modes["cache"] != "protect" || modes["client"] != "discover" {
+		t.Fatalf("groups: %v", modes)
+	}
+	if out := mustCLI(t, c, "get", "rules", "-o", "yaml"); !strings.Contains(out, "FLUSHALL") {
+		t.Fatalf("get rules -o yaml:\n%s", out)
+	}
+	if out := mustCLI(t, c, "get", "services"); !strings.Contains(out, "10.96.0.20") || !strings.Contains(out, "shop/cache-0") {
+		t.Fatalf("get services:\n%s", out)
+	}
+
+	// Explain: the rule allows web, protect mode refuses the client.
+	out = mustCLI(t, c, "explain", "--from", "shop/web-0", "--to", "shop/cache-0:6379", "--app", "redis")
+	if !strings.HasPrefix(out, "ALLOW") || !strings.Contains(out, "shop/web-to-cache") {
+		t.Fatalf("explain web:\n%s", out)
+	}
+	out = mustCLI(t, c, "explain", "--from", "shop/client", "--to", "shop/cache-0:6379", "--app", "redis")
+	if !strings.HasPrefix(out, "DENY") || !strings.Contains(out, "protect") {
+		t.Fatalf("explain client:\n%s", out)
+	}
+
+	// Mode set changes the decision.
+	if out := mustCLI(t, c, "mode", "set", "shop/cache", "monitor"); !strings.Contains(out, "monitor") {
+		t.Fatalf("mode set:\n%s", out)
+	}
+	out = mustCLI(t, c, "explain", "--from", "shop/client", "--to", "shop/cache-0:6379", "--app", "redis", "-o", "json")
+	var ex api.ExplainResponse
+	if err := json.Unmarshal([]byte(out), &ex); err != nil || ex.Decision.Verdict.String() != "allow" || !ex.Decision.Violation {
+		t.Fatalf("explain in monitor mode: %v\n%s", err, out)
+	}
+	if r := c.CLI(t, "mode", "set", "shop/cache", "sleepy"); r.Code == 0 || !strings.Contains(r.Stderr, "discover, monitor or protect") {
+		t.Fatalf("bad mode accepted: %+v", r)
+	}
+
+	// Export, delete, re-apply the export: the identical policy.
+	export := mustCLI(t, c, "policy", "export")
+	exportFile := filepath.Join(tmp, "export.yaml")
+	if err := os.WriteFile(exportFile, []byte(export), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	mustCLI(t, c, "delete", "rule", "shop/web-to-cache")
+	if strings.Contains(mustCLI(t, c, "policy", "export"), "web-to-cache") {
+		t.Fatal("deleted rule still exported")
+	}
+	if r := c.CLI(t, "delete", "group", "shop/nothing"); r.Code == 0 || !strings.Contains(r.Stderr, "no Group") {
+		t.Fatalf("delete missing: %+v", r)
+	}
+	mustCLI(t, c, "apply", "-f", exportFile)
+	if again := mustCLI(t, c, "policy", "export"); again != export {
+		t.Fatalf("export after re-applying the export differs:\n%s\nwant\n%s", again, export)
+	}
+
+	// Bad YAML is refused with file:line and field, nothing applied.
+	bad := filepath.Join(tmp, "bad.yaml")
+	if err := os.WriteFile(bad, []byte("apiVersion: meshguard.io/v1alpha1\nkind: Group\nmetadata: {name: x, namespace: shop}\nspec:\n  mode: protect\n  selectr: {}\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	r := c.CLI(t, "apply", "-f", bad)
+	if r.Code == 0 || !strings.Contains(r.Stderr, bad+":6") || !strings.Contains(r.Stderr, "spec.selectr") || !strings.Contains(r.Stderr, "selector") {
+		t.Fatalf("bad yaml: exit %d\nstderr: %s", r.Code, r.Stderr)
+	}
+	unknown := filepath.Join(tmp, "unknown.yaml")
+	if err := os.WriteFile(unknown, []byte("apiVersion: meshguard.io/v1alpha1\nkind: NetworkRule\nmetadata: {name: r, namespace: shop}\nspec:\n  from: {group: web}\n  to: {group: nosuch}\n  ports: [any]\n  applications: [any]\n  action: allow\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if r := c.CLI(t, "apply", "-f", unknown); r.Code == 0 || !strings.Contains(r.Stderr, unknown+":") || !strings.Contains(r.Stderr, "spec.to.group") {
+		t.Fatalf("unknown group: exit %d\nstderr: %s", r.Code, r.Stderr)
+	}
+	if got := mustCLI(t, c, "policy", "export"); got != export {
+		t.Fatal("a refused apply changed the policy")
+	}
+
+	// Every change is audited with who and what.
+	out = mustCLI(t, c, "get", "events", "--kind", "audit", "--since", "10m", "-o", "json")
+	for _, want := range []string{"policy.apply", "policy.mode", "policy.delete", "refuse", "admin"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("audit events lack %q:\n%s", want, out)
+		}
+	}
+
+	// The policy survives a restart, and a fresh controller given the export has the same.
+	c.Stop(t)
+	c2 := StartController(t, dataDir, "--lab-state", labDir)
+	if got := mustCLI(t, c2, "policy", "export"); got != export {
+		t.Fatalf("export after restart differs:\n%s", got)
+	}
+	c3 := StartController(t, "")
+	mustCLI(t, c3, "apply", "-f", exportFile)
+	if got := mustCLI(t, c3, "policy", "export"); got != export {
+		t.Fatalf("export applied to a fresh controller differs:\n%s", got)
+	}
+}
