@@ -4,6 +4,7 @@
 package labfeed
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -53,29 +54,30 @@ var _ registry.Feeder = (*Feeder)(nil)
 // ends. A missing state file means an empty lab (not an error): the lab may start later.
 func (f *Feeder) Run(ctx context.Context, sink registry.Sink) error {
 	var (
-		lastMod  time.Time
-		lastSize int64 = -1
-		wl             = map[string]registry.Workload{}
-		svcs           = map[string]registry.Service{}
+		last []byte // the state file as last applied; nil when there is none
+		wl   = map[string]registry.Workload{}
+		svcs = map[string]registry.Service{}
 	)
 	tick := f.cfg.Clock.NewTicker(f.cfg.Poll)
 	defer tick.Stop()
 	for {
-		fi, err := os.Stat(lab.StatePath(f.cfg.StateDir))
+		// The file is small and rewritten atomically: comparing bytes is cheaper to get right
+		// than modification times, whose granularity can hide a quick second write.
+		raw, err := os.ReadFile(lab.StatePath(f.cfg.StateDir))
 		switch {
-		case err == nil && (!fi.ModTime().Equal(lastMod) || fi.Size() != lastSize):
+		case err == nil && !bytes.Equal(raw, last):
 			st, err := lab.ReadState(f.cfg.StateDir)
 			if err != nil {
 				f.cfg.Log.Warn("lab state unreadable; keeping the last workloads", "err", err)
 				break
 			}
-			lastMod, lastSize = fi.ModTime(), fi.Size()
+			last = raw
 			w2, s2 := Convert(st, f.cfg.Node)
 			sync(sink, wl, w2, svcs, s2, f.cfg.Log)
 			wl, svcs = w2, s2
-		case errors.Is(err, os.ErrNotExist) && lastSize != -1:
+		case errors.Is(err, os.ErrNotExist) && last != nil:
 			sync(sink, wl, nil, svcs, nil, f.cfg.Log)
-			wl, svcs, lastSize, lastMod = map[string]registry.Workload{}, map[string]registry.Service{}, -1, time.Time{}
+			wl, svcs, last = map[string]registry.Workload{}, map[string]registry.Service{}, nil
 		}
 		select {
 		case <-ctx.Done():
