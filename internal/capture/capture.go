@@ -42,6 +42,7 @@ type Config struct {
 	Window          time.Duration // history kept per connection; default 30s
 	After           time.Duration // recording after a trigger; default 10s
 	MaxCaptureBytes int           // payload bytes one capture holds; default 32 MiB
+	MaxRecording    int           // captures recording at once; default 32
 	Linger          time.Duration // a closed connection's ring stays triggerable this long; default 15s
 	MaxLinger       int           // closed connections kept lingering; default 1024
 	MaxFiles        int           // captures kept on disk; default 100
@@ -64,6 +65,9 @@ func (c *Config) defaults() {
 	if c.MaxCaptureBytes == 0 {
 		c.MaxCaptureBytes = 32 << 20
 	}
+	if c.MaxRecording == 0 {
+		c.MaxRecording = 32
+	}
 	if c.Linger == 0 {
 		c.Linger = 15 * time.Second
 	}
@@ -82,7 +86,7 @@ func (c Config) validate() error {
 	if c.Clock == nil || c.Log == nil {
 		return errors.New("capture: clock and logger are required (set Config.Clock and Config.Log)")
 	}
-	if c.PerConnBytes < 0 || c.GlobalBytes < 0 || c.MaxCaptureBytes < 0 || c.MaxFiles < 0 || c.MaxBytes < 0 || c.MaxLinger < 0 {
+	if c.PerConnBytes < 0 || c.GlobalBytes < 0 || c.MaxCaptureBytes < 0 || c.MaxFiles < 0 || c.MaxBytes < 0 || c.MaxLinger < 0 || c.MaxRecording < 0 {
 		return errors.New("capture: byte and file bounds must not be negative")
 	}
 	if c.Window < 0 || c.After < 0 || c.Linger < 0 {
@@ -307,9 +311,14 @@ type Request struct {
 // ErrNoConnections is returned when a ConnID trigger names no open connection.
 var ErrNoConnections = errors.New("capture: no open connection with that id")
 
+// ErrBusy is returned when MaxRecording captures are already recording.
+var ErrBusy = errors.New("capture: too many captures recording at once")
+
 // Trigger starts a capture and returns its ID at once; the pcap is written to the store
 // when After has passed on the clock (Wait blocks until then). A workload trigger with no
-// open connections still records the connections the workload opens meanwhile.
+// open connections still records the connections the workload opens meanwhile. A trigger for
+// a target (same ConnID, or same Workload) already recording returns that capture's ID: a
+// burst of detections on one connection makes one capture.
 func (m *Manager) Trigger(req Request) (string, error) {
 	if req.ConnID == "" && req.Workload == "" {
 		return "", errors.New("capture: request needs a ConnID or a Workload")
@@ -326,6 +335,10 @@ func (m *Manager) Trigger(req Request) (string, error) {
 	if req.ConnID == "" {
 		p.workload = req.Workload
 	}
+	p.target = "conn:" + req.ConnID
+	if req.ConnID == "" {
+		p.target = "workload:" + req.Workload
+	}
 	m.mu.Lock()
 	expired := m.expireLocked(now)
 	defer func() {
@@ -333,6 +346,16 @@ func (m *Manager) Trigger(req Request) (string, error) {
 			x.free()
 		}
 	}()
+	for id, other := range m.pending {
+		if other.target == p.target && !req.NoHistory {
+			m.mu.Unlock()
+			return id, nil
+		}
+	}
+	if len(m.pending) >= m.cfg.MaxRecording {
+		m.mu.Unlock()
+		return "", fmt.Errorf("%w (%d; raise Config.MaxRecording)", ErrBusy, m.cfg.MaxRecording)
+	}
 	var recs []*Recorder
 	if req.ConnID != "" {
 		if r, ok := m.conns[req.ConnID]; ok {
@@ -438,6 +461,7 @@ func (m *Manager) finish(id string) {
 // pending is a capture while it records.
 type pending struct {
 	workload string // set for workload captures: new connections of it join
+	target   string // "conn:ID" or "workload:NS/POD", to fold repeated triggers
 	limit    int
 
 	mu    sync.Mutex

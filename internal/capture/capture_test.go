@@ -187,6 +187,26 @@ func TestCaptureWorkloadOnDemand(t *testing.T) {
 	}
 }
 
+func TestTriggerFoldsRepeatsAndIsBounded(t *testing.T) {
+	m, _ := newManager(t, func(c *Config) { c.MaxRecording = 2 })
+	for _, id := range []string{"a", "b", "c"} {
+		m.Open(conn(id, "w", 1))
+	}
+	first, err := m.Trigger(Request{ConnID: "a"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if again, err := m.Trigger(Request{ConnID: "a"}); err != nil || again != first {
+		t.Fatalf("repeat trigger = %q, %v; want the recording capture %q", again, err, first)
+	}
+	if _, err := m.Trigger(Request{ConnID: "b"}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := m.Trigger(Request{ConnID: "c"}); !errors.Is(err, ErrBusy) {
+		t.Fatalf("third concurrent capture: %v, want ErrBusy", err)
+	}
+}
+
 func TestTriggerUnknownConn(t *testing.T) {
 	m, _ := newManager(t, nil)
 	if _, err := m.Trigger(Request{ConnID: "nope"}); !errors.Is(err, ErrNoConnections) {
