@@ -23,17 +23,104 @@ func isSQLi(v []byte) (string, bool) {
 	if stackedQuery(v) {
 		return "stacked query", true
 	}
+	if quoteThenComment(v) {
+		return "quote then comment", true
+	}
 	// Program code ("if (a && b) { }") tokenizes like SQL operators; SQL has no brace blocks.
 	if bytes.IndexByte(v, '{') >= 0 && bytes.IndexByte(v, '}') >= 0 && bytes.IndexByte(v, '\'') < 0 {
 		return "", false
 	}
 	ok, fp := libinjection.IsSQLi(view(v))
-	if ok && isProse(v) && !strongSQL(v) {
+	if ok && !strongSQL(v) && (isProse(v) || endsInWords(v)) {
 		// libinjection judges the first few tokens; in free text (comments, posts, bios) that
 		// is often a sentence that merely mentions SQL.
 		return "", false
 	}
 	return fp, ok
+}
+
+// quoteThenComment: a quote closed and the rest of the query commented out (admin' #,
+// x')-- ), the classic authentication bypass; apostrophes in words are followed by letters.
+func quoteThenComment(v []byte) bool {
+	if !shortLine(v) {
+		return false
+	}
+	for i := 0; i < len(v); i++ {
+		if v[i] != '\'' && v[i] != '"' {
+			continue
+		}
+		j := i + 1
+		for j < len(v) && (v[j] == ' ' || v[j] == ')' || v[j] == '\t') {
+			j++
+		}
+		r := v[j:]
+		if bytes.HasPrefix(r, []byte("--")) || bytes.HasPrefix(r, []byte("/*")) || (len(r) > 0 && r[0] == '#' && len(bytes.TrimSpace(r)) <= 3) {
+			return true
+		}
+	}
+	return false
+}
+
+// jsContextCall: breaking out of a JavaScript string into a call (';alert(1)//, "-alert(1)-",
+// '+eval(x)+').
+func jsContextCall(v []byte) bool {
+	if !shortLine(v) {
+		return false
+	}
+	for i := 0; i+3 < len(v); i++ {
+		if v[i] != '\'' && v[i] != '"' {
+			continue
+		}
+		j := i + 1
+		for j < len(v) && v[j] == ' ' {
+			j++
+		}
+		if j >= len(v) || (v[j] != ';' && v[j] != '+' && v[j] != '-' && v[j] != '*' && v[j] != '|' && v[j] != '&') {
+			continue
+		}
+		j++
+		for j < len(v) && v[j] == ' ' {
+			j++
+		}
+		k := j
+		for k < len(v) && ('a' <= v[k]|0x20 && v[k]|0x20 <= 'z' || v[k] == '.' || v[k] == '_' || (k > j && '0' <= v[k] && v[k] <= '9')) {
+			k++
+		}
+		if k > j+1 && k < len(v) && v[k] == '(' && bytes.IndexByte(v[k:], ')') > 0 {
+			return true
+		}
+	}
+	return false
+}
+
+// shortLine: a single-line value of parameter size; multi-line or long values are documents
+// (posts, code snippets) where these syntax patterns are ordinary.
+func shortLine(v []byte) bool {
+	return len(v) <= 512 && bytes.IndexByte(v, '\n') < 0
+}
+
+// endsInWords: no quote, comment or comparison, and the value ends in an ordinary word
+// ("sleep(8) hours", "char(10) in excel", "1; drop the beat"): a phrase, since an injection
+// without a quote has to stay valid SQL up to its end.
+func endsInWords(v []byte) bool {
+	if bytes.ContainsAny(v, "'\"`#=<>") || bytes.Contains(v, []byte("--")) || bytes.Contains(v, []byte("/*")) {
+		return false
+	}
+	t := bytes.TrimRight(v, " \t.!?")
+	i := len(t)
+	for i > 0 && ('a' <= t[i-1]|0x20 && t[i-1]|0x20 <= 'z') {
+		i--
+	}
+	w := t[i:]
+	if len(w) < 3 || (i > 0 && t[i-1] != ' ') {
+		return false
+	}
+	for _, k := range [...]string{"true", "false", "null", "dual", "all"} {
+		if bytes.EqualFold(w, []byte(k)) {
+			return false
+		}
+	}
+	return true
 }
 
 // isProse: free text of many words with few code characters.
@@ -116,10 +203,10 @@ func hasSQLChar(v []byte) bool {
 
 func isXSS(s *scratch, v []byte, sinks bool) bool {
 	// Without '<' an XSS needs an attribute (=), a script URL or a DOM sink.
-	if len(v) < minInjectionLen || bytes.IndexByte(v, '<') < 0 && bytes.IndexByte(v, '=') < 0 && !containsFold(v, "script") && !containsFold(v, "document") && !containsFold(v, "window") {
+	if len(v) < minInjectionLen || bytes.IndexByte(v, '<') < 0 && bytes.IndexByte(v, '=') < 0 && bytes.IndexByte(v, '(') < 0 && !containsFold(v, "script") && !containsFold(v, "document") && !containsFold(v, "window") {
 		return false
 	}
-	if libinjection.IsXSS(view(v)) || scriptURL(s, v) {
+	if libinjection.IsXSS(view(v)) || scriptURL(s, v) || jsContextCall(v) {
 		return true
 	}
 	// Script reaching DOM sinks from a parameter.
@@ -577,13 +664,32 @@ func startCommand(s *scratch, v []byte) bool {
 		if !isShellCommand(word) {
 			return false
 		}
-		// The argument must be shell usage: an absolute path, or an option followed by more.
+		// Every argument must be shell usage (options, paths, numbers, redirects), not words:
+		// "cat /etc/passwd" is a command, "cat /var/log/app.log explained" a sentence.
+		if !shellArgs(rest) {
+			return false
+		}
 		if rest[0] == '/' || rest[0] == '~' || rest[0] == '>' || rest[0] == '<' {
 			return true
 		}
 		return rest[0] == '-' && bytes.IndexByte(rest, ' ') > 0 && (bytes.IndexByte(rest, '/') >= 0 || depth > 0)
 	}
 	return false
+}
+
+// shellArgs: each space-separated token is an option, path, number, variable or redirect, or a
+// short token (a command name like "sh", "id").
+func shellArgs(b []byte) bool {
+	for _, tok := range bytes.Fields(b) {
+		switch c := tok[0]; {
+		case c == '-', c == '/', c == '~', c == '$', c == '>', c == '<', c == '|', c == '&', c == '.', '0' <= c && c <= '9':
+		case bytes.ContainsAny(tok, "/=.:"):
+		case len(tok) <= 6:
+		default:
+			return false
+		}
+	}
+	return true
 }
 
 // binPath: an absolute path into a system binary directory (/bin/x, /usr/bin/x, /sbin/x),
@@ -612,7 +718,9 @@ func isWrapper(w []byte) bool {
 // cmdAt reports whether b starts (after blanks and ${IFS}) with a known command in shell usage.
 func cmdAt(s *scratch, b []byte, substitution bool) bool {
 	b = skipBlanks(b)
+	brace := false
 	if len(b) > 0 && (b[0] == '{' || b[0] == '(') { // {cat,/etc/passwd} and (id)
+		brace = b[0] == '{'
 		b = b[1:]
 	}
 	// Read the word, dropping shell quoting inside it.
@@ -649,8 +757,8 @@ func cmdAt(s *scratch, b []byte, substitution bool) bool {
 		// Command alone: only non-words, or inside a substitution.
 		return substitution || isBareCommand(word)
 	}
-	if rest[0] == '$' || rest[0] == ',' || rest[0] == '<' || rest[0] == '>' {
-		return true // ${IFS}, $IFS$9, brace expansion, redirects
+	if rest[0] == '$' || rest[0] == '<' || rest[0] == '>' || (rest[0] == ',' && brace) {
+		return true // ${IFS}, $IFS$9, redirects, brace expansion
 	}
 	rest = skipBlanks(rest)
 	if len(rest) == 0 {
