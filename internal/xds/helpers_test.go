@@ -290,7 +290,8 @@ func gatherValue(t testing.TB, reg prometheus.Gatherer, name string) float64 {
 	return 0
 }
 
-// dial connects to addr with creds (nil: insecure) and reconnects quickly after failures.
+// dial connects to addr with creds (nil: insecure) and reconnects quickly after failures; a
+// connect attempt may take long (TLS handshakes under -race on a loaded machine).
 func dial(t testing.TB, addr string, creds credentials.TransportCredentials) *grpc.ClientConn {
 	t.Helper()
 	if creds == nil {
@@ -299,7 +300,7 @@ func dial(t testing.TB, addr string, creds credentials.TransportCredentials) *gr
 	bc := backoff.DefaultConfig
 	bc.BaseDelay, bc.MaxDelay = 20*time.Millisecond, 100*time.Millisecond
 	cc, err := grpc.NewClient(addr, grpc.WithTransportCredentials(creds),
-		grpc.WithConnectParams(grpc.ConnectParams{Backoff: bc, MinConnectTimeout: time.Second}))
+		grpc.WithConnectParams(grpc.ConnectParams{Backoff: bc, MinConnectTimeout: 10 * time.Second}))
 	if err != nil {
 		t.Fatal(err)
 	}

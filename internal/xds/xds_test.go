@@ -13,6 +13,7 @@ import (
 
 	"github.com/jonboulle/clockwork"
 	"github.com/prometheus/client_golang/prometheus"
+	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
@@ -114,7 +115,7 @@ func TestIdentityIsTheCertificateNotTheHello(t *testing.T) {
 
 func helloCode(ctx context.Context, t *testing.T, c xdsv1.ConfigDiscoveryClient, h *xdsv1.Hello) codes.Code {
 	t.Helper()
-	st, err := c.StreamConfig(ctx)
+	st, err := c.StreamConfig(ctx, grpc.WaitForReady(true)) // a slow handshake is not the answer
 	if err != nil {
 		t.Fatal(err)
 	}
