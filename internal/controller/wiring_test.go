@@ -1,0 +1,166 @@
+package controller
+
+import (
+	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+	"encoding/json"
+	"io"
+	"log/slog"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/jonboulle/clockwork"
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials"
+
+	"github.com/meshguard/meshguard/internal/api"
+	"github.com/meshguard/meshguard/internal/identity"
+	"github.com/meshguard/meshguard/internal/lab"
+	"github.com/meshguard/meshguard/internal/xds"
+
+	xdsv1 "github.com/meshguard/meshguard/api/xds/v1"
+)
+
+// TestSidecarGetsConfigAndReportsConnections is the controller's data-plane wiring end to end:
+// lab state -> registry -> xdsgen -> xds server (mTLS with an SVID) -> sidecar client, a policy
+// apply reaching the sidecar as a new snapshot, a connection report reaching the REST API, and
+// the metrics that describe it all.
+func TestSidecarGetsConfigAndReportsConnections(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "data")
+	labDir := t.TempDir()
+	st := lab.State{Version: 1, StateDir: labDir, Pods: []lab.PodState{
+		{Pod: lab.Pod{Name: "web-0", Namespace: "shop", ServiceAccount: "web", Labels: map[string]string{"app": "web"}}, IP: "10.244.0.2"},
+		{Pod: lab.Pod{Name: "cache-0", Namespace: "shop", ServiceAccount: "cache", Labels: map[string]string{"app": "cache"}}, IP: "10.244.0.3"},
+	}}
+	b, _ := json.Marshal(st)
+	if err := os.WriteFile(lab.StatePath(labDir), b, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	w := &readyWriter{ready: make(chan struct{})}
+	cfg := testConfig(dir, w)
+	cfg.LabStateDir = labDir
+	c, err := New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- c.Run(ctx) }()
+	defer func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("Run: %v", err)
+		}
+	}()
+	select {
+	case <-w.ready:
+	case err := <-done:
+		t.Fatalf("controller stopped: %v", err)
+	case <-time.After(20 * time.Second):
+		t.Fatal("controller not ready")
+	}
+	adm, err := api.LoadAdminConfig(c.AdminConfigPath())
+	if err != nil || adm.XDS == "" {
+		t.Fatalf("admin config %+v: %v", adm, err)
+	}
+	roots := x509.NewCertPool()
+	roots.AppendCertsFromPEM(mustRead(t, adm.CAFile))
+	hc := &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: roots}}}
+	call := func(method, path, body string) (int, string) {
+		req, _ := http.NewRequest(method, adm.Server+path, strings.NewReader(body))
+		req.Header.Set("Authorization", "Bearer "+adm.Token)
+		resp, err := hc.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return resp.StatusCode, string(b)
+	}
+
+	// The sidecar of shop/web-0 with an SVID from the controller's CA.
+	log := slog.New(slog.NewTextHandler(io.Discard, nil))
+	ca, err := identity.LoadCA(identity.CAConfig{Dir: filepath.Join(dir, "ca"), TrustDomain: spiffeid.RequireTrustDomainFromString("example.org"), Clock: clockwork.NewRealClock(), Log: log})
+	if err != nil {
+		t.Fatal(err)
+	}
+	key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	id := spiffeid.RequireFromString("spiffe://example.org/ns/shop/sa/web")
+	svid, err := ca.SignSVID(key.Public(), id, time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	creds := credentials.NewTLS(&tls.Config{RootCAs: roots, ServerName: "127.0.0.1",
+		Certificates: []tls.Certificate{{Certificate: svid.Chain, PrivateKey: key}}})
+	cc, err := grpc.NewClient(adm.XDS, grpc.WithTransportCredentials(creds))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cc.Close()
+	snaps := make(chan *xdsv1.Snapshot, 16)
+	cl, err := xds.NewClient(xds.ClientConfig{Conn: cc, Clock: clockwork.NewRealClock(), Log: log,
+		SpiffeID: id.String(), Namespace: "shop", Workload: "web-0",
+		Applier: xds.ApplierFunc(func(_ uint64, s *xdsv1.Snapshot) error { snaps <- s; return nil })})
+	if err != nil {
+		t.Fatal(err)
+	}
+	go cl.Run(ctx)
+	next := func(want string) *xdsv1.Snapshot {
+		t.Helper()
+		timeout := time.After(15 * time.Second)
+		for {
+			select {
+			case s := <-snaps:
+				if strings.Contains(string(s.GetPolicy()), want) {
+					return s
+				}
+			case <-timeout:
+				t.Fatalf("no snapshot with %q in its policy", want)
+			}
+		}
+	}
+	// Automatic groups appear in the policy and reach the sidecar.
+	s := next(`"name":"web"`)
+	if s.GetSelf().GetName() != "web-0" || len(s.GetPeers()) != 2 {
+		t.Fatalf("snapshot self %v peers %d", s.GetSelf(), len(s.GetPeers()))
+	}
+
+	rule := `{"files":[{"name":"r.yaml","content":"apiVersion: meshguard.io/v1alpha1\nkind: NetworkRule\nmetadata: {name: web-to-cache, namespace: shop}\nspec:\n  from: {group: web}\n  to: {group: cache}\n  ports: [tcp/6379]\n  applications: [redis]\n  action: allow\n"}]}`
+	if code, body := call("POST", "/api/v1/policy/apply", rule); code != 200 {
+		t.Fatalf("apply: %d %s", code, body)
+	}
+	next("web-to-cache")
+
+	if err := cl.ReportConnections(ctx, []*xdsv1.ConnectionReport{{Direction: "inbound", SourceSpiffeId: "spiffe://example.org/ns/shop/sa/cache",
+		SourceAddr: "10.244.0.3:5000", DestinationSpiffeId: id.String(), DestinationAddr: "10.244.0.2:8080", DestinationPort: 8080,
+		AppProtocol: "http", Verdict: "allow", L7: map[string]string{"method": "GET", "path": "/"}}}, 0); err != nil {
+		t.Fatal(err)
+	}
+	code, body := call("GET", "/api/v1/connections", "")
+	if code != 200 || !strings.Contains(body, `"source":"shop/cache-0"`) || !strings.Contains(body, `"destination":"shop/web-0"`) {
+		t.Fatalf("connections: %d %s", code, body)
+	}
+	if code, body := call("GET", "/api/v1/sidecars", ""); code != 200 || !strings.Contains(body, `"workload":"web-0"`) {
+		t.Fatalf("sidecars: %d %s", code, body)
+	}
+	code, body = call("GET", "/metrics", "")
+	for _, want := range []string{"meshguard_policy_version ", "meshguard_xds_sidecars_connected 1", `meshguard_sidecar_config_version{sidecar="shop/web-0"}`, "meshguard_xds_push_latency_seconds_bucket"} {
+		if code != 200 || !strings.Contains(body, want) {
+			t.Errorf("metrics lack %q (%d)", want, code)
+		}
+	}
+
+	// Workloads are listed with their (automatic) groups.
+	if code, body := call("GET", "/api/v1/workloads", ""); code != 200 || !strings.Contains(body, "shop/web") {
+		t.Fatalf("workloads: %d %s", code, body)
+	}
+}
