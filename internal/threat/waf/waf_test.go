@@ -119,3 +119,24 @@ func TestCorpusRatesPL1(t *testing.T) {
 		t.Errorf("WAF PL1 false positives %.2f%% above the 10%% ceiling", fpr)
 	}
 }
+
+func TestPoolSharesRuleSets(t *testing.T) {
+	p := NewPool()
+	a, err := p.Get(Config{ParanoiaLevel: 1, Action: policy.SensorBlock})
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := p.Get(Config{Action: policy.SensorAlert}) // same rule set (defaults), other action
+	if err != nil {
+		t.Fatal(err)
+	}
+	if p.Len() != 1 || a.waf != b.waf || b.Config().Action != policy.SensorAlert || a.Config().Action != policy.SensorBlock {
+		t.Fatalf("pool: %d rule sets, shared=%v, actions %q/%q", p.Len(), a.waf == b.waf, a.Config().Action, b.Config().Action)
+	}
+	if _, err := p.Get(Config{ParanoiaLevel: 2}); err != nil || p.Len() != 2 {
+		t.Fatalf("second paranoia level: %v, %d rule sets", err, p.Len())
+	}
+	if _, err := p.Get(Config{ParanoiaLevel: 9}); err == nil {
+		t.Fatal("invalid config accepted")
+	}
+}
