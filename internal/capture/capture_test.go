@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/jonboulle/clockwork"
+	"github.com/prometheus/client_golang/prometheus"
 )
 
 func newManager(t testing.TB, mod func(*Config)) (*Manager, *clockwork.FakeClock) {
@@ -204,6 +205,27 @@ func TestTriggerFoldsRepeatsAndIsBounded(t *testing.T) {
 	}
 	if _, err := m.Trigger(Request{ConnID: "c"}); !errors.Is(err, ErrBusy) {
 		t.Fatalf("third concurrent capture: %v, want ErrBusy", err)
+	}
+}
+
+func TestMetrics(t *testing.T) {
+	m, _ := newManager(t, func(c *Config) { c.GlobalBytes = 1 << 20 })
+	reg := prometheus.NewRegistry()
+	if err := m.RegisterMetrics(reg); err != nil {
+		t.Fatal(err)
+	}
+	r := m.Open(conn("a", "w", 1))
+	_ = r.FromClient([]byte("hello"))
+	mfs, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := map[string]float64{}
+	for _, mf := range mfs {
+		got[mf.GetName()] = mf.GetMetric()[0].GetGauge().GetValue()
+	}
+	if got["meshguard_capture_connections"] != 1 || got["meshguard_capture_buffered_bytes"] != 4096 || got["meshguard_capture_budget_bytes"] != 1<<20 {
+		t.Fatalf("metrics %v", got)
 	}
 }
 
