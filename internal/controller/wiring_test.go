@@ -149,6 +149,15 @@ func TestSidecarGetsConfigAndReportsConnections(t *testing.T) {
 	if code != 200 || !strings.Contains(body, `"source":"shop/cache-0"`) || !strings.Contains(body, `"destination":"shop/web-0"`) {
 		t.Fatalf("connections: %d %s", code, body)
 	}
+	// web is in discover mode and no rule covers cache -> web: the learner writes one, and it
+	// reaches the sidecar like any other rule.
+	learned := next("learned-")
+	if !strings.Contains(string(learned.GetPolicy()), `"learned":true`) || !strings.Contains(string(learned.GetPolicy()), `"http"`) {
+		t.Fatalf("learned rule: %s", learned.GetPolicy())
+	}
+	if code, body := call("GET", "/api/v1/rules?namespace=shop", ""); code != 200 || !strings.Contains(body, "learned-cache-web-http") {
+		t.Fatalf("rules: %d %s", code, body)
+	}
 	if code, body := call("GET", "/api/v1/sidecars", ""); code != 200 || !strings.Contains(body, `"workload":"web-0"`) {
 		t.Fatalf("sidecars: %d %s", code, body)
 	}
