@@ -420,9 +420,9 @@ func (s *Server) StreamConfig(stream grpc.BidiStreamingServer[xdsv1.SidecarMessa
 			s.mu.Lock()
 			if c.status.AckedVersion == c.status.SentVersion && c.status.NackError == "" {
 				c.status.SentVersion, c.status.AckedVersion, c.status.GenerateError = version, version, ""
+				s.m.unchanged.Inc() // before waking Changed waiters, who may read it
 				s.notifyLocked()
 				s.mu.Unlock()
-				s.m.unchanged.Inc()
 				continue
 			}
 			s.mu.Unlock()
@@ -436,6 +436,7 @@ func (s *Server) StreamConfig(stream grpc.BidiStreamingServer[xdsv1.SidecarMessa
 		s.mu.Lock()
 		c.status.SentVersion, c.status.GenerateError = version, ""
 		c.nonce, c.sentAt, c.sentBumpedAt, c.inflight = n, s.cfg.Clock.Now(), bumpedAt, true
+		s.m.pushes.Inc()
 		s.notifyLocked()
 		s.mu.Unlock()
 		// Send may block on a slow sidecar; only this goroutine waits, and bumps meanwhile
@@ -443,7 +444,6 @@ func (s *Server) StreamConfig(stream grpc.BidiStreamingServer[xdsv1.SidecarMessa
 		if err := stream.Send(&xdsv1.ConfigResponse{Version: version, Nonce: n, Snapshot: snap}); err != nil {
 			return err
 		}
-		s.m.pushes.Inc()
 	}
 }
 
