@@ -410,6 +410,7 @@ func (s *Server) StreamConfig(stream grpc.BidiStreamingServer[xdsv1.SidecarMessa
 			s.m.generateErrors.Inc()
 			s.mu.Lock()
 			c.status.GenerateError = err.Error()
+			s.notifyLocked()
 			s.mu.Unlock()
 			s.cfg.Log.Warn("generating sidecar config failed", "sidecar", node.Key(), "version", version, "err", err)
 			continue
