@@ -206,6 +206,17 @@ func isXSS(s *scratch, v []byte, sinks bool) bool {
 	if len(v) < minInjectionLen || bytes.IndexByte(v, '<') < 0 && bytes.IndexByte(v, '=') < 0 && bytes.IndexByte(v, '(') < 0 && !containsFold(v, "script") && !containsFold(v, "document") && !containsFold(v, "window") {
 		return false
 	}
+	// An XML declaration or processing instruction (<?xml ...?>) is not HTML; judge what follows.
+	for hasPrefixFold(v, "<?xml") {
+		end := bytes.Index(v, []byte("?>"))
+		if end < 0 {
+			return false
+		}
+		v = bytes.TrimLeft(v[end+2:], " \t\r\n")
+	}
+	if len(v) == 0 {
+		return false
+	}
 	if libinjection.IsXSS(view(v)) || scriptURL(s, v) || jsContextCall(v) {
 		return true
 	}

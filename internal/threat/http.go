@@ -209,7 +209,13 @@ const (
 	mSmuggling
 	mMalformed
 	mOversized
-	maskAll = mSQLi | mXSS | mCmd | mTraversal | mLog4Shell | mShellshock | mSmuggling | mMalformed | mOversized
+	mXXE
+	mSSTI
+	mSSRF
+	mPHP
+	mNoSQL
+	maskAll = mSQLi | mXSS | mCmd | mTraversal | mLog4Shell | mShellshock | mSmuggling | mMalformed | mOversized |
+		mXXE | mSSTI | mSSRF | mPHP | mNoSQL
 )
 
 func maskOf(name string) detMask {
@@ -232,6 +238,16 @@ func maskOf(name string) detMask {
 		return mMalformed
 	case OversizedHeader:
 		return mOversized
+	case XXE:
+		return mXXE
+	case SSTI:
+		return mSSTI
+	case SSRF:
+		return mSSRF
+	case PHPInjection:
+		return mPHP
+	case NoSQLInjection:
+		return mNoSQL
 	}
 	return 0
 }
@@ -239,14 +255,14 @@ func maskOf(name string) detMask {
 // Which detectors look at which part of a request (following where each attack is delivered
 // and what a server interprets; see docs/threats.md).
 const (
-	argChecks    = mSQLi | mXSS | mCmd | mTraversal | mLog4Shell | mShellshock
-	cookieChecks = mSQLi | mXSS | mCmd | mTraversal | mLog4Shell | mShellshock
+	argChecks    = mSQLi | mXSS | mCmd | mTraversal | mLog4Shell | mShellshock | mXXE | mSSTI | mSSRF | mPHP
+	cookieChecks = mSQLi | mXSS | mCmd | mTraversal | mLog4Shell | mShellshock | mSSTI | mPHP
 	pathChecks   = mXSS | mTraversal | mLog4Shell
 	// Headers a web app commonly logs or reflects.
 	appHeaderChecks = mSQLi | mXSS | mLog4Shell | mShellshock | mCmd
 	anyHeaderChecks = mLog4Shell | mShellshock
 	fileNameChecks  = mXSS | mTraversal | mCmd | mLog4Shell
-	bodyTextChecks  = mLog4Shell
+	bodyTextChecks  = mLog4Shell | mXXE
 )
 
 // Inspect appends the findings for r to dst (at most one per detector) and returns it.
@@ -332,6 +348,9 @@ func (h *HTTPDetectors) checkArg(s *scratch, checks detMask, kind string, name, 
 	if len(name) > 0 {
 		// Argument names are attacker-chosen too (CRS ARGS_NAMES); keep a decoded copy for the key.
 		s.n = append(s.n[:0], fullDecode(s, name, plus)...)
+		if h.on&mNoSQL != 0 && s.found&mNoSQL == 0 && mongoOperatorInName(s.n) {
+			h.report(s, mNoSQL, NoSQLInjection, kind, s.n, s.n, "query operator in a parameter name")
+		}
 		h.checkValue(s, m&(mSQLi|mXSS|mLog4Shell), kind, s.n, s.n)
 		m = h.want(s, checks)
 		name = s.n
@@ -360,6 +379,24 @@ func (h *HTTPDetectors) checkValue(s *scratch, m detMask, kind string, key, v []
 	if m&mCmd != 0 {
 		if ev, ok := findCmdInjection(s, v); ok {
 			h.report(s, mCmd, CmdInjection, kind, key, ev, "")
+		}
+	}
+	if m&mXXE != 0 && isXXE(v) {
+		h.report(s, mXXE, XXE, kind, key, v, "")
+	}
+	if m&mSSTI != 0 {
+		if ev, ok := findSSTI(v); ok {
+			h.report(s, mSSTI, SSTI, kind, key, ev, "")
+		}
+	}
+	if m&mSSRF != 0 {
+		if ev, ok := findSSRF(v); ok {
+			h.report(s, mSSRF, SSRF, kind, key, ev, "")
+		}
+	}
+	if m&mPHP != 0 {
+		if ev, ok := findPHP(v); ok {
+			h.report(s, mPHP, PHPInjection, kind, key, ev, "")
 		}
 	}
 	if m&mSQLi != 0 {
@@ -408,15 +445,24 @@ func (h *HTTPDetectors) checkBody(s *scratch, r *HTTPRequest) {
 	case isJSON(ct) || (len(ct) == 0 && looksJSON(body)):
 		walkJSON(s, body, func(key, value []byte, isKey bool) {
 			if isKey {
+				if h.on&mNoSQL != 0 && s.found&mNoSQL == 0 && mongoCodeOperator(value) {
+					h.report(s, mNoSQL, NoSQLInjection, "json", value, value, "server-side JavaScript operator")
+				}
 				h.checkValue(s, h.want(s, mSQLi|mXSS|mLog4Shell), "json", value, fullDecode(s, value, false))
 				return
 			}
 			h.checkValue(s, h.want(s, argChecks), "json", key, fullDecode(s, value, false))
 		})
+	case isXMLType(ct) || (len(ct) == 0 && bytes.HasPrefix(bytes.TrimLeft(body, " \t\r\n"), []byte("<"))):
+		h.checkValue(s, h.want(s, bodyTextChecks|mSSRF), "body", nil, body)
 	default:
-		// XML, text and unknown bodies: only strings no application data legitimately holds.
+		// Text and unknown bodies: only strings no application data legitimately holds.
 		h.checkValue(s, h.want(s, bodyTextChecks), "body", nil, body)
 	}
+}
+
+func isXMLType(ct []byte) bool {
+	return containsFold(ct, "xml")
 }
 
 func isJSON(ct []byte) bool {

