@@ -47,6 +47,7 @@ func newLabDaemonCommand(g *globals, o *labOptions) *cobra.Command {
 			}
 			if c, _, err := cmd.Root().Find([]string{"controller"}); err == nil && c.Name() == "controller" {
 				cfg.System = labControllerSpec(g)
+				cfg.Sidecars = labSidecars{g: g}
 			} else {
 				log.Warn("no controller command in this build; the lab runs without a controller")
 			}

@@ -86,6 +86,7 @@ Start a controller with 'meshguard controller --data-dir DIR'; other verbs find 
 		newExplainCommand(g),
 		newGraphCommand(g),
 		newAPITokenCommand(g),
+		newSidecarCommand(g),
 	)
 	return root
 }

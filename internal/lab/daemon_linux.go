@@ -188,9 +188,15 @@ func (d *Daemon) waitEndpoints(ctx context.Context) error {
 	defer cancel()
 	for _, sv := range d.st.Services {
 		for _, ep := range sv.Endpoints {
+			// A sidecar accepts on every app port (and refuses plaintext in STRICT), so a
+			// meshed endpoint is checked from inside its pod, where the app listens.
+			dial, host := dialHost, ep
+			if ns := d.sidecarNetns(ep); ns != "" {
+				dial, host = dialIn(ns), "127.0.0.1"
+			}
 			for _, sp := range sv.Ports {
-				addr := net.JoinHostPort(ep, strconv.Itoa(int(sp.TargetPort)))
-				if err := waitTCP(ctx, addr, func() error { return d.podFailed(ep) }); err != nil {
+				addr := net.JoinHostPort(host, strconv.Itoa(int(sp.TargetPort)))
+				if err := waitTCP(ctx, addr, dial, func() error { return d.podFailed(ep) }); err != nil {
 					return fmt.Errorf("service %s: endpoint %s: %w", sv.Key(), addr, err)
 				}
 			}
@@ -220,13 +226,60 @@ func lastLine(path string) string {
 	return lines[len(lines)-1]
 }
 
-func waitTCP(ctx context.Context, addr string, failed func() error) error {
+// sidecarNetns returns the netns of the pod with ip if it runs a sidecar, else "".
+func (d *Daemon) sidecarNetns(ip string) string {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	for _, p := range d.st.Pods {
+		if p.IP == ip && p.SidecarProc != nil {
+			return p.Netns
+		}
+	}
+	return ""
+}
+
+type dialFunc func(ctx context.Context, addr string) (net.Conn, error)
+
+func dialHost(ctx context.Context, addr string) (net.Conn, error) {
 	var dialer net.Dialer
+	return dialer.DialContext(ctx, "tcp", addr)
+}
+
+// dialIn dials from inside the netns at path: the socket is created on a locked thread
+// switched into it, and stays there.
+func dialIn(path string) dialFunc {
+	return func(ctx context.Context, addr string) (net.Conn, error) {
+		ns, err := netns.GetFromPath(path)
+		if err != nil {
+			return nil, err
+		}
+		defer ns.Close()
+		runtime.LockOSThread()
+		orig, err := netns.Get()
+		if err != nil {
+			runtime.UnlockOSThread()
+			return nil, err
+		}
+		defer orig.Close()
+		if err := netns.Set(ns); err != nil {
+			runtime.UnlockOSThread()
+			return nil, err
+		}
+		c, derr := dialHost(ctx, addr)
+		if err := netns.Set(orig); err != nil {
+			return nil, err // the thread stays locked: the runtime discards it
+		}
+		runtime.UnlockOSThread()
+		return c, derr
+	}
+}
+
+func waitTCP(ctx context.Context, addr string, dial dialFunc, failed func() error) error {
 	tick := time.NewTicker(100 * time.Millisecond)
 	defer tick.Stop()
 	for {
 		attempt, cancel := context.WithTimeout(ctx, time.Second)
-		c, err := dialer.DialContext(attempt, "tcp", addr)
+		c, err := dial(attempt, addr)
 		cancel()
 		if err == nil {
 			c.Close()

@@ -394,6 +394,7 @@ func (p *InboundProxy) serveStream(w http.ResponseWriter, r *http.Request) {
 	rep.BytesSent, rep.BytesReceived = u.n, down
 	if obs != nil {
 		obs.Close()
+		annotate(obs, &rep)
 	}
 	if d, ok := denial(u.err); ok {
 		if reply := d.reply(); reply != nil {
@@ -479,6 +480,7 @@ func (p *InboundProxy) servePlain(base context.Context, c net.Conn) {
 	defer p.track.done(app)
 	obs := p.observer(base, StreamInfo{Direction: Inbound, SourceAddr: rep.SourceAddr, Dest: rep.DestAddr, DestPort: dst.Port()})
 	reason, err := p.bufs.pipe(c, app, obs, &rep.BytesSent, &rep.BytesReceived)
+	annotate(obs, &rep)
 	if p.track.cut.Load() {
 		reason, err = ReasonDrained, nil
 	}

@@ -53,3 +53,13 @@ func observers(o StreamObserver) (fromClient, fromServer func([]byte) error) {
 	}
 	return o.FromClient, o.FromServer
 }
+
+// Annotator is an observer that adds what it learnt (the DPI protocol and L7 summary) to the
+// stream's report; it is called after Close, before the report is sent.
+type Annotator interface{ Annotate(r *ConnReport) }
+
+func annotate(o StreamObserver, r *ConnReport) {
+	if a, ok := o.(Annotator); ok {
+		a.Annotate(r)
+	}
+}

@@ -204,6 +204,7 @@ func (p *OutboundProxy) serve(base context.Context, c net.Conn) {
 		<-done
 		if obs != nil {
 			obs.Close()
+			annotate(obs, &rep)
 		}
 		if d, ok := denial(up); ok && d.reply() != nil {
 			_, _ = c.Write(d.reply())
@@ -225,7 +226,9 @@ func (p *OutboundProxy) serve(base context.Context, c net.Conn) {
 		}
 		p.track.add(out)
 		defer p.track.done(out)
-		reason, err := p.bufs.pipe(c, out, p.observer(base, rep), &rep.BytesSent, &rep.BytesReceived)
+		obs := p.observer(base, rep)
+		reason, err := p.bufs.pipe(c, out, obs, &rep.BytesSent, &rep.BytesReceived)
+		annotate(obs, &rep)
 		if p.track.cut.Load() {
 			reason, err = ReasonDrained, nil
 		}

@@ -53,6 +53,10 @@ type ConnReport struct {
 	Duration      time.Duration
 	Reason        CloseReason
 	Err           string // detail for non-normal reasons; never contains payload or secrets
+	// AppProtocol and L7 are filled by an inspection observer that implements Annotator
+	// (DPI): the detected application protocol and a bounded L7 summary.
+	AppProtocol string
+	L7          map[string]string
 }
 
 // DialFunc opens a TCP connection; the proxies take one so a process outside the pod's
@@ -63,8 +67,8 @@ type DialFunc func(ctx context.Context, network, addr string) (net.Conn, error)
 // connection ended, so it must not block (queue and batch).
 type Reporter func(ConnReport)
 
-// Proto converts the report for the controller (xds Batcher.Add). DPI and policy fields
-// (app protocol, L7, verdict, rule) are left for the layers that know them.
+// Proto converts the report for the controller (xds Batcher.Add). Policy fields (verdict,
+// rule) are left for the layers that know them.
 func (r ConnReport) Proto() *xdsv1.ConnectionReport {
 	p := &xdsv1.ConnectionReport{
 		Direction:     string(r.Direction),
@@ -75,6 +79,8 @@ func (r ConnReport) Proto() *xdsv1.ConnectionReport {
 		DurationNanos: int64(r.Duration),
 		CloseReason:   string(r.Reason),
 		Error:         r.Err,
+		AppProtocol:   r.AppProtocol,
+		L7:            r.L7,
 	}
 	if !r.Source.IsZero() {
 		p.SourceSpiffeId = r.Source.String()
