@@ -16,6 +16,10 @@ type AdminConfig struct {
 	Token    string `json:"token"`              // admin bearer token
 	Identity string `json:"identity,omitempty"` // host:port of the identity gRPC service
 	XDS      string `json:"xds,omitempty"`      // host:port of the config distribution gRPC service (mTLS)
+	// CertFile and KeyFile, if set, authenticate with a client certificate (an SVID whose
+	// SPIFFE ID an admin bound to a principal) instead of, or besides, Token.
+	CertFile string `json:"certFile,omitempty"`
+	KeyFile  string `json:"keyFile,omitempty"`
 }
 
 // WriteAdminConfig writes c to path with mode 0600, replacing any previous file atomically.
@@ -44,8 +48,11 @@ func LoadAdminConfig(path string) (AdminConfig, error) {
 	if err := yaml.UnmarshalStrict(raw, &c); err != nil {
 		return c, fmt.Errorf("admin config %s: %w", path, err)
 	}
-	if c.Server == "" || c.CAFile == "" || c.Token == "" {
-		return c, errors.New("admin config " + path + ": server, caFile and token are required")
+	if c.Server == "" || c.CAFile == "" || (c.Token == "" && c.CertFile == "") {
+		return c, errors.New("admin config " + path + ": server, caFile and token (or certFile and keyFile) are required")
+	}
+	if (c.CertFile == "") != (c.KeyFile == "") {
+		return c, errors.New("admin config " + path + ": certFile and keyFile go together")
 	}
 	return c, nil
 }

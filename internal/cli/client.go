@@ -58,12 +58,20 @@ func (g *globals) apiClient() (*apiClient, error) {
 	if !roots.AppendCertsFromPEM(pemBytes) {
 		return nil, fmt.Errorf("admin config %s: caFile %s holds no PEM certificate", path, cfg.CAFile)
 	}
+	tlsCfg := &tls.Config{MinVersion: tls.VersionTLS12, RootCAs: roots}
+	if cfg.CertFile != "" {
+		cert, err := tls.LoadX509KeyPair(cfg.CertFile, cfg.KeyFile)
+		if err != nil {
+			return nil, fmt.Errorf("admin config %s: certFile/keyFile: %w", path, err)
+		}
+		tlsCfg.Certificates = []tls.Certificate{cert}
+	}
 	return &apiClient{
 		base:  strings.TrimSuffix(cfg.Server, "/"),
 		token: cfg.Token,
 		http: &http.Client{
 			Timeout:   30 * time.Second,
-			Transport: &http.Transport{TLSClientConfig: &tls.Config{MinVersion: tls.VersionTLS12, RootCAs: roots}},
+			Transport: &http.Transport{TLSClientConfig: tlsCfg},
 		},
 	}, nil
 }
@@ -83,7 +91,9 @@ func (c *apiClient) do(ctx context.Context, method, path string, in, out any) er
 	if err != nil {
 		return err
 	}
-	req.Header.Set("Authorization", "Bearer "+c.token)
+	if c.token != "" {
+		req.Header.Set("Authorization", "Bearer "+c.token)
+	}
 	if in != nil {
 		req.Header.Set("Content-Type", "application/json")
 	}

@@ -78,7 +78,9 @@ func followEvents(ctx context.Context, c *apiClient, w io.Writer, o *getOptions)
 	if err != nil {
 		return err
 	}
-	req.Header.Set("Authorization", "Bearer "+c.token)
+	if c.token != "" {
+		req.Header.Set("Authorization", "Bearer "+c.token)
+	}
 	hc := &http.Client{Transport: c.http.Transport} // no overall timeout: this stream is long-lived
 	resp, err := hc.Do(req)
 	if err != nil {
