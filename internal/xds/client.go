@@ -272,6 +272,11 @@ func (c *Client) apply(resp *xdsv1.ConfigResponse, persist bool) error {
 		c.setErr(err)
 		return err
 	}
+	if self := resp.GetSnapshot().GetSelf(); self.GetNamespace() != c.cfg.Namespace || self.GetName() != c.cfg.Workload {
+		err := fmt.Errorf("snapshot: self is %s/%s, this sidecar serves %s/%s", self.GetNamespace(), self.GetName(), c.cfg.Namespace, c.cfg.Workload)
+		c.setErr(err)
+		return err
+	}
 	if err := c.cfg.Applier.Apply(resp.GetVersion(), resp.GetSnapshot()); err != nil {
 		err = fmt.Errorf("apply version %d: %w", resp.GetVersion(), err)
 		c.setErr(err)

@@ -571,3 +571,19 @@ func TestUnchangedSnapshotIsNotPushed(t *testing.T) {
 		t.Fatalf("applied %q after a change", p)
 	}
 }
+
+func TestSnapshotForAnotherWorkloadIsNacked(t *testing.T) {
+	gen := GeneratorFunc(func(_ context.Context, n Node) (*xdsv1.Snapshot, error) {
+		return &xdsv1.Snapshot{Self: &xdsv1.Workload{Namespace: n.Namespace, Name: "cache-0"}}, nil
+	})
+	srv := startServer(t, "127.0.0.1:0", gen, nil)
+	app := newApplier()
+	startClient(t, ClientConfig{Conn: dial(t, srv.Addr, nil), Applier: app, SpiffeID: webID(0), Namespace: "shop", Workload: "web-0"})
+	st := waitServer(t, srv.Server, "nacked", func(s []SidecarStatus) bool { return len(s) == 1 && s[0].NackedVersion != 0 })
+	if !strings.Contains(st[0].NackError, "self is shop/cache-0, this sidecar serves shop/web-0") {
+		t.Fatalf("nack error %q", st[0].NackError)
+	}
+	if got, _, _ := app.state(); len(got) != 0 {
+		t.Fatalf("another workload's snapshot reached the applier: %v", got)
+	}
+}

@@ -489,7 +489,8 @@ type Snapshot struct {
 	// Registered external destinations (allowed under REGISTRY_ONLY, subject to policy).
 	Externals []*External `protobuf:"bytes,7,rep,name=externals,proto3" json:"externals,omitempty"`
 	// The policy relevant to this sidecar, opaque to the transport so the policy library can
-	// evolve: the documents (policy_format "yaml" or "json") or a compiled form.
+	// evolve. policy_format "yaml": a YAML stream of v1alpha1 documents (the controller writes
+	// each as a JSON object; policy.Parse reads it); other formats may be added.
 	Policy       []byte `protobuf:"bytes,8,opt,name=policy,proto3" json:"policy,omitempty"`
 	PolicyFormat string `protobuf:"bytes,9,opt,name=policy_format,json=policyFormat,proto3" json:"policy_format,omitempty"`
 	// Trust domain of the mesh, e.g. "cluster.local".
