@@ -203,8 +203,11 @@ func hasSQLChar(v []byte) bool {
 
 func isXSS(s *scratch, v []byte, sinks bool) bool {
 	// Without '<' an XSS needs an attribute (=), a script URL or a DOM sink.
-	if len(v) < minInjectionLen || bytes.IndexByte(v, '<') < 0 && bytes.IndexByte(v, '=') < 0 && bytes.IndexByte(v, '(') < 0 && !containsFold(v, "script") && !containsFold(v, "document") && !containsFold(v, "window") {
+	if len(v) < minInjectionLen {
 		return false
+	}
+	if bytes.IndexByte(v, '<') < 0 && bytes.IndexByte(v, '=') < 0 && !containsFold(v, "script") && !containsFold(v, "document") && !containsFold(v, "window") {
+		return bytes.IndexByte(v, '(') >= 0 && jsContextCall(v) // ';alert(1)// needs no tag
 	}
 	// An XML declaration or processing instruction (<?xml ...?>) is not HTML; judge what follows.
 	for hasPrefixFold(v, "<?xml") {
