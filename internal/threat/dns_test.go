@@ -105,6 +105,29 @@ func TestIodineTunnelDetected(t *testing.T) {
 	t.Logf("%v", found[0])
 }
 
+// TestDNS2TCPTunnelDetected replays a real dns2tcp session (testdata/dns2tcp.pcap, made by
+// testdata/gen-dns2tcp.sh): base64 data in TXT queries.
+func TestDNS2TCPTunnelDetected(t *testing.T) {
+	qs := pcapQueries(t, "testdata/dns2tcp.pcap")
+	if len(qs) < 20 {
+		t.Fatalf("only %d queries in the capture", len(qs))
+	}
+	d, clk := newDNS(t, DNSConfig{})
+	var found []Finding
+	first := -1
+	for i, q := range qs {
+		found = d.Observe(q, found)
+		if len(found) > 0 && first < 0 {
+			first = i
+		}
+		clk.Advance(100 * time.Millisecond)
+	}
+	if len(found) != 1 || found[0].Detector != DNSTunnel || found[0].Location != "dns:tunnel2.test" || first > 15 {
+		t.Fatalf("want one dns-tunnel finding for tunnel2.test within 16 queries, got %v after %d", found, first+1)
+	}
+	t.Logf("after %d queries: %v", first+1, found[0])
+}
+
 // TestBenignDNSQuiet: everyday names, each resolved repeatedly by one client, raise nothing.
 func TestBenignDNSQuiet(t *testing.T) {
 	names := []struct{ name, qtype string }{
