@@ -208,3 +208,62 @@ func TestPolicyLifecycle(t *testing.T) {
 		t.Fatalf("export applied to a fresh controller differs:\n%s", got)
 	}
 }
+
+// labEventuallyCLI runs a verb against the lab's controller (~/.meshguard/config, written by
+// lab up) until its stdout contains every want (bounded).
+func labEventuallyCLI(t *testing.T, want []string, args ...string) string {
+	t.Helper()
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		r := Run(t, args...)
+		ok := r.Code == 0
+		for _, w := range want {
+			ok = ok && strings.Contains(r.Stdout, w)
+		}
+		if ok {
+			return r.Stdout
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("meshguard %s: want %q after 30s (exit %d)\nstdout: %s\nstderr: %s", strings.Join(args, " "), want, r.Code, r.Stdout, r.Stderr)
+		}
+		<-time.After(250 * time.Millisecond)
+	}
+}
+
+// TestLabControllerRegistersWorkloads: the controller `lab up` starts reads the lab's state,
+// so its pods are workloads with SPIFFE IDs and automatic groups, and its services have VIPs.
+func TestLabControllerRegistersWorkloads(t *testing.T) {
+	labRequire(t, "python3", "redis-server")
+	labUp(t, labTopology)
+	st := labState(t)
+	var want []string
+	for _, p := range st.Pods {
+		want = append(want, p.IP)
+	}
+	labEventuallyCLI(t, want, "get", "workloads", "-n", "shop")
+	out := labEventuallyCLI(t, []string{`"spiffeId": "spiffe://cluster.local/ns/shop/sa/web"`}, "get", "workloads", "-o", "json")
+	if !strings.Contains(out, `"shop/web"`) || !strings.Contains(out, `"shop/redis"`) {
+		t.Fatalf("workload groups:\n%s", out)
+	}
+	var groups []api.GroupView
+	gout := labEventuallyCLI(t, []string{`"redis"`, `"web"`, `"default"`}, "get", "groups", "-n", "shop", "-o", "json")
+	if err := json.Unmarshal([]byte(gout), &groups); err != nil {
+		t.Fatal(err)
+	}
+	members := map[string]int{}
+	for _, g := range groups {
+		members[g.Metadata.Name] = len(g.Members)
+		if g.Spec.Mode != "discover" || g.Metadata.Labels["meshguard.io/auto"] == "" {
+			t.Errorf("automatic group %s: mode %q labels %v", g.Metadata.Name, g.Spec.Mode, g.Metadata.Labels)
+		}
+	}
+	if members["web"] != 2 || members["redis"] != 1 || members["default"] != 1 {
+		t.Fatalf("group members: %v\n%s", members, gout)
+	}
+	labEventuallyCLI(t, []string{"shop/web-0,shop/web-1", "10.96.0."}, "get", "services", "-n", "shop")
+	// explain works on lab workloads: everything is in discover mode, so allowed and learnable.
+	out = MustRun(t, "explain", "--from", "shop/client", "--to", "shop/redis:6379", "--app", "redis", "-o", "json").Stdout
+	if !strings.Contains(out, `"verdict": "allow"`) || !strings.Contains(out, `"learn": true`) {
+		t.Fatalf("explain:\n%s", out)
+	}
+}
