@@ -1,8 +1,11 @@
 package e2e
 
 import (
+	"bufio"
+	"context"
 	"encoding/json"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -194,6 +197,55 @@ func TestPolicyLifecycle(t *testing.T) {
 		if !strings.Contains(out, want) {
 			t.Errorf("audit events lack %q:\n%s", want, out)
 		}
+	}
+
+	// policy test: nothing recorded yet, nothing changes, nothing is applied.
+	if out := mustCLI(t, c, "policy", "test", "-f", policyFile); !strings.Contains(out, "0 of 0 recorded flows") {
+		t.Fatalf("policy test:\n%s", out)
+	}
+	if out := mustCLI(t, c, "graph"); !strings.Contains(out, "no connections reported yet") {
+		t.Fatalf("graph:\n%s", out)
+	}
+	if out := mustCLI(t, c, "graph", "-o", "dot"); !strings.HasPrefix(out, "digraph meshguard {") {
+		t.Fatalf("graph -o dot:\n%s", out)
+	}
+	if out := mustCLI(t, c, "get", "sidecars"); !strings.Contains(out, "config version") {
+		t.Fatalf("get sidecars:\n%s", out)
+	}
+	if r := c.CLI(t, "get", "pods"); r.Code == 0 || !strings.Contains(r.Stderr, "want one of groups") {
+		t.Fatalf("get pods: %+v", r)
+	}
+
+	// --follow prints history, then changes as they happen.
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	follow := exec.CommandContext(ctx, bin, "--config", c.ConfigPath(), "get", "events", "--kind", "audit", "--follow", "-o", "json")
+	stdout, err := follow.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := follow.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer func() { cancel(); _ = follow.Wait() }()
+	lines := bufio.NewScanner(stdout)
+	mustCLI(t, c, "mode", "set", "shop/web", "protect")
+	for found := false; !found; {
+		if !lines.Scan() {
+			t.Fatalf("follow ended without the mode change: %v", lines.Err())
+		}
+		found = strings.Contains(lines.Text(), "mode set shop/web protect")
+	}
+	mustCLI(t, c, "mode", "set", "shop/web", "discover")
+	for found := false; !found; {
+		if !lines.Scan() {
+			t.Fatalf("follow ended without the second mode change: %v", lines.Err())
+		}
+		found = strings.Contains(lines.Text(), "mode set shop/web discover")
+	}
+	export = mustCLI(t, c, "policy", "export")
+	if err := os.WriteFile(exportFile, []byte(export), 0o600); err != nil {
+		t.Fatal(err)
 	}
 
 	// The policy survives a restart, and a fresh controller given the export has the same.
