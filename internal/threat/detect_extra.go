@@ -190,3 +190,53 @@ func mongoCodeOperator(k []byte) bool {
 	}
 	return false
 }
+
+// findCRLF: a line break followed by a header line ("\r\nSet-Cookie: x", "%0aLocation:"), the
+// response-splitting payload.
+func findCRLF(v []byte) ([]byte, bool) {
+	for i := 0; i < len(v); i++ {
+		if v[i] != '\n' && v[i] != '\r' {
+			continue
+		}
+		j := i + 1
+		for j < len(v) && (v[j] == '\r' || v[j] == '\n') {
+			j++
+		}
+		k := j
+		for k < len(v) && k-j < 40 && isTokenChar(v[k]) {
+			k++
+		}
+		if k > j+1 && k < len(v) && v[k] == ':' {
+			return v[i:min(len(v), k+64)], true
+		}
+		// An injected body after an empty line: "\r\n\r\n<html>".
+		if j < len(v) && v[j] == '<' && (bytes.Contains(v[i:j], []byte("\n\r\n")) || bytes.Contains(v[i:j], []byte("\n\n"))) {
+			return v[i:min(len(v), j+64)], true
+		}
+		i = j - 1
+	}
+	return nil, false
+}
+
+// isLDAPInjection: a value that closes an LDAP filter and opens another: ")(" followed by an
+// attribute assertion or a wildcard (*)(uid=*))(|(uid=*, admin)(&)), or starts one (*)(.
+func isLDAPInjection(v []byte) bool {
+	i := bytes.Index(v, []byte(")("))
+	if i < 0 {
+		return false
+	}
+	rest := v[i+2:]
+	// (|(  (&(  (!(  or attr=  or attr=*
+	if len(rest) > 0 && (rest[0] == '|' || rest[0] == '&' || rest[0] == '!') {
+		return true
+	}
+	k := 0
+	for k < len(rest) && k < 64 && (isIdentByte(rest[k]) || rest[k] == '-' || rest[k] == '.') {
+		k++
+	}
+	if k > 0 && k < len(rest) && (rest[k] == '=' || rest[k] == '~' || rest[k] == '>' || rest[k] == '<') {
+		// Require LDAP syntax around it: a wildcard or more parentheses.
+		return bytes.IndexByte(v, '*') >= 0 || bytes.Count(v, []byte("(")) >= 2 && bytes.Count(v, []byte(")")) >= 2
+	}
+	return false
+}

@@ -26,6 +26,9 @@ func isSQLi(v []byte) (string, bool) {
 	if quoteThenComment(v) {
 		return "quote then comment", true
 	}
+	if tautology(v) {
+		return "tautology", true
+	}
 	// Program code ("if (a && b) { }") tokenizes like SQL operators; SQL has no brace blocks.
 	if bytes.IndexByte(v, '{') >= 0 && bytes.IndexByte(v, '}') >= 0 && bytes.IndexByte(v, '\'') < 0 {
 		return "", false
@@ -91,6 +94,64 @@ func jsContextCall(v []byte) bool {
 		}
 	}
 	return false
+}
+
+// tautology: OR/AND followed by a comparison of two equal operands (or 1=1, || 'a'='a',
+// and 2>1 is not included: only equalities that are trivially true).
+func tautology(v []byte) bool {
+	if !shortLine(v) || bytes.IndexByte(v, '=') < 0 {
+		return false
+	}
+	for i := 0; i < len(v); i++ {
+		var rest []byte
+		switch {
+		case (v[i] == 'o' || v[i] == 'O') && i+1 < len(v) && lower(v[i+1]) == 'r' && (i == 0 || !isIdentByte(v[i-1])):
+			rest = v[i+2:]
+		case (v[i] == 'a' || v[i] == 'A') && i+2 < len(v) && lower(v[i+1]) == 'n' && lower(v[i+2]) == 'd' && (i == 0 || !isIdentByte(v[i-1])):
+			rest = v[i+3:]
+		case (v[i] == '|' || v[i] == '&') && i+1 < len(v) && v[i+1] == v[i]:
+			rest = v[i+2:]
+		default:
+			continue
+		}
+		if len(rest) == 0 || isIdentByte(rest[0]) {
+			continue // "order", "android"
+		}
+		rest = bytes.TrimLeft(rest, " \t(")
+		a, n := sqlOperand(rest)
+		if n == 0 {
+			continue
+		}
+		r := bytes.TrimLeft(rest[n:], " \t")
+		if len(r) == 0 || r[0] != '=' {
+			continue
+		}
+		r = bytes.TrimLeft(r[1:], " \t")
+		b, m := sqlOperand(r)
+		if m > 0 && bytes.EqualFold(a, b) {
+			return true
+		}
+	}
+	return false
+}
+
+// sqlOperand reads a number or a quoted string (without its quotes; an unterminated quote ends
+// the value, as in the classic ' or 'a'='a).
+func sqlOperand(b []byte) ([]byte, int) {
+	if len(b) == 0 {
+		return nil, 0
+	}
+	if b[0] == '\'' || b[0] == '"' {
+		if j := bytes.IndexByte(b[1:], b[0]); j >= 0 {
+			return b[1 : j+1], j + 2
+		}
+		return b[1:], len(b)
+	}
+	n := 0
+	for n < len(b) && b[n] >= '0' && b[n] <= '9' {
+		n++
+	}
+	return b[:n], n
 }
 
 // shortLine: a single-line value of parameter size; multi-line or long values are documents

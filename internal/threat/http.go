@@ -214,8 +214,10 @@ const (
 	mSSRF
 	mPHP
 	mNoSQL
+	mLDAP
+	mCRLF
 	maskAll = mSQLi | mXSS | mCmd | mTraversal | mLog4Shell | mShellshock | mSmuggling | mMalformed | mOversized |
-		mXXE | mSSTI | mSSRF | mPHP | mNoSQL
+		mXXE | mSSTI | mSSRF | mPHP | mNoSQL | mLDAP | mCRLF
 )
 
 func maskOf(name string) detMask {
@@ -248,6 +250,10 @@ func maskOf(name string) detMask {
 		return mPHP
 	case NoSQLInjection:
 		return mNoSQL
+	case LDAPInjection:
+		return mLDAP
+	case CRLFInjection:
+		return mCRLF
 	}
 	return 0
 }
@@ -255,9 +261,12 @@ func maskOf(name string) detMask {
 // Which detectors look at which part of a request (following where each attack is delivered
 // and what a server interprets; see docs/threats.md).
 const (
-	argChecks    = mSQLi | mXSS | mCmd | mTraversal | mLog4Shell | mShellshock | mXXE | mSSTI | mSSRF | mPHP
-	cookieChecks = mSQLi | mXSS | mCmd | mTraversal | mLog4Shell | mShellshock | mSSTI | mPHP
-	pathChecks   = mXSS | mTraversal | mLog4Shell
+	argChecks    = mSQLi | mXSS | mCmd | mTraversal | mLog4Shell | mShellshock | mXXE | mSSTI | mSSRF | mPHP | mLDAP
+	cookieChecks = mSQLi | mXSS | mCmd | mTraversal | mLog4Shell | mShellshock | mSSTI | mPHP | mCRLF
+	// Only where a value can reach a response header (redirect targets, cookies); bodies carry
+	// multi-line text legitimately.
+	queryChecks = argChecks | mCRLF
+	pathChecks  = mXSS | mTraversal | mLog4Shell
 	// Headers a web app commonly logs or reflects.
 	appHeaderChecks = mSQLi | mXSS | mLog4Shell | mShellshock | mCmd
 	anyHeaderChecks = mLog4Shell | mShellshock
@@ -311,7 +320,7 @@ func (h *HTTPDetectors) inspect(s *scratch, r *HTTPRequest) {
 		h.checkValue(s, m, "path", nil, fullDecode(s, path, false))
 	}
 	// Query arguments (names and values).
-	walkPairs(r.Query(), func(name, value []byte) { h.checkArg(s, argChecks, "query", name, value, true) })
+	walkPairs(r.Query(), func(name, value []byte) { h.checkArg(s, queryChecks, "query", name, value, true) })
 
 	// Cookies and headers.
 	for i := range r.Headers {
@@ -380,6 +389,14 @@ func (h *HTTPDetectors) checkValue(s *scratch, m detMask, kind string, key, v []
 		if ev, ok := findCmdInjection(s, v); ok {
 			h.report(s, mCmd, CmdInjection, kind, key, ev, "")
 		}
+	}
+	if m&mCRLF != 0 {
+		if ev, ok := findCRLF(v); ok {
+			h.report(s, mCRLF, CRLFInjection, kind, key, ev, "")
+		}
+	}
+	if m&mLDAP != 0 && isLDAPInjection(v) {
+		h.report(s, mLDAP, LDAPInjection, kind, key, v, "")
 	}
 	if m&mXXE != 0 && isXXE(v) {
 		h.report(s, mXXE, XXE, kind, key, v, "")

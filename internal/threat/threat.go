@@ -93,6 +93,8 @@ const (
 	SSRF                  = "ssrf"
 	PHPInjection          = "php-injection"
 	NoSQLInjection        = "nosql-injection"
+	LDAPInjection         = "ldap-injection"
+	CRLFInjection         = "crlf-injection"
 	WAFAnomaly            = "waf"
 	DLPMatch              = "dlp"
 )
@@ -111,6 +113,8 @@ func DefaultDetectors() []Detector {
 		{SSRF, High, CatInjection, "parameters pointing the server at cloud metadata endpoints or gopher/dict/ldap URLs"},
 		{PHPInjection, High, CatInjection, "PHP code in parameters: <?php tags, system/passthru/eval/assert calls, php:// wrappers"},
 		{NoSQLInjection, High, CatInjection, "MongoDB query operators smuggled into parameters (user[$ne]=, $where)"},
+		{LDAPInjection, High, CatInjection, "LDAP filter break-outs in parameters: *)(uid=*))(|(uid=*"},
+		{CRLFInjection, High, CatProtocol, "CR/LF followed by a header line in URL parameters or cookies (response splitting)"},
 		{HTTPSmuggling, Critical, CatProtocol, "conflicting or obfuscated Content-Length/Transfer-Encoding, bad chunking"},
 		{MalformedHeader, Medium, CatProtocol, "header lines a strict server rejects: no colon, spaces in names, control bytes"},
 		{OversizedHeader, Medium, CatProtocol, "request line, header value, header count or total header size beyond limits"},

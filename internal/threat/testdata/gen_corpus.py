@@ -176,6 +176,10 @@ for i, p in enumerate(["<?php system($_GET['c']); ?>", "php://filter/convert.bas
 attacks.append(("nosql-injection", req("POST", "/login", body="username[$ne]=x&password[$ne]=x", ctype="application/x-www-form-urlencoded")))
 attacks.append(("nosql-injection", req("GET", "/users?name[$regex]=.*&role[$ne]=guest")))
 attacks.append(("nosql-injection", req("POST", "/api/find", body=json.dumps({"$where": "sleep(5000) || true"}), ctype="application/json")))
+for p in ["*)(uid=*))(|(uid=*", "admin)(&)", "*)(|(objectClass=*)", "x)(|(password=*)"]:
+    attacks.append(("ldap-injection", req("GET", "/directory?user=" + q(p))))
+for p in ["%0d%0aSet-Cookie:%20session=attacker", "/home%0d%0aLocation:%20http://evil.example", "x%0a%0a<html>injected</html>"]:
+    attacks.append(("crlf-injection", req("GET", "/redirect?next=" + p)))
 
 # ---------------------------------------------------------------- benign
 benign = []
@@ -289,7 +293,9 @@ benign.append(req("GET", "/api/articles?filters[price][$gt]=10&filters[title][$c
 benign.append(req("POST", "/api/schema", body=json.dumps({"$schema": "https://json-schema.org/draft/2020-12/schema", "$id": "x", "type": "object", "properties": {"a": {"$ref": "#/defs/a"}}}), ctype="application/json"))
 for t in ["Hello {{ user.name }}!", "Total: ${price} USD", "#{count} items", "<%= title %>", "{% if user %}Hi{% endif %}", "5 * 3 = 15", "{{ 'now' | date }}",
           "v2-3 release", "${HOME}/bin", "see http://localhost:8080/health", "http://127.0.0.1:3000/callback", "callback=https://app.example.com/oauth/cb",
-          "system requirements (minimum)", "exec summary (draft)", "eval(uation) form", "include (optional)", "the assert() macro in C"]:
+          "system requirements (minimum)", "exec summary (draft)", "eval(uation) form", "include (optional)", "the assert() macro in C",
+          "f(x)(y) composition", "(a)(b)(c) options", "Mr. (John) Smith", "x = 1 or y = 2", "sort order = asc", "android = true",
+          "either 1 or 2 = fine", "Q: why?\nA: because", "line one\nline two"]:
     benign.append(req("GET", "/find?q=" + q(t)))
     benign.append(req("POST", "/api/v1/notes", body=json.dumps({"text": t}), ctype="application/json"))
 
