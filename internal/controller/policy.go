@@ -127,23 +127,22 @@ func (p *PolicyService) commit(ctx context.Context, next *policy.Set, validated 
 			return 0, api.Invalid(err)
 		}
 	}
-	// Compile before persisting, so a policy that cannot compile is never stored.
-	compiled, err := policy.Compile(next, policy.CompileOptions{})
-	if err != nil {
-		return 0, api.Invalid(err)
-	}
-	_ = compiled
 	doc, err := next.Export()
 	if err != nil {
 		return 0, fmt.Errorf("export policy: %w", err)
 	}
-	_, version := p.Current()
+	cur, version := p.Current()
 	version++
-	if err := p.cfg.Store.SavePolicy(ctx, store.PolicyRecord{Version: version, Doc: doc}); err != nil {
-		return 0, fmt.Errorf("save policy: %w", err)
-	}
+	// Compile (and swap) first, so a policy that cannot compile is never stored; if storing
+	// fails, the previous policy goes back (one compile on the normal path, two on failure).
 	if _, err := p.engine.Update(next); err != nil {
-		return 0, fmt.Errorf("compile policy: %w", err) // cannot happen: compiled above
+		return 0, api.Invalid(err)
+	}
+	if err := p.cfg.Store.SavePolicy(ctx, store.PolicyRecord{Version: version, Doc: doc}); err != nil {
+		if _, rerr := p.engine.Update(cur); rerr != nil {
+			p.cfg.Log.Error("restoring the previous policy failed", "err", rerr)
+		}
+		return 0, fmt.Errorf("save policy: %w", err)
 	}
 	p.rmu.Lock()
 	p.set, p.version = next, version
@@ -270,9 +269,26 @@ func (p *PolicyService) WriteLearned(ctx context.Context, rules []policy.Network
 	for _, r := range cur.NetworkRules {
 		have[r.Metadata.Key()] = true
 	}
+	var fresh []policy.NetworkRule
+	for _, r := range rules {
+		if !have[r.Metadata.Key()] {
+			fresh = append(fresh, r)
+		}
+	}
+	if len(fresh) == 0 {
+		return nil
+	}
+	// Usually the whole batch validates at once; only then fall back to rule by rule.
 	next := cur
 	var added []policy.ObjectRef
-	for _, r := range rules {
+	if all, err := policy.Apply(cur, &policy.Set{NetworkRules: fresh}); err == nil {
+		next = all
+		for _, r := range fresh {
+			added = append(added, policy.ObjectRef{Kind: policy.KindNetworkRule, Namespace: r.Metadata.Namespace, Name: r.Metadata.Name})
+		}
+		fresh = nil
+	}
+	for _, r := range fresh {
 		if have[r.Metadata.Key()] {
 			continue
 		}
