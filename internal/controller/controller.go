@@ -223,16 +223,20 @@ func (c *Controller) Run(ctx context.Context) error {
 		feeders = append(feeders, lf)
 	}
 
-	var conns *Connections
+	var (
+		conns   *Connections
+		learner *learn.Learner
+	)
 	pol, err := NewPolicyService(PolicyConfig{Store: st, Registry: reg, History: flowHistory{&conns}, Audit: sink,
-		Clock: cfg.Clock, Log: log.With("component", "policy")})
+		Clock: cfg.Clock, Log: log.With("component", "policy"),
+		Forget: func(ctx context.Context, keys ...string) error { return learner.Forget(ctx, keys...) }})
 	if err != nil {
 		return err
 	}
 	if err := pol.Load(ctx); err != nil {
 		return fmt.Errorf("controller: %w", err)
 	}
-	learner, err := learn.New(learn.Config{Writer: pol, Modes: pol, Clock: cfg.Clock, Log: log.With("component", "learn"), Debounce: learnDebounce})
+	learner, err = learn.New(learn.Config{Writer: pol, Modes: pol, Clock: cfg.Clock, Log: log.With("component", "learn"), Debounce: learnDebounce})
 	if err != nil {
 		return err
 	}

@@ -36,6 +36,9 @@ type PolicyConfig struct {
 	Store    store.Policies
 	Registry Workloads
 	History  FlowHistory // may be nil: nothing to replay
+	// Forget, if set, is told the keys of deleted learned rules (learn.Learner.Forget), so
+	// their flows are learned again while the group is still in discover mode.
+	Forget func(ctx context.Context, keys ...string) error
 	Audit    events.Sink
 	Clock    clockwork.Clock
 	Log      *slog.Logger
@@ -196,6 +199,17 @@ func (p *PolicyService) Apply(ctx context.Context, by string, incoming *policy.S
 
 // Delete implements api.PolicyAdmin.
 func (p *PolicyService) Delete(ctx context.Context, by, kind, key string) (uint64, error) {
+	v, learned, err := p.delete(ctx, by, kind, key)
+	// Outside the lock: the learner may be waiting for it in WriteLearned.
+	if err == nil && learned && p.cfg.Forget != nil {
+		if ferr := p.cfg.Forget(ctx, key); ferr != nil {
+			p.cfg.Log.Warn("learner did not take the deleted learned rule", "rule", key, "err", ferr)
+		}
+	}
+	return v, err
+}
+
+func (p *PolicyService) delete(ctx context.Context, by, kind, key string) (uint64, bool, error) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	cur, _ := p.Current()
@@ -204,11 +218,11 @@ func (p *PolicyService) Delete(ctx context.Context, by, kind, key string) (uint6
 	if !ok {
 		err := api.NotFound(fmt.Errorf("no %s %q in the policy (see 'meshguard get %s')", kind, key, strings.ToLower(kind)+"s"))
 		p.audit(ctx, by, "policy.delete", what, err)
-		return 0, err
+		return 0, false, err
 	}
 	v, err := p.commit(ctx, next, false)
 	p.audit(ctx, by, "policy.delete", fmt.Sprintf("%s (version %d)", what, v), err)
-	return v, err
+	return v, kind == policy.KindNetworkRule && wasLearned(cur, key), err
 }
 
 // SetMode implements api.PolicyAdmin.
@@ -375,4 +389,13 @@ func (p *PolicyService) Test(_ context.Context, proposed *policy.Set) (api.Polic
 		out.Changes = append(out.Changes, api.FlowChange{Flow: c.Flow.ID, App: c.Flow.App, Before: c.Before, After: c.After.Verdict, Why: c.After.String(), Detail: api.ViewOf(c.After)})
 	}
 	return out, nil
+}
+
+func wasLearned(s *policy.Set, key string) bool {
+	for _, r := range s.NetworkRules {
+		if r.Metadata.Key() == key {
+			return r.Spec.Learned
+		}
+	}
+	return false
 }

@@ -158,6 +158,24 @@ func TestSidecarGetsConfigAndReportsConnections(t *testing.T) {
 	if code, body := call("GET", "/api/v1/rules?namespace=shop", ""); code != 200 || !strings.Contains(body, "learned-cache-web-http") {
 		t.Fatalf("rules: %d %s", code, body)
 	}
+	// Deleting a learned rule lets the learner learn the flow again.
+	if code, body := call("DELETE", "/api/v1/policy/rule/shop/learned-cache-web-http", ""); code != 200 {
+		t.Fatalf("delete learned: %d %s", code, body)
+	}
+	for deadline := time.Now().Add(15 * time.Second); ; {
+		if err := cl.ReportConnections(ctx, []*xdsv1.ConnectionReport{{Direction: "inbound", SourceAddr: "10.244.0.3:5001",
+			DestinationAddr: "10.244.0.2:8080", DestinationPort: 8080, AppProtocol: "http", Verdict: "allow"}}, 0); err != nil {
+			t.Fatal(err)
+		}
+		_, body := call("GET", "/api/v1/rules?namespace=shop", "")
+		if strings.Contains(body, "learned-cache-web-http") {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("deleted learned rule not learned again: %s", body)
+		}
+		<-time.After(500 * time.Millisecond)
+	}
 	if code, body := call("GET", "/api/v1/sidecars", ""); code != 200 || !strings.Contains(body, `"workload":"web-0"`) {
 		t.Fatalf("sidecars: %d %s", code, body)
 	}
