@@ -39,9 +39,9 @@ type PolicyConfig struct {
 	// Forget, if set, is told the keys of deleted learned rules (learn.Learner.Forget), so
 	// their flows are learned again while the group is still in discover mode.
 	Forget func(ctx context.Context, keys ...string) error
-	Audit    events.Sink
-	Clock    clockwork.Clock
-	Log      *slog.Logger
+	Audit  events.Sink
+	Clock  clockwork.Clock
+	Log    *slog.Logger
 }
 
 // PolicyService owns the policy: it loads it from the store, applies changes all-or-nothing
