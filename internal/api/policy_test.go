@@ -24,7 +24,6 @@ import (
 	"github.com/meshguard/meshguard/internal/controller"
 	"github.com/meshguard/meshguard/internal/events"
 	"github.com/meshguard/meshguard/internal/learn"
-	"github.com/meshguard/meshguard/internal/policy"
 	"github.com/meshguard/meshguard/internal/registry"
 	"github.com/meshguard/meshguard/internal/store"
 	"github.com/meshguard/meshguard/internal/xds"
@@ -167,7 +166,7 @@ func (s storeSink) Emit(_ context.Context, e events.Event) { _ = s.s.Append(e) }
 
 type historyOf struct{ c **controller.Connections }
 
-func (h historyOf) Flows() []policy.Flow { return (*h.c).Flows() }
+func (h historyOf) Recorded() []controller.RecordedFlow { return (*h.c).Recorded() }
 
 // call drives the API in-process; it returns the status and the raw body.
 func (f *fixture) call(t *testing.T, method, path, token string, body any) (int, string) {
@@ -486,8 +485,9 @@ func TestModeExplainAndPolicyTest(t *testing.T) {
 		t.Fatalf("violations: %d %s", code, body)
 	}
 
-	// Proposed: allow client->cache. Only the client's flow changes verdict.
-	allowClient := "apiVersion: meshguard.io/v1alpha1\nkind: Group\nmetadata: {name: client, namespace: shop}\nspec:\n  selector: {matchLabels: {app: client}}\n  mode: discover\n---\napiVersion: meshguard.io/v1alpha1\nkind: NetworkRule\nmetadata: {name: client-to-cache, namespace: shop}\nspec:\n  from: {group: client}\n  to: {group: cache}\n  ports: [tcp/6379]\n  applications: [redis]\n  action: allow\n"
+	// Proposed: a new group "clients" (membership recomputed for the replay) allowed to the
+	// cache. Only the client's flow changes verdict.
+	allowClient := "apiVersion: meshguard.io/v1alpha1\nkind: Group\nmetadata: {name: clients, namespace: shop}\nspec:\n  selector: {matchLabels: {app: client}}\n  mode: discover\n---\napiVersion: meshguard.io/v1alpha1\nkind: NetworkRule\nmetadata: {name: client-to-cache, namespace: shop}\nspec:\n  from: {group: clients}\n  to: {group: cache}\n  ports: [tcp/6379]\n  applications: [redis]\n  action: allow\n"
 	code, body = f.call(t, "POST", "/api/v1/policy/test", admin, files("new.yaml", allowClient))
 	var pt api.PolicyTestResponse
 	_ = json.Unmarshal([]byte(body), &pt)

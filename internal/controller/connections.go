@@ -78,9 +78,10 @@ type flowKey struct {
 }
 
 type flowEntry struct {
-	conn      api.Connection
-	srcGroups []string
-	dstGroups []string
+	conn               api.Connection
+	srcGroups          []string
+	dstGroups          []string
+	srcKnown, dstKnown bool // the sides are registered workloads (conn.Source/Destination are keys)
 }
 
 // NewConnections validates cfg and registers the violation counter.
@@ -216,6 +217,7 @@ func (c *Connections) handle(ctx context.Context, from xds.Node, pol *policy.Pol
 		c.flows[k] = e
 	}
 	e.srcGroups, e.dstGroups = src.groups, dst.groups
+	e.srcKnown, e.dstKnown = src.known, dst.known
 	e.conn.Count++
 	e.conn.Bytes += r.GetBytesSent() + r.GetBytesReceived()
 	e.conn.RuleID = rule
@@ -287,19 +289,69 @@ func (c *Connections) Connections() []api.Connection {
 	return out
 }
 
-// Flows implements FlowHistory: one flow per distinct connection with the verdict it got.
-func (c *Connections) Flows() []policy.Flow {
+// RecordedFlow is one distinct flow with the verdict it got, and the workloads at its ends
+// (keys, or "" for an address outside the registry) so `policy test` can recompute their
+// groups under the proposed policy.
+type RecordedFlow struct {
+	Flow     policy.Flow
+	Src, Dst string
+}
+
+// Recorded implements FlowHistory.
+func (c *Connections) Recorded() []RecordedFlow {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	out := make([]policy.Flow, 0, len(c.flows))
+	out := make([]RecordedFlow, 0, len(c.flows))
 	for k, e := range c.flows {
 		v := policy.Deny
 		if k.verdict == "allow" {
 			v = policy.Allow
 		}
-		out = append(out, policy.Flow{ID: fmt.Sprintf("%s -> %s:%d", k.src, k.dst, k.port), SrcGroups: e.srcGroups,
-			DstGroups: e.dstGroups, Port: k.port, Transport: k.transport, App: k.app, Verdict: v})
+		rf := RecordedFlow{Flow: policy.Flow{ID: fmt.Sprintf("%s -> %s:%d", k.src, k.dst, k.port), SrcGroups: e.srcGroups,
+			DstGroups: e.dstGroups, Port: k.port, Transport: k.transport, App: k.app, Verdict: v}}
+		if e.srcKnown {
+			rf.Src = k.src
+		}
+		if e.dstKnown {
+			rf.Dst = k.dst
+		}
+		out = append(out, rf)
 	}
-	slices.SortFunc(out, func(a, b policy.Flow) int { return strings.Compare(a.ID+a.App, b.ID+b.App) })
+	slices.SortFunc(out, func(a, b RecordedFlow) int { return strings.Compare(a.Flow.ID+a.Flow.App, b.Flow.ID+b.Flow.App) })
 	return out
+}
+
+// Seed loads flows from stored connection events (a restarted controller keeps the history
+// `policy test` replays). Their groups are recomputed when replayed.
+func (c *Connections) Seed(evs []events.Event) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for _, e := range evs {
+		if e.Kind != events.KindConnection || (e.Action != "allow" && e.Action != "deny") {
+			continue
+		}
+		ap, err := netip.ParseAddrPort(e.Destination.Address)
+		if err != nil {
+			continue
+		}
+		k := flowKey{src: e.Source.Workload, dst: e.Destination.Workload, port: ap.Port(), transport: dpi.TCP, app: e.Protocol, verdict: e.Action}
+		if k.src == "" || k.dst == "" {
+			continue
+		}
+		fe, ok := c.flows[k]
+		if !ok {
+			if len(c.flows) >= maxFlows {
+				continue
+			}
+			fe = &flowEntry{conn: api.Connection{Source: k.src, Destination: k.dst, Port: k.port, Transport: "tcp", App: k.app,
+				Verdict: k.verdict, SrcGroup: e.Source.Group, DstGroup: e.Destination.Group, RuleID: e.RuleID,
+				System: isSystem(k.app, k.port, side{known: strings.Contains(k.dst, "/")}, c.cfg.SystemPorts)},
+				srcKnown: strings.Contains(k.src, "/"), dstKnown: strings.Contains(k.dst, "/")}
+			c.flows[k] = fe
+		}
+		fe.conn.Count++
+		if e.Time.After(fe.conn.LastSeen) {
+			fe.conn.LastSeen = e.Time
+		}
+	}
 }

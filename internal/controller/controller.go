@@ -246,6 +246,12 @@ func (c *Controller) Run(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	// A restarted controller keeps the history `policy test` replays.
+	if past, err := evStore.Query(events.Query{Kind: events.KindConnection, Limit: maxFlows}); err == nil {
+		conns.Seed(past)
+	} else {
+		log.Warn("connection history not loaded", "err", err)
+	}
 	gen, err := xdsgen.New(xdsgen.Config{Registry: reg, Policy: pol, TunnelPort: uint32(cfg.TunnelPort), TrustDomain: td.Name()})
 	if err != nil {
 		return err

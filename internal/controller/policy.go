@@ -14,6 +14,7 @@ import (
 	"github.com/meshguard/meshguard/internal/dpi"
 	"github.com/meshguard/meshguard/internal/events"
 	"github.com/meshguard/meshguard/internal/policy"
+	"github.com/meshguard/meshguard/internal/registry"
 	"github.com/meshguard/meshguard/internal/store"
 )
 
@@ -22,13 +23,14 @@ const storedPolicyName = "stored-policy"
 
 // Workloads is what the policy service reads from the registry to explain and replay.
 type Workloads interface {
+	Workload(namespace, name string) (registry.Workload, bool)
 	GroupsOf(namespace, name string) []string
 	Members(groupKey string) []string
 }
 
 // FlowHistory gives the recorded flows `policy test` replays.
 type FlowHistory interface {
-	Flows() []policy.Flow
+	Recorded() []RecordedFlow
 }
 
 // PolicyConfig configures a PolicyService.
@@ -369,7 +371,9 @@ func (p *PolicyService) groupsOf(field, ref string) ([]string, error) {
 }
 
 // Test implements api.PolicyAdmin: the proposed documents are applied to a copy of the
-// current policy and the recorded flows replayed against it.
+// current policy and the recorded flows replayed against it. Workload group membership is
+// recomputed with the proposed groups (a new group with a selector counts), in a scratch
+// registry holding the workloads the flows name.
 func (p *PolicyService) Test(_ context.Context, proposed *policy.Set) (api.PolicyTestResponse, error) {
 	cur, _ := p.Current()
 	next, err := policy.Apply(cur, proposed)
@@ -380,9 +384,40 @@ func (p *PolicyService) Test(_ context.Context, proposed *policy.Set) (api.Polic
 	if err != nil {
 		return api.PolicyTestResponse{}, api.Invalid(err)
 	}
-	var flows []policy.Flow
+	var recorded []RecordedFlow
 	if p.cfg.History != nil {
-		flows = p.cfg.History.Flows()
+		recorded = p.cfg.History.Recorded()
+	}
+	scratch, err := registry.New(registry.Config{Log: p.cfg.Log})
+	if err != nil {
+		return api.PolicyTestResponse{}, err
+	}
+	for _, rf := range recorded {
+		for _, key := range []string{rf.Src, rf.Dst} {
+			if key == "" {
+				continue
+			}
+			if w, ok := p.cfg.Registry.Workload(policy.SplitKey(key)); ok {
+				_ = scratch.UpsertWorkload(w)
+			}
+		}
+	}
+	scratch.SetGroups(next.Groups)
+	groupsOf := func(key string, recorded []string) []string {
+		if key == "" {
+			return recorded
+		}
+		ns, name := policy.SplitKey(key)
+		if g := scratch.GroupsOf(ns, name); g != nil {
+			return g
+		}
+		return recorded
+	}
+	flows := make([]policy.Flow, 0, len(recorded))
+	for _, rf := range recorded {
+		f := rf.Flow
+		f.SrcGroups, f.DstGroups = groupsOf(rf.Src, f.SrcGroups), groupsOf(rf.Dst, f.DstGroups)
+		flows = append(flows, f)
 	}
 	out := api.PolicyTestResponse{Flows: len(flows), Changes: []api.FlowChange{}}
 	for _, c := range policy.Replay(flows, compiled) {

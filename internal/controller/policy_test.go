@@ -12,6 +12,7 @@ import (
 
 	"github.com/meshguard/meshguard/internal/events"
 	"github.com/meshguard/meshguard/internal/policy"
+	"github.com/meshguard/meshguard/internal/registry"
 	"github.com/meshguard/meshguard/internal/store"
 )
 
@@ -32,7 +33,10 @@ func (f *fakePolicyStore) SavePolicy(_ context.Context, r store.PolicyRecord) er
 type noWorkloads struct{}
 
 func (noWorkloads) GroupsOf(string, string) []string { return nil }
-func (noWorkloads) Members(string) []string          { return nil }
+func (noWorkloads) Workload(string, string) (registry.Workload, bool) {
+	return registry.Workload{}, false
+}
+func (noWorkloads) Members(string) []string { return nil }
 
 func newTestPolicy(t *testing.T, st store.Policies) (*PolicyService, *events.Ring) {
 	t.Helper()
@@ -127,5 +131,22 @@ func TestPolicyServiceVersionsPersistsAndRestores(t *testing.T) {
 	gotb, _ := got.Export()
 	if v2 != 2 || string(gotb) != string(want) {
 		t.Fatalf("reloaded v%d:\n%s\nwant\n%s", v2, gotb, want)
+	}
+}
+
+func TestConnectionsSeedFromStoredEvents(t *testing.T) {
+	c := &Connections{flows: map[flowKey]*flowEntry{}}
+	c.Seed([]events.Event{
+		{Kind: events.KindConnection, Source: events.Endpoint{Workload: "shop/web-0"}, Destination: events.Endpoint{Workload: "shop/cache-0", Address: "10.0.0.2:6379"}, Protocol: "redis", Action: "allow"},
+		{Kind: events.KindConnection, Source: events.Endpoint{Workload: "shop/web-0"}, Destination: events.Endpoint{Workload: "shop/cache-0", Address: "10.0.0.2:6379"}, Protocol: "redis", Action: "allow"},
+		{Kind: events.KindViolation, Source: events.Endpoint{Workload: "shop/x"}, Destination: events.Endpoint{Workload: "shop/y", Address: "10.0.0.3:1"}, Action: "deny"},
+		{Kind: events.KindConnection, Source: events.Endpoint{Workload: "shop/x"}, Destination: events.Endpoint{Workload: "shop/y", Address: "bogus"}, Action: "deny"},
+	})
+	rec := c.Recorded()
+	if len(rec) != 1 || rec[0].Src != "shop/web-0" || rec[0].Dst != "shop/cache-0" || rec[0].Flow.Port != 6379 || rec[0].Flow.Verdict != policy.Allow {
+		t.Fatalf("recorded: %+v", rec)
+	}
+	if conns := c.Connections(); len(conns) != 1 || conns[0].Count != 2 {
+		t.Fatalf("connections: %+v", conns)
 	}
 }

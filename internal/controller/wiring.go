@@ -30,11 +30,11 @@ func (q quietLogger) Emit(ctx context.Context, e events.Event) {
 // flowHistory breaks the construction cycle policy service -> connections -> policy.
 type flowHistory struct{ c **Connections }
 
-func (h flowHistory) Flows() []policy.Flow {
+func (h flowHistory) Recorded() []RecordedFlow {
 	if *h.c == nil {
 		return nil
 	}
-	return (*h.c).Flows()
+	return (*h.c).Recorded()
 }
 
 func portOf(a net.Addr) uint16 {
