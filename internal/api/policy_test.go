@@ -153,12 +153,18 @@ func newFixture(t *testing.T) *fixture {
 	ln.Close()
 	f.srv, err = api.New(api.Config{Listener: ln, GetCertificate: func(*tls.ClientHelloInfo) (*tls.Certificate, error) { return nil, nil }, AdminToken: admin, Identity: &fakeIdentity{},
 		Events: f.audit, Log: log, Policy: pol, Registry: f.reg, Connections: conns, EventStore: f.evs, Audit: sink,
-		Principals: &memPrincipals{tokens: map[[32]byte]api.Principal{}}})
+		Principals: &memPrincipals{tokens: map[[32]byte]api.Principal{}}, Sidecars: noSidecars{},
+		Metrics: http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) { io.WriteString(w, "meshguard_up 1\n") })})
 	if err != nil {
 		t.Fatal(err)
 	}
 	return f
 }
+
+type noSidecars struct{}
+
+func (noSidecars) Sidecars() []xds.SidecarStatus { return nil }
+func (noSidecars) Version() uint64               { return 7 }
 
 type storeSink struct{ s *events.Store }
 
@@ -402,6 +408,15 @@ func TestPolicyRBAC(t *testing.T) {
 	}
 	if code, _ := f.call(t, "POST", "/api/v1/policy/apply", viewer, files("shop.yaml", shopPolicy)); code != 403 {
 		t.Fatalf("viewer apply: %d", code)
+	}
+	if code, body := f.call(t, "GET", "/metrics", viewer, nil); code != 200 || !strings.Contains(body, "meshguard_up") {
+		t.Fatalf("viewer metrics: %d %s", code, body)
+	}
+	if code, body := f.call(t, "GET", "/api/v1/sidecars", viewer, nil); code != 200 || !strings.Contains(body, `"version":7`) {
+		t.Fatalf("viewer sidecars: %d %s", code, body)
+	}
+	if code, _ := f.call(t, "GET", "/metrics", "", nil); code != 401 {
+		t.Fatalf("metrics without a token: %d", code)
 	}
 	if code, _ := f.call(t, "GET", "/api/v1/groups", "", nil); code != 401 {
 		t.Fatalf("no token: %d", code)

@@ -74,6 +74,7 @@ type Server struct {
 	cfg       Config
 	mux       *http.ServeMux
 	tokenHash [sha256.Size]byte
+	routes    []string // registered patterns, for the OpenAPI consistency test
 }
 
 // New builds the server and registers every route.
@@ -105,14 +106,18 @@ func New(cfg Config) (*Server, error) {
 
 // Handle registers an admin-only route, e.g. "POST /api/v1/tokens".
 func (s *Server) Handle(pattern string, h http.HandlerFunc) {
-	s.mux.Handle(pattern, s.authenticated(RoleAdmin, h))
+	s.HandleRole(pattern, RoleAdmin, h)
 }
 
 // HandleRole registers a route open to role and above: viewer routes to every principal,
 // namespace-editor routes to editors and admins (handlers check the namespace).
 func (s *Server) HandleRole(pattern string, role Role, h http.HandlerFunc) {
+	s.routes = append(s.routes, pattern)
 	s.mux.Handle(pattern, s.authenticated(role, h))
 }
+
+// Routes lists the registered route patterns ("GET /api/v1/groups").
+func (s *Server) Routes() []string { return append([]string(nil), s.routes...) }
 
 // ServeHTTP lets tests drive the API without a listener.
 func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) { s.mux.ServeHTTP(w, r) }
