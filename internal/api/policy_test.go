@@ -327,6 +327,7 @@ func TestPolicyApplyRefusesBadInputAtomically(t *testing.T) {
 		{"bad mode", "apiVersion: meshguard.io/v1alpha1\nkind: Group\nmetadata: {name: x, namespace: shop}\nspec:\n  mode: protecc\n", "discover"},
 		{"unknown group", "apiVersion: meshguard.io/v1alpha1\nkind: Group\nmetadata: {name: ok, namespace: shop}\nspec: {mode: protect}\n---\napiVersion: meshguard.io/v1alpha1\nkind: NetworkRule\nmetadata: {name: r, namespace: shop}\nspec:\n  from: {group: web}\n  to: {group: nosuch}\n  ports: [any]\n  applications: [any]\n  action: allow\n", "spec.to.group"},
 		{"not yaml", "kind: [\n", "bad.yaml"},
+		{"conflicting rules", "apiVersion: meshguard.io/v1alpha1\nkind: NetworkRule\nmetadata: {name: deny-web, namespace: shop}\nspec:\n  from: {group: web}\n  to: {group: cache}\n  ports: [\"tcp/6379\"]\n  applications: [redis]\n  action: deny\n---\napiVersion: meshguard.io/v1alpha1\nkind: NetworkRule\nmetadata: {name: allow-web, namespace: shop}\nspec:\n  from: {group: web}\n  to: {group: cache}\n  ports: [\"tcp/6379\"]\n  applications: [redis]\n  action: allow\n", "deny-web"},
 	}
 	for _, c := range cases {
 		code, body := f.call(t, "POST", "/api/v1/policy/apply", admin, files("bad.yaml", c.doc))
