@@ -250,6 +250,12 @@ func (r *Runtime) Run(ctx context.Context) error {
 	}
 	spawn("reports", batcher.Run)
 	report := func(rep ConnReport) {
+		switch rep.Reason {
+		case ReasonClosed, ReasonReset, ReasonDrained:
+		default:
+			log.Warn("connection refused", "direction", rep.Direction, "reason", rep.Reason, "src", rep.SourceAddr.String(),
+				"dst", rep.DestAddr.String(), "peer", rep.PeerAddr, "err", rep.Err)
+		}
 		metrics.Observe(rep)
 		batcher.Add(rep.Proto())
 	}

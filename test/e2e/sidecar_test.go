@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
 	"os"
 	"os/exec"
@@ -348,4 +349,74 @@ func tail(s string, n int) string {
 		return s[len(s)-n:]
 	}
 	return s
+}
+
+// TestSidecarRefusesWrongPeerIdentity hijacks the client pod's connections to web's tunnel
+// port to redis's sidecar, which presents a valid SVID of the mesh but not web's: the client's
+// sidecar must refuse it, and the same request works again once the hijack is gone.
+func TestSidecarRefusesWrongPeerIdentity(t *testing.T) {
+	labRequire(t, "redis-server", "redis-cli", "curl", "nginx", "nft")
+	labUp(t, `pods:
+  - name: client
+    namespace: shop
+    serviceAccount: client
+    command: ["sleep", "infinity"]
+  - name: web
+    namespace: shop
+    serviceAccount: web
+    labels: {app: web}
+    command: [`+strconv.Quote(examplePath(t, "nginx-pod.sh"))+`, "8080"]
+    user: www-data
+  - name: redis
+    namespace: shop
+    serviceAccount: redis
+    labels: {app: redis}
+    command: ["redis-server", "--port", "6379", "--protected-mode", "no", "--save", "", "--appendonly", "no"]
+    user: redis
+services:
+  - name: web
+    namespace: shop
+    selector: {app: web}
+    ports: [{port: 80, targetPort: 8080}]
+  - name: redis
+    namespace: shop
+    selector: {app: redis}
+    ports: [{port: 6379}]
+`)
+	st := labState(t)
+	client, web, redis := podByName(t, st, "client"), podByName(t, st, "web"), podByName(t, st, "redis")
+	// The mesh works (to redis; web is not dialled yet, so no pooled tunnel to it exists).
+	labEventually(t, "client", "PONG", "redis-cli", "-h", "redis", "ping")
+
+	rules := fmt.Sprintf("table ip mgtest {\n chain out {\n  type nat hook output priority -100;\n  ip daddr %s tcp dport 15008 dnat to %s:15008\n }\n}\n", web.IP, redis.IP)
+	nft := func(args ...string) {
+		t.Helper()
+		cmd := exec.Command("nsenter", append([]string{"--net=" + client.Netns, "nft"}, args...)...)
+		if args[0] == "-f" {
+			cmd.Stdin = strings.NewReader(rules)
+		}
+		if out, err := cmd.CombinedOutput(); err != nil {
+			t.Fatalf("nft %v: %v\n%s", args, err, out)
+		}
+	}
+	nft("-f", "-")
+	if r := Run(t, "lab", "exec", "client", "--", "curl", "-sS", "-m", "5", "http://web/"); r.Code == 0 || strings.Contains(r.Stdout, "hello") {
+		t.Fatalf("client reached web through a peer presenting another identity: exit %d %q", r.Code, r.Stdout)
+	}
+	waitFor(t, "client sidecar logs the refused peer", func() bool {
+		b, _ := os.ReadFile(client.SidecarLog)
+		return strings.Contains(string(b), "reason=tunnel-failed") && strings.Contains(string(b), "sa/redis")
+	})
+
+	nft("delete", "table", "ip", "mgtest")
+	labEventually(t, "client", "hello from web", "curl", "-sS", "-m", "5", "http://web/")
+}
+
+func examplePath(t *testing.T, name string) string {
+	t.Helper()
+	p, err := filepath.Abs(filepath.Join("../../examples", name))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return p
 }
