@@ -3,6 +3,7 @@ package inspect
 import (
 	"encoding/binary"
 	"net/netip"
+	"time"
 
 	"github.com/gopacket/gopacket/layers"
 
@@ -22,7 +23,19 @@ type packetInfo struct {
 	payload    []byte
 	cut        int // TCP payload bytes the IP header promises but the capture's snaplen cut off
 	ipProtocol uint8
+	// Set when the packet was reassembled from IP fragments: the frames and wire bytes it
+	// spanned (the flow counts them all); zero otherwise.
+	frames, wireLen uint64
 }
+
+// ipResult says what decodeIP made of a packet.
+type ipResult uint8
+
+const (
+	ipBad      ipResult = iota // not IPv4/IPv6 TCP, UDP or ICMP, or malformed
+	ipOK                       // p is filled
+	ipFragment                 // a fragment was held for reassembly; nothing to do yet
+)
 
 const (
 	tcpFIN = 0x01
@@ -77,10 +90,11 @@ func decodeLink(lt layers.LinkType, b []byte) (ip []byte, ok bool) {
 	return b, true
 }
 
-// decodeIP fills p from an IPv4 or IPv6 packet; non-first fragments and other protocols fail.
-func decodeIP(b []byte, p *packetInfo) bool {
+// decodeIP fills p from an IPv4 or IPv6 packet. Fragments go to d (when not nil) and come
+// out as one packet once the datagram is complete; without d, fragments are not decoded.
+func decodeIP(b []byte, p *packetInfo, d *defragger, ts time.Time, wireLen int) ipResult {
 	if len(b) < 1 {
-		return false
+		return ipBad
 	}
 	var proto uint8
 	var srcA, dstA netip.Addr
@@ -88,12 +102,12 @@ func decodeIP(b []byte, p *packetInfo) bool {
 	switch b[0] >> 4 {
 	case 4:
 		if len(b) < 20 {
-			return false
+			return ipBad
 		}
 		ihl := int(b[0]&0xf) * 4
 		total := int(binary.BigEndian.Uint16(b[2:]))
 		if ihl < 20 || len(b) < ihl {
-			return false
+			return ipBad
 		}
 		if total >= ihl && total < len(b) {
 			b = b[:total] // drop Ethernet padding
@@ -101,15 +115,24 @@ func decodeIP(b []byte, p *packetInfo) bool {
 		if total > len(b) {
 			ipCut = total - len(b)
 		}
-		if binary.BigEndian.Uint16(b[6:])&0x1fff != 0 {
-			return false // a non-first fragment carries no transport header
-		}
 		proto = b[9]
 		srcA, dstA = netip.AddrFrom4([4]byte(b[12:16])), netip.AddrFrom4([4]byte(b[16:20]))
-		b = b[ihl:]
+		if ff := binary.BigEndian.Uint16(b[6:]); ff&0x3fff != 0 { // MF or an offset: a fragment
+			if d == nil || ipCut > 0 {
+				return ipBad // a fragment cut by the snaplen can never be completed
+			}
+			k := fragKey{src: srcA, dst: dstA, id: uint32(binary.BigEndian.Uint16(b[4:])), proto: proto}
+			full, n, wl, done := d.add(k, int(ff&0x1fff)*8, ff&0x2000 != 0, b[ihl:], ts, wireLen)
+			if !done {
+				return ipFragment
+			}
+			b, p.frames, p.wireLen = full, n, wl
+		} else {
+			b = b[ihl:]
+		}
 	case 6:
 		if len(b) < 40 {
-			return false
+			return ipBad
 		}
 		plen := int(binary.BigEndian.Uint16(b[4:]))
 		proto = b[6]
@@ -126,36 +149,49 @@ func decodeIP(b []byte, p *packetInfo) bool {
 			switch proto {
 			case 0, 43, 60:
 				if len(b) < 8 {
-					return false
+					return ipBad
 				}
 				l := (int(b[1]) + 1) * 8
 				if len(b) < l {
-					return false
+					return ipBad
 				}
 				proto, b = b[0], b[l:]
 				continue
 			case 44:
-				if len(b) < 8 || binary.BigEndian.Uint16(b[2:])&0xfff8 != 0 {
-					return false
+				if len(b) < 8 {
+					return ipBad
 				}
-				proto, b = b[0], b[8:]
+				fo := binary.BigEndian.Uint16(b[2:])
+				if fo&0xfff9 == 0 { // an atomic fragment (offset 0, no more): just a header
+					proto, b = b[0], b[8:]
+					continue
+				}
+				if d == nil || ipCut > 0 {
+					return ipBad
+				}
+				k := fragKey{src: srcA, dst: dstA, id: binary.BigEndian.Uint32(b[4:]), proto: b[0]}
+				full, n, wl, done := d.add(k, int(fo&0xfff8), fo&1 != 0, b[8:], ts, wireLen)
+				if !done {
+					return ipFragment
+				}
+				proto, b, p.frames, p.wireLen = b[0], full, n, wl
 				continue
 			}
 			break ext
 		}
 	default:
-		return false
+		return ipBad
 	}
 	p.ipProtocol = proto
 	ipPayload := len(b) + ipCut
 	switch proto {
 	case 6:
 		if len(b) < 20 {
-			return false
+			return ipBad
 		}
 		off := int(b[12]>>4) * 4
 		if off < 20 || len(b) < off {
-			return false
+			return ipBad
 		}
 		p.transport = dpi.TCP
 		p.src = netip.AddrPortFrom(srcA, binary.BigEndian.Uint16(b[0:]))
@@ -166,7 +202,7 @@ func decodeIP(b []byte, p *packetInfo) bool {
 		p.cut = ipPayload - off - len(p.payload)
 	case 17:
 		if len(b) < 8 {
-			return false
+			return ipBad
 		}
 		p.transport = dpi.UDP
 		p.src = netip.AddrPortFrom(srcA, binary.BigEndian.Uint16(b[0:]))
@@ -181,9 +217,9 @@ func decodeIP(b []byte, p *packetInfo) bool {
 		p.src, p.dst = netip.AddrPortFrom(srcA, 0), netip.AddrPortFrom(dstA, 0)
 		p.payload = b
 	default:
-		return false
+		return ipBad
 	}
-	return true
+	return ipOK
 }
 
 type flowKey struct {
@@ -214,22 +250,33 @@ type table struct {
 	order   []*flow
 	dropped uint64
 	p       packetInfo
+	defrag  *defragger
 }
 
 func newTable(cfg Config) *table {
-	return &table{cfg: cfg, flows: make(map[flowKey]*flow)}
+	return &table{cfg: cfg, flows: make(map[flowKey]*flow), defrag: newDefragger()}
 }
 
-// packet processes one frame; it reports whether the frame was decoded.
-func (t *table) packet(lt layers.LinkType, data []byte, wireLen int) bool {
+// packet processes one frame captured at ts; it reports whether the frame was decoded (a
+// fragment held for reassembly counts as decoded).
+func (t *table) packet(lt layers.LinkType, data []byte, wireLen int, ts time.Time) bool {
 	ip, ok := decodeLink(lt, data)
 	if !ok {
 		return false
 	}
+	if wireLen < len(data) {
+		wireLen = len(data)
+	}
 	p := &t.p
 	*p = packetInfo{}
-	if !decodeIP(ip, p) {
+	switch decodeIP(ip, p, t.defrag, ts, wireLen) {
+	case ipBad:
 		return false
+	case ipFragment:
+		return true
+	}
+	if p.frames > 0 { // reassembled from fragments: count every frame it took
+		wireLen = int(p.wireLen)
 	}
 	k := keyOf(p)
 	f := t.flows[k]
@@ -250,10 +297,7 @@ func (t *table) packet(lt layers.LinkType, data []byte, wireLen int) bool {
 		t.flows[k] = f
 		t.order = append(t.order, f)
 	}
-	f.packets++
-	if wireLen < len(data) {
-		wireLen = len(data)
-	}
+	f.packets += max(p.frames, 1)
 	f.bytes += uint64(wireLen)
 	dir := dpi.ClientToServer
 	if p.src != f.client {

@@ -74,8 +74,11 @@ type Report struct {
 type Result struct {
 	Flows        []Report
 	Packets      uint64 // frames read
-	Undecodable  uint64 // frames that were not IPv4/IPv6 TCP, UDP or ICMP (or were fragments)
+	Undecodable  uint64 // frames that were not IPv4/IPv6 TCP, UDP or ICMP
 	DroppedFlows uint64 // flows past MaxFlows
+	// IP fragments seen, datagrams reassembled from them, and datagrams given up on (timed
+	// out, evicted, inconsistent or never completed).
+	Fragments, Reassembled, FragmentsDiscarded uint64
 }
 
 // Read analyses one capture. On a truncated capture it returns the flows so far together with
@@ -118,11 +121,13 @@ func (in *Inspector) Read(ctx context.Context, r io.Reader) (*Result, error) {
 			break
 		}
 		res.Packets++
-		if !t.packet(lt, data, ci.Length) {
+		if !t.packet(lt, data, ci.Length, ci.Timestamp) {
 			res.Undecodable++
 		}
 	}
 	res.Flows, res.DroppedFlows = t.finish(), t.dropped
+	res.Fragments, res.Reassembled = t.defrag.fragments, t.defrag.reassembled
+	res.FragmentsDiscarded = t.defrag.discarded + uint64(len(t.defrag.dgrams))
 	return res, readErr
 }
 

@@ -268,7 +268,7 @@ func FuzzDecodeFrames(f *testing.F) {
 		for len(b) >= 2 {
 			n := min(int(binary.BigEndian.Uint16(b)), len(b)-2)
 			lt := kinds[int(kind)%len(kinds)]
-			tb.packet(lt, b[2:2+n], n)
+			tb.packet(lt, b[2:2+n], n, time.Time{})
 			b = b[2+n:]
 			kind++
 		}
