@@ -407,3 +407,28 @@ func FuzzFormatRFC5424(f *testing.F) {
 		}
 	})
 }
+
+func TestWebhookErrorsDoNotNameTheURL(t *testing.T) {
+	// Nothing listens on this port: the listener is closed before the export.
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := ln.Addr().String()
+	ln.Close()
+	const token = "T000-B000-s3cr3tT0ken"
+	wh, err := NewWebhook(WebhookConfig{URL: "http://" + addr + "/services/" + token + "?key=" + token, Secret: []byte("k"), Clock: clockwork.NewFakeClock(), MaxAttempts: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	err = wh.Export(testCtx(t), threat("x"))
+	if err == nil {
+		t.Fatal("export to a closed port succeeded")
+	}
+	if strings.Contains(err.Error(), token) {
+		t.Fatalf("error leaks the webhook URL's token: %v", err)
+	}
+	if !strings.Contains(err.Error(), "webhook:"+addr) {
+		t.Fatalf("error does not say which webhook failed: %v", err)
+	}
+}

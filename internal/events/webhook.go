@@ -148,6 +148,12 @@ func (w *Webhook) post(ctx context.Context, body []byte, sig string, kind Kind) 
 	req.Header.Set(HeaderEventKind, string(kind))
 	resp, err := w.cfg.Client.Do(req)
 	if err != nil {
+		// A *url.Error names the whole URL, and webhook URLs often carry their token in the
+		// path or query (Slack, Teams); the exporter name already says which host failed.
+		var ue *url.Error
+		if errors.As(err, &ue) {
+			return ue.Err
+		}
 		return err
 	}
 	defer resp.Body.Close()
