@@ -190,7 +190,7 @@ func (g *Group) validate() []error {
 			e("spec.external", "needs cidrs or dnsNames")
 		}
 		for i, c := range ex.CIDRs {
-			if _, err := parseCIDR(c); err != nil {
+			if _, err := ParseCIDR(c); err != nil {
 				e("spec.external.cidrs["+strconv.Itoa(i)+"]", "%q is not a CIDR or address (e.g. 10.0.0.0/8, 2001:db8::/32, 192.0.2.7)", c)
 			}
 		}
@@ -247,7 +247,10 @@ func validSensorAction(a SensorAction, optional bool) bool {
 	return a == SensorAlert || a == SensorBlock || (optional && a == "")
 }
 
-func parseCIDR(s string) (netip.Prefix, error) {
+// ParseCIDR parses an external group's cidrs entry: a prefix (masked to its network) or a
+// bare address (a single-host prefix, IPv4-mapped IPv6 unmapped). Validation and the
+// registry's address matching both use it, so what validates is what matches.
+func ParseCIDR(s string) (netip.Prefix, error) {
 	if strings.Contains(s, "/") {
 		p, err := netip.ParsePrefix(s)
 		return p.Masked(), err
@@ -256,6 +259,7 @@ func parseCIDR(s string) (netip.Prefix, error) {
 	if err != nil {
 		return netip.Prefix{}, err
 	}
+	a = a.Unmap()
 	return netip.PrefixFrom(a, a.BitLen()), nil
 }
 

@@ -351,7 +351,7 @@ func (r *Registry) SetGroups(groups []policy.Group) {
 		if ex := g.Spec.External; ex != nil {
 			eg := extGroup{key: g.Metadata.Key()}
 			for _, c := range ex.CIDRs {
-				if p, err := parsePrefix(c); err == nil {
+				if p, err := policy.ParseCIDR(c); err == nil {
 					eg.cidrs = append(eg.cidrs, p)
 				}
 			}
@@ -372,18 +372,6 @@ func (r *Registry) SetGroups(groups []policy.Group) {
 		r.computeLocked(e)
 	}
 	r.bumpLocked()
-}
-
-func parsePrefix(s string) (netip.Prefix, error) {
-	if strings.Contains(s, "/") {
-		p, err := netip.ParsePrefix(s)
-		return p.Masked(), err
-	}
-	a, err := netip.ParseAddr(s)
-	if err != nil {
-		return netip.Prefix{}, err
-	}
-	return netip.PrefixFrom(a.Unmap(), a.Unmap().BitLen()), nil
 }
 
 // matches evaluates a workload group's criteria (all must hold).
