@@ -379,27 +379,14 @@ func charRef(b []byte) (byte, int) {
 }
 
 // containsFold reports whether b contains the lower-case ASCII string s, ignoring ASCII case.
-func containsFold(b []byte, s string) bool {
-	if len(s) == 0 {
-		return true
-	}
-	c0 := s[0]
-	for i := 0; i+len(s) <= len(b); i++ {
-		if lower(b[i]) != c0 {
-			continue
-		}
-		j := 1
-		for j < len(s) && lower(b[i+j]) == s[j] {
-			j++
-		}
-		if j == len(s) {
-			return true
-		}
-	}
-	return false
-}
+func containsFold(b []byte, s string) bool { return indexFold(b, s) >= 0 }
 
+// indexFold is the index of the first match of the lower-case ASCII string s in b, ignoring
+// ASCII case, or -1; an empty s matches at 0.
 func indexFold(b []byte, s string) int {
+	if len(s) == 0 {
+		return 0
+	}
 	c0 := s[0]
 	for i := 0; i+len(s) <= len(b); i++ {
 		if lower(b[i]) != c0 {

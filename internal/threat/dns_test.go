@@ -67,16 +67,12 @@ func pcapQueries(t *testing.T, path string) []DNSQuery {
 	return out
 }
 
-// TestIodineTunnelDetected replays the questions of a real iodine session (testdata/iodine.pcap,
-// made by testdata/gen-iodine.sh) at one query per 100 ms.
-func TestIodineTunnelDetected(t *testing.T) {
-	qs := pcapQueries(t, "testdata/iodine.pcap")
-	if len(qs) < 20 {
-		t.Fatalf("only %d queries in the capture", len(qs))
-	}
+// replay feeds qs to a fresh detector at one query per 100 ms; it returns the findings and
+// the index of the query that produced the first one (-1 if none did).
+func replay(t *testing.T, qs []DNSQuery) (found []Finding, first int) {
+	t.Helper()
 	d, clk := newDNS(t, DNSConfig{})
-	var found []Finding
-	first := -1
+	first = -1
 	for i, q := range qs {
 		found = d.Observe(q, found)
 		if len(found) > 0 && first < 0 {
@@ -84,6 +80,17 @@ func TestIodineTunnelDetected(t *testing.T) {
 		}
 		clk.Advance(100 * time.Millisecond)
 	}
+	return found, first
+}
+
+// TestIodineTunnelDetected replays the questions of a real iodine session (testdata/iodine.pcap,
+// made by testdata/gen-iodine.sh) at one query per 100 ms.
+func TestIodineTunnelDetected(t *testing.T) {
+	qs := pcapQueries(t, "testdata/iodine.pcap")
+	if len(qs) < 20 {
+		t.Fatalf("only %d queries in the capture", len(qs))
+	}
+	found, first := replay(t, qs)
 	if first > 10 {
 		t.Fatalf("tunnel reported only after %d queries", first+1)
 	}
@@ -93,7 +100,7 @@ func TestIodineTunnelDetected(t *testing.T) {
 	t.Logf("%v", found[0])
 
 	// Without the NULL type (iodine -T A / -T CNAME) the names alone give it away.
-	d, _ = newDNS(t, DNSConfig{})
+	d, _ := newDNS(t, DNSConfig{})
 	found = found[:0]
 	for _, q := range qs {
 		q.QType = "A"
@@ -112,16 +119,7 @@ func TestDNS2TCPTunnelDetected(t *testing.T) {
 	if len(qs) < 20 {
 		t.Fatalf("only %d queries in the capture", len(qs))
 	}
-	d, clk := newDNS(t, DNSConfig{})
-	var found []Finding
-	first := -1
-	for i, q := range qs {
-		found = d.Observe(q, found)
-		if len(found) > 0 && first < 0 {
-			first = i
-		}
-		clk.Advance(100 * time.Millisecond)
-	}
+	found, first := replay(t, qs)
 	if len(found) != 1 || found[0].Detector != DNSTunnel || found[0].Location != "dns:tunnel2.test" || first > 15 {
 		t.Fatalf("want one dns-tunnel finding for tunnel2.test within 16 queries, got %v after %d", found, first+1)
 	}
