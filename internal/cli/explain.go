@@ -18,7 +18,8 @@ func newExplainCommand(g *globals) *cobra.Command {
 		Short: "Show how the policy decides a connection (or request), and why, without sending traffic",
 		Long: `Decide a connection from one workload to another with the current policy and explain
 it: the rule that decided, or the mode of the destination's group when no rule matched, and
-why each rule about the destination did or did not apply. --method and --path decide one HTTP
+why each rule about the destination did or did not apply. --to may name a service
+(NAMESPACE/SERVICE): its first endpoint stands for it. --method and --path decide one HTTP
 request (the application defaults to http then).`,
 		Example: `  meshguard explain --from shop/web-0 --to shop/cache-0:6379 --app redis
   meshguard explain --from shop/client --to shop/web-0:8080 --method DELETE --path /api/items
@@ -64,7 +65,7 @@ request (the application defaults to http then).`,
 	}
 	f := cmd.Flags()
 	f.StringVar(&q.From, "from", "", "source workload NAMESPACE/NAME")
-	f.StringVar(&q.To, "to", "", "destination workload NAMESPACE/NAME[:PORT]")
+	f.StringVar(&q.To, "to", "", "destination workload or service NAMESPACE/NAME[:PORT]")
 	f.StringVar(&q.App, "app", "", "application protocol as DPI names it (http, grpc, redis, postgres, dns...)")
 	f.BoolVar(&q.UDP, "udp", false, "the port is UDP")
 	f.StringVar(&q.Method, "method", "", "HTTP method of one request to decide")

@@ -24,6 +24,7 @@ const storedPolicyName = "stored-policy"
 // Workloads is what the policy service reads from the registry to explain and replay.
 type Workloads interface {
 	Workload(namespace, name string) (registry.Workload, bool)
+	Services() []registry.Service
 	GroupsOf(namespace, name string) []string
 	Members(groupKey string) []string
 }
@@ -364,6 +365,15 @@ func (p *PolicyService) groupsOf(field, ref string) ([]string, error) {
 		return nil, api.Invalid(fmt.Errorf("%s %q: want NAMESPACE/WORKLOAD", field, ref))
 	}
 	groups := p.cfg.Registry.GroupsOf(ns, name)
+	if groups == nil && field == "to" {
+		// A service stands for its endpoints: decide for the first (they share a selector).
+		for _, svc := range p.cfg.Registry.Services() {
+			if svc.Namespace == ns && svc.Name == name && len(svc.Endpoints) > 0 {
+				groups = p.cfg.Registry.GroupsOf(policy.SplitKey(svc.Endpoints[0]))
+				break
+			}
+		}
+	}
 	if groups == nil {
 		return nil, api.NotFound(fmt.Errorf("%s %q: no such workload (see 'meshguard get workloads')", field, ref))
 	}

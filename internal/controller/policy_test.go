@@ -33,6 +33,7 @@ func (f *fakePolicyStore) SavePolicy(_ context.Context, r store.PolicyRecord) er
 type noWorkloads struct{}
 
 func (noWorkloads) GroupsOf(string, string) []string { return nil }
+func (noWorkloads) Services() []registry.Service     { return nil }
 func (noWorkloads) Workload(string, string) (registry.Workload, bool) {
 	return registry.Workload{}, false
 }

@@ -135,7 +135,7 @@ func TestPolicyLifecycle(t *testing.T) {
 	if !strings.HasPrefix(out, "ALLOW") || !strings.Contains(out, "shop/web-to-cache") {
 		t.Fatalf("explain web:\n%s", out)
 	}
-	out = mustCLI(t, c, "explain", "--from", "shop/client", "--to", "shop/cache-0:6379", "--app", "redis")
+	out = mustCLI(t, c, "explain", "--from", "shop/client", "--to", "shop/cache:6379", "--app", "redis") // the service
 	if !strings.HasPrefix(out, "DENY") || !strings.Contains(out, "protect") {
 		t.Fatalf("explain client:\n%s", out)
 	}
