@@ -31,6 +31,23 @@ func flow(src, dst string, tr dpi.Transport, port uint16, app string, m *dpi.Mes
 	return Flow{SrcGroups: strings.Split(src, ","), DstGroups: strings.Split(dst, ","), Port: port, Transport: tr, App: app, L7: m}
 }
 
+// runDecideCases checks each case's verdict, rule, violation, learn flag and reason.
+func runDecideCases(t *testing.T, p *Policy, cases []decideCase) {
+	t.Helper()
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			in := p.Input(&c.flow)
+			d := p.Decide(&in)
+			if d.Verdict != c.want || d.RuleID != c.rule || d.Violation != c.violation || d.Learn != c.learn {
+				t.Errorf("got %+v (%s), want verdict %s rule %q violation %v learn %v", d, d, c.want, c.rule, c.violation, c.learn)
+			}
+			if c.reason != "" && !strings.Contains(d.String(), c.reason) {
+				t.Errorf("reason %q lacks %q", d.String(), c.reason)
+			}
+		})
+	}
+}
+
 func decideCases(t testing.TB, _ *Policy) []decideCase {
 	return []decideCase{
 		{name: "redis allowed", flow: flow("shop/web", "shop/cache", dpi.TCP, 6379, "redis", nil), want: Allow, rule: "shop/web-to-cache"},
@@ -75,18 +92,7 @@ func TestDecideShop(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, c := range decideCases(t, p) {
-		t.Run(c.name, func(t *testing.T) {
-			in := p.Input(&c.flow)
-			d := p.Decide(&in)
-			if d.Verdict != c.want || d.RuleID != c.rule || d.Violation != c.violation || d.Learn != c.learn {
-				t.Errorf("got %+v (%s), want verdict %s rule %q violation %v learn %v", d, d, c.want, c.rule, c.violation, c.learn)
-			}
-			if c.reason != "" && !strings.Contains(d.String(), c.reason) {
-				t.Errorf("reason %q lacks %q", d.String(), c.reason)
-			}
-		})
-	}
+	runDecideCases(t, p, decideCases(t, p))
 }
 
 const orderPolicy = hdr + `kind: Group
@@ -178,18 +184,7 @@ func TestDecideOrderAndModes(t *testing.T) {
 		{name: "rule to any destination group applies", flow: flow("ns/a", "ns/b-strict,ns/b", dpi.TCP, 5000, "", nil), want: Allow, rule: "ns/allow-first"},
 		{name: "unknown source: mode", flow: flow("ns/zzz", "ns/b", dpi.TCP, 80, "http", nil), want: Allow, learn: true},
 	}
-	for _, c := range cases {
-		t.Run(c.name, func(t *testing.T) {
-			in := p.Input(&c.flow)
-			d := p.Decide(&in)
-			if d.Verdict != c.want || d.RuleID != c.rule || d.Violation != c.violation || d.Learn != c.learn {
-				t.Errorf("got %+v (%s), want verdict %s rule %q violation %v learn %v", d, d, c.want, c.rule, c.violation, c.learn)
-			}
-			if c.reason != "" && !strings.Contains(d.String(), c.reason) {
-				t.Errorf("reason %q lacks %q", d.String(), c.reason)
-			}
-		})
-	}
+	runDecideCases(t, p, cases)
 }
 
 func TestL7Sections(t *testing.T) {
