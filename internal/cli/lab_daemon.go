@@ -19,6 +19,7 @@ func newLabDaemonCommand(g *globals, o *labOptions) *cobra.Command {
 	var (
 		readyFD  int
 		epTimout time.Duration
+		svidTTL  time.Duration
 	)
 	cmd := &cobra.Command{
 		Use:    "daemon",
@@ -46,7 +47,7 @@ func newLabDaemonCommand(g *globals, o *labOptions) *cobra.Command {
 				cfg.Ready = os.NewFile(uintptr(readyFD), "ready")
 			}
 			if c, _, err := cmd.Root().Find([]string{"controller"}); err == nil && c.Name() == "controller" {
-				cfg.System = labControllerSpec(g)
+				cfg.System = labControllerSpec(g, svidTTL)
 				cfg.Sidecars = labSidecars{g: g}
 			} else {
 				log.Warn("no controller command in this build; the lab runs without a controller")
@@ -59,23 +60,28 @@ func newLabDaemonCommand(g *globals, o *labOptions) *cobra.Command {
 		},
 	}
 	cmd.Flags().IntVar(&readyFD, "ready-fd", 0, "file descriptor to report readiness on")
+	cmd.Flags().DurationVar(&svidTTL, "svid-ttl", 0, "passed to the lab's controller (0: its default)")
 	cmd.Flags().DurationVar(&epTimout, "wait-endpoints", time.Minute, "wait this long for service endpoints to accept connections (0: do not wait)")
 	return cmd
 }
 
 // labControllerSpec runs the controller on the bridge gateway, its data under the lab dir.
-func labControllerSpec(g *globals) func(s *lab.State) []lab.SystemSpec {
+func labControllerSpec(g *globals, svidTTL time.Duration) func(s *lab.State) []lab.SystemSpec {
 	return func(s *lab.State) []lab.SystemSpec {
+		var extra []string
+		if svidTTL > 0 {
+			extra = []string{"--svid-ttl", svidTTL.String()}
+		}
 		return []lab.SystemSpec{{
 			Name: "controller",
-			Args: []string{"controller",
+			Args: append([]string{"controller",
 				"--data-dir", filepath.Join(s.StateDir, "controller"),
 				"--listen-api", s.Gateway + ":7443",
 				"--listen-identity", s.Gateway + ":7444",
 				"--listen-xds", s.Gateway + ":7445",
 				"--lab-state", s.StateDir,
 				"--log-level", g.logLevel,
-			},
+			}, extra...),
 			ReadyLine: "ready",
 			Timeout:   60 * time.Second,
 			LogFile:   filepath.Join(s.StateDir, "controller.log"),

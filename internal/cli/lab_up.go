@@ -22,8 +22,8 @@ import (
 
 func newLabUpCommand(g *globals, o *labOptions) *cobra.Command {
 	var (
-		file, podCIDR, svcCIDR string
-		timeout, waitEndpoints time.Duration
+		file, podCIDR, svcCIDR          string
+		timeout, waitEndpoints, svidTTL time.Duration
 	)
 	cmd := &cobra.Command{
 		Use:   "up -f TOPOLOGY.yaml",
@@ -72,7 +72,7 @@ func newLabUpCommand(g *globals, o *labOptions) *cobra.Command {
 			if err := lab.WriteState(dir, st); err != nil {
 				return err
 			}
-			if err := labStartDaemon(cmd.Context(), g, dir, timeout, waitEndpoints); err != nil {
+			if err := labStartDaemon(cmd.Context(), g, dir, timeout, waitEndpoints, svidTTL); err != nil {
 				// The daemon cleans up after a failed start; after a timeout or Ctrl-C it
 				// may still run: stop it, then remove whatever remains.
 				if cur, rerr := lab.ReadState(dir); rerr == nil && lab.DaemonAlive(cur) {
@@ -100,13 +100,14 @@ func newLabUpCommand(g *globals, o *labOptions) *cobra.Command {
 	f.StringVar(&podCIDR, "pod-cidr", lab.DefaultPodCIDR.String(), "pod addresses (the first is the bridge gateway)")
 	f.StringVar(&svcCIDR, "service-cidr", lab.DefaultServiceCIDR.String(), "service virtual IPs")
 	f.DurationVar(&timeout, "timeout", 3*time.Minute, "how long to wait for the lab to be ready")
+	f.DurationVar(&svidTTL, "svid-ttl", 0, "lifetime of workload certificates the lab's controller issues (default: the controller's; 5m at least)")
 	f.DurationVar(&waitEndpoints, "wait-endpoints", time.Minute, "wait this long for every service endpoint to accept TCP connections (0: do not wait)")
 	return cmd
 }
 
 // labStartDaemon starts `meshguard lab daemon` detached (own session, output to
 // <dir>/daemon.log) and waits for it to report ready on an inherited pipe (fd 3).
-func labStartDaemon(ctx context.Context, g *globals, dir string, timeout, waitEndpoints time.Duration) error {
+func labStartDaemon(ctx context.Context, g *globals, dir string, timeout, waitEndpoints, svidTTL time.Duration) error {
 	self, err := os.Executable()
 	if err != nil {
 		return fmt.Errorf("find the meshguard executable: %w", err)
@@ -124,6 +125,9 @@ func labStartDaemon(ctx context.Context, g *globals, dir string, timeout, waitEn
 	defer pr.Close()
 	cmd := exec.Command(self, "lab", "daemon", "--state-dir", dir, "--ready-fd", "3",
 		"--wait-endpoints", waitEndpoints.String(), "--log-level", g.logLevel, "--log-format", g.logFormat)
+	if svidTTL > 0 {
+		cmd.Args = append(cmd.Args, "--svid-ttl", svidTTL.String())
+	}
 	cmd.Stdout, cmd.Stderr = logf, logf
 	cmd.ExtraFiles = []*os.File{pw}
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}

@@ -174,6 +174,16 @@ func (r *Runtime) Run(ctx context.Context) error {
 		return err
 	}
 	creds := WorkloadCredentials(src)
+	if err := reg.Register(prometheus.NewGaugeFunc(prometheus.GaugeOpts{Namespace: "meshguard", Subsystem: "sidecar",
+		Name: "svid_expiry_timestamp_seconds", Help: "When the sidecar's current SVID expires (it changes at each rotation)."},
+		func() float64 {
+			if s := src.SVID(); s != nil {
+				return float64(s.Certificates[0].NotAfter.Unix())
+			}
+			return 0
+		})); err != nil {
+		return err
+	}
 
 	var wg sync.WaitGroup
 	errc := make(chan error, 8)

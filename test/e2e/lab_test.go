@@ -95,8 +95,9 @@ func labLock(t *testing.T) {
 	t.Cleanup(func() { f.Close() }) // closing releases the lock, after lab down (cleanups run LIFO)
 }
 
-// labUp writes topology to a temp file, brings the lab up and registers `lab down` at cleanup.
-func labUp(t *testing.T, topology string) string {
+// labUp writes topology to a temp file, brings the lab up (with extraArgs for lab up) and
+// registers `lab down` at cleanup.
+func labUp(t *testing.T, topology string, extraArgs ...string) string {
 	t.Helper()
 	file := filepath.Join(t.TempDir(), "topology.yaml")
 	if err := os.WriteFile(file, []byte(topology), 0o644); err != nil {
@@ -113,7 +114,7 @@ func labUp(t *testing.T, topology string) string {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { Run(t, "lab", "down") })
-	MustRun(t, "lab", "up", "-f", file)
+	MustRun(t, append([]string{"lab", "up", "-f", file}, extraArgs...)...)
 	return file
 }
 
