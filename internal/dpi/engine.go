@@ -242,9 +242,12 @@ func (f *Flow) Gap(dir Direction) {
 	switch f.state {
 	case detecting:
 		f.info.Midstream = true // what follows the hole starts anywhere in a message
-		if f.nsegs > 0 {
+		if len(f.probe[dir&1]) > 0 {
+			// The bytes after the hole cannot be appended to the probe: decide now.
 			f.detect(true)
 		}
+		// Nothing of dir was probed yet (its first bytes were lost): its bytes after the
+		// hole are as good as a mid-stream start, so detection goes on with them.
 	case parsing:
 		if g, ok := f.parser.(GapParser); ok {
 			f.safely(func() { g.Gap(dir & 1) })

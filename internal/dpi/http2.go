@@ -51,6 +51,12 @@ func (HTTP2) Detect(p *Probe) Verdict {
 			if !askedH2C(c[:end]) {
 				return No
 			}
+			if rest := c[end+4:]; len(rest) >= len(h2Preface) && string(rest[:len(h2Preface)]) == h2Preface {
+				return Yes // the client only sends the preface once the server said 101
+			}
+			if p.Midstream && h2FrameChain(p.Server) {
+				return Yes // the 101 was lost: the server's HTTP/2 frames answer the request
+			}
 			if len(p.Server) < 12 {
 				return NeedMore
 			}
@@ -64,6 +70,21 @@ func (HTTP2) Detect(p *Probe) Verdict {
 		}
 	}
 	s := p.Server
+	if n := min(len(s), 12); n > 0 && string(s[:n]) == "HTTP/1.1 101"[:n] {
+		// The server's 101 to an h2c upgrade whose request was missed (mid-stream start,
+		// lost segment): the Upgrade header names the protocol that follows.
+		end := bytes.Index(s, []byte("\r\n\r\n"))
+		if end < 0 {
+			if len(s) >= MaxProbe {
+				return No
+			}
+			return NeedMore
+		}
+		if askedH2C(s[:end]) {
+			return Yes
+		}
+		return No
+	}
 	if len(c) == 0 && len(s) > 0 && !p.Midstream {
 		if len(s) < 9 {
 			// A server preface is a SETTINGS frame: length < 256, type 4.
@@ -162,16 +183,20 @@ type h2Fields struct {
 }
 
 type http2Parser struct {
-	d   [2]h2Dir
-	h1  http1Parser
-	msg Message
+	d         [2]h2Dir
+	h1        http1Parser
+	msg       Message
+	midstream bool
 }
 
-// Midstream: no preface to expect and HPACK state was missed.
+// Midstream: no preface to expect and HPACK state was missed; a direction that starts with
+// HTTP/1.1 is the tail of an h2c upgrade (decided on its first bytes in Feed).
 func (p *http2Parser) Midstream() {
+	p.midstream = true
 	for i := range p.d {
-		p.d[i].mode, p.d[i].preface, p.d[i].broken = h2Frames, len(h2Preface), true
+		p.d[i].preface, p.d[i].broken = len(h2Preface), true
 	}
+	p.h1.Midstream()
 }
 
 // Gap loses frame alignment in dir; we stop parsing that direction.
@@ -221,7 +246,8 @@ func (p *http2Parser) Feed(dir Direction, data []byte, emit func(*Message)) erro
 	d := &p.d[dir]
 	if d.mode == h2Unknown {
 		d.mode = h2Frames
-		if dir == ClientToServer && len(data) > 0 && data[0] != 'P' {
+		if dir == ClientToServer && len(data) > 0 && data[0] != 'P' &&
+			(!p.midstream || requestLineVerdict(data) == Yes) {
 			d.mode = h2Upgrade
 		}
 		if dir == ServerToClient && bytes.HasPrefix(data, []byte("HTTP/1.")) {

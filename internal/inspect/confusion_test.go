@@ -1,0 +1,171 @@
+package inspect
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+	"math/rand/v2"
+	"os"
+	"sort"
+	"testing"
+	"time"
+
+	"github.com/gopacket/gopacket/layers"
+	"github.com/gopacket/gopacket/pcapgo"
+)
+
+type ltFrame struct {
+	lt   layers.LinkType
+	data []byte
+	ts   time.Time
+}
+
+// readAnyCapture reads every frame of a pcap or pcapng file with its link type.
+func readAnyCapture(t testing.TB, path string) []ltFrame {
+	t.Helper()
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out []ltFrame
+	if bytes.HasPrefix(b, []byte{0x0a, 0x0d, 0x0d, 0x0a}) {
+		r, err := pcapgo.NewNgReader(bytes.NewReader(b), pcapgo.NgReaderOptions{WantMixedLinkType: true})
+		if err != nil {
+			t.Fatal(err)
+		}
+		for {
+			data, ci, err := r.ReadPacketData()
+			if err != nil {
+				if !errors.Is(err, io.EOF) {
+					t.Fatal(err)
+				}
+				return out
+			}
+			iface, err := r.Interface(ci.InterfaceIndex)
+			if err != nil {
+				t.Fatal(err)
+			}
+			out = append(out, ltFrame{iface.LinkType, data, ci.Timestamp})
+		}
+	}
+	r, err := pcapgo.NewReader(bytes.NewReader(b))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for {
+		data, ci, err := r.ReadPacketData()
+		if err != nil {
+			if !errors.Is(err, io.EOF) {
+				t.Fatal(err)
+			}
+			return out
+		}
+		out = append(out, ltFrame{r.LinkType(), data, ci.Timestamp})
+	}
+}
+
+// frameFlow names the flow a frame belongs to (both directions alike); "" when the frame is
+// not a TCP/UDP/ICMP packet on its own (fragments, ARP...).
+func frameFlow(f ltFrame) string {
+	ip, ok := decodeLink(f.lt, f.data)
+	if !ok {
+		return ""
+	}
+	var p packetInfo
+	if decodeIP(ip, &p, nil, f.ts, len(f.data)) != ipOK {
+		return ""
+	}
+	k := keyOf(&p)
+	return fmt.Sprintf("%v %v %v", k.t, k.lo, k.hi)
+}
+
+func reportFlow(r Report) string {
+	a, b := r.Src, r.Dst
+	if r.Transport == "icmp" || r.Transport == "icmpv6" {
+		a, b = a+":0", b+":0"
+	}
+	e := []string{a, b}
+	sort.Strings(e)
+	tr := r.Transport
+	if tr == "icmpv6" {
+		tr = "icmp"
+	}
+	return tr + " " + e[0] + " " + e[1]
+}
+
+func runFrames(t testing.TB, in *Inspector, frames []ltFrame) []Report {
+	tb := newTable(in.cfg)
+	for _, f := range frames {
+		tb.packet(f.lt, f.data, len(f.data), f.ts)
+	}
+	return tb.finish()
+}
+
+// TestConfusion is the accuracy contract for captures seen from the middle or with loss: every
+// golden capture is replayed with each flow's first N packets removed (N = 1..4, so the
+// handshake and first messages are missed) and with seeded random packet drops. A flow may
+// then be reported as its real protocol or as unknown, never as another protocol.
+func TestConfusion(t *testing.T) {
+	in := newInspector(t)
+	for _, path := range captures(t) {
+		frames := readAnyCapture(t, path)
+		keys := make([]string, len(frames))
+		for i, f := range frames {
+			keys[i] = frameFlow(f)
+		}
+		truth := map[string]map[string]bool{} // flow -> protocols the full capture shows
+		for _, r := range runFrames(t, in, frames) {
+			k := reportFlow(r)
+			if truth[k] == nil {
+				truth[k] = map[string]bool{}
+			}
+			truth[k][r.Protocol] = true
+		}
+		check := func(variant string, kept []ltFrame) {
+			for _, r := range runFrames(t, in, kept) {
+				if r.Protocol == "unknown" {
+					continue
+				}
+				want := truth[reportFlow(r)]
+				if want == nil {
+					// A flow the full capture does not have: only possible when dropping
+					// changed how fragments or ports pair up; it must then be unknown.
+					t.Errorf("%s %s: new flow %s -> %s reported as %s", path, variant, r.Src, r.Dst, r.Protocol)
+					continue
+				}
+				if !want[r.Protocol] {
+					t.Errorf("%s %s: flow %s -> %s reported as %s, the full capture says %v",
+						path, variant, r.Src, r.Dst, r.Protocol, want)
+				}
+			}
+		}
+		for n := 1; n <= 4; n++ {
+			seen := map[string]int{}
+			var kept []ltFrame
+			for i, f := range frames {
+				if k := keys[i]; k != "" {
+					seen[k]++
+					if seen[k] <= n {
+						continue
+					}
+				}
+				kept = append(kept, f)
+			}
+			check(fmt.Sprintf("first %d packets removed", n), kept)
+		}
+		for seed := uint64(1); seed <= 8; seed++ {
+			rng := rand.New(rand.NewPCG(seed, 0x6d657368))
+			var kept []ltFrame
+			for _, f := range frames {
+				if rng.IntN(100) >= 15 {
+					kept = append(kept, f)
+				}
+			}
+			check(fmt.Sprintf("seed %d 15%% dropped", seed), kept)
+			// Drops and a late start together.
+			skip := rng.IntN(6)
+			check(fmt.Sprintf("seed %d 15%% dropped, first %d frames missed", seed, skip), kept[min(skip, len(kept)):])
+		}
+	}
+}
