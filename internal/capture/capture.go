@@ -86,8 +86,17 @@ func (c Config) validate() error {
 	if c.Clock == nil || c.Log == nil {
 		return errors.New("capture: clock and logger are required (set Config.Clock and Config.Log)")
 	}
-	if c.PerConnBytes < 0 || c.GlobalBytes < 0 || c.MaxCaptureBytes < 0 || c.MaxFiles < 0 || c.MaxBytes < 0 || c.MaxLinger < 0 || c.MaxRecording < 0 {
-		return errors.New("capture: byte and file bounds must not be negative")
+	for _, f := range [...]struct {
+		name string
+		v    int64
+	}{
+		{"PerConnBytes", int64(c.PerConnBytes)}, {"GlobalBytes", c.GlobalBytes},
+		{"MaxCaptureBytes", int64(c.MaxCaptureBytes)}, {"MaxRecording", int64(c.MaxRecording)},
+		{"MaxLinger", int64(c.MaxLinger)}, {"MaxFiles", int64(c.MaxFiles)}, {"MaxBytes", c.MaxBytes},
+	} {
+		if f.v < 0 {
+			return fmt.Errorf("capture: Config.%s is %d; use 0 for the default or a positive bound", f.name, f.v)
+		}
 	}
 	if c.Window < 0 || c.After < 0 || c.Linger < 0 {
 		return fmt.Errorf("capture: window (%v), after (%v) and linger (%v) must not be negative", c.Window, c.After, c.Linger)

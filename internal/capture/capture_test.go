@@ -364,3 +364,22 @@ func BenchmarkRecorderWrite(b *testing.B) {
 		_ = r.FromClient(p)
 	}
 }
+
+func TestConfigNamesTheBadField(t *testing.T) {
+	base := Config{Dir: t.TempDir(), Clock: clockwork.NewFakeClock(), Log: slog.New(slog.DiscardHandler)}
+	for field, mod := range map[string]func(*Config){
+		"PerConnBytes": func(c *Config) { c.PerConnBytes = -1 },
+		"GlobalBytes":  func(c *Config) { c.GlobalBytes = -1 },
+		"MaxFiles":     func(c *Config) { c.MaxFiles = -1 },
+		"MaxBytes":     func(c *Config) { c.MaxBytes = -1 },
+	} {
+		cfg := base
+		mod(&cfg)
+		if _, err := New(cfg); err == nil || !strings.Contains(err.Error(), "Config."+field) {
+			t.Errorf("negative %s: error %v does not name the field", field, err)
+		}
+	}
+	if _, err := New(base); err != nil {
+		t.Fatalf("defaults rejected: %v", err)
+	}
+}
