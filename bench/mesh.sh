@@ -175,10 +175,14 @@ cpu_ticks() { # sum of utime+stime over pids
 	done
 	echo $t
 }
-rss_kb() { # sum of VmRSS over pids
-	local t=0 p
-	for p in "$@"; do t=$((t + $(awk '/^VmRSS:/ { print $2 }' /proc/"$p"/status))); done
+mem_kb() { # mem_kb FILE FIELD PID...: sum of FIELD (kB) from /proc/PID/FILE
+	local f=$1 k=$2 t=0 p
+	shift 2
+	for p in "$@"; do t=$((t + $(awk -v k="$k:" '$1 == k { print $2 }' /proc/"$p"/"$f"))); done
 	echo $t
+}
+mem_sides() { # mem_sides SETUP FILE FIELD: "client-side server-side" sums
+	echo "$(mem_kb "$2" "$3" $(awk '$1 == "c" { print $2 }' "$WORK/$1.pids")) $(mem_kb "$2" "$3" $(awk '$1 == "s" { print $2 }' "$WORK/$1.pids"))"
 }
 
 load() { # load POD QPS DURATION URL OUT.json
@@ -205,10 +209,12 @@ for s in "${SETUPS[@]}"; do
 	load "${POD[$s]}" "$QPS" "$DUR" "${URL[$s]}" "$WORK/$s.json"
 	s1=$(date +%s.%N)
 	t1=$(cpu_ticks "${P[@]}")
-	echo "$(rss_kb $(awk '$1 == "c" { print $2 }' "$WORK/$s.pids")) $(rss_kb $(awk '$1 == "s" { print $2 }' "$WORK/$s.pids"))" >"$WORK/$s.rss"
+	mem_sides "$s" status VmRSS >"$WORK/$s.rss"
+	mem_sides "$s" smaps_rollup Pss >"$WORK/$s.pss"
 	echo "$((t1 - t0)) $s0 $s1 ${#P[@]}" >"$WORK/$s.cpu"
 	cut -d' ' -f1-3 /proc/loadavg >"$WORK/$s.load"
 	load "${POD[$s]}" 0 "$MAXDUR" "${URL[$s]}" "$WORK/$s.max.json"
+	mem_sides "$s" status VmHWM >"$WORK/$s.hwm"
 done
 
 # The table: added latency vs direct, max qps, proxies' RSS and CPU per 1,000 qps.
@@ -223,26 +229,26 @@ for s in setups:
     ticks, t0, t1, n = open(f"{work}/{s}.cpu").read().split()
     wall = float(t1) - float(t0)
     cpu_pct = int(ticks) / hz / wall * 100  # % of one core over the fixed-rate run
-    rss = [int(x) for x in open(f"{work}/{s}.rss").read().split()]
+    mem = lambda k: [int(x) for x in open(f"{work}/{s}.{k}").read().split()]
     ok = r["RetCodes"].get("200", 0)
     rows[s] = dict(p50=p[50], p90=p[90], p99=p[99], qps=r["ActualQPS"], n=r["DurationHistogram"]["Count"],
                    ok=ok, maxqps=m["ActualQPS"], maxok=m["RetCodes"].get("200", 0), maxn=m["DurationHistogram"]["Count"],
-                   cpu=cpu_pct / (r["ActualQPS"] / 1000) if int(n) else None, rss=rss,
+                   cpu=cpu_pct / (r["ActualQPS"] / 1000) if int(n) else None, rss=mem("rss"), pss=mem("pss"), hwm=mem("hwm"),
                    load=open(f"{work}/{s}.load").read().strip())
 d = rows["direct"]
 print(f"\nfixed rate: fortio load -qps {qps} -uniform -c 32 -t {dur}, 1 KB responses; max qps: -qps 0 -c 32 -t {maxdur}\n")
-print("| setup | qps | 200s | p50 ms | p90 ms | p99 ms | added p50 | added p90 | added p99 | max qps | proxy CPU, % of a core per 1k qps | proxy RSS MB, client + server side | load avg after |")
-print("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
+print("| setup | qps | 200s | p50 ms | p90 ms | p99 ms | added p50 | added p90 | added p99 | max qps | proxy CPU, % of a core per 1k qps | proxy RSS MB, client + server side | PSS MB | peak RSS after max run | load avg after |")
+print("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
 for s in setups:
     r = rows[s]
     cpu = "-" if r["cpu"] is None else f"{r['cpu']:.1f}"
-    c, sv = r["rss"]
-    rss = "-" if c + sv == 0 else f"{c/1024:.1f} + {sv/1024:.1f}"
+    mb = lambda v: "-" if sum(v) == 0 else f"{v[0]/1024:.1f} + {v[1]/1024:.1f}"
     print(f"| {s} | {r['qps']:.1f} | {r['ok']}/{r['n']} | {r['p50']:.3f} | {r['p90']:.3f} | {r['p99']:.3f} | "
           f"{r['p50']-d['p50']:+.3f} | {r['p90']-d['p90']:+.3f} | {r['p99']-d['p99']:+.3f} | "
-          f"{r['maxqps']:.0f} ({r['maxok']}/{r['maxn']} ok) | {cpu} | {rss} | {r['load']} |")
+          f"{r['maxqps']:.0f} ({r['maxok']}/{r['maxn']} ok) | {cpu} | {mb(r['rss'])} | {mb(r['pss'])} | {mb(r['hwm'])} | {r['load']} |")
 PY
-echo "proxies: mesh = the two meshguard sidecars; nginx = both nginx masters and their workers (2 per side)"
+echo "proxies: mesh = the two meshguard sidecars; nginx = both nginx masters and their workers (2 per side)."
+echo "RSS and PSS at the end of the fixed-rate run (PSS splits pages shared between processes, e.g. nginx's)."
 if [ $MESH = 0 ]; then
 	echo "(b) mesh: sidecar not available: $MESH_WHY"
 fi
