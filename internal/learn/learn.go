@@ -84,7 +84,6 @@ type Stats struct {
 	Observed, Learned, Duplicates, Frozen, Dropped, WriteErrors uint64
 }
 
-// Learner is the learning subsystem.
 // item is an observation, a Sync marker (done set) or a Forget (forget set).
 type item struct {
 	obs    Observation
@@ -92,6 +91,7 @@ type item struct {
 	forget []string
 }
 
+// Learner is the learning subsystem.
 type Learner struct {
 	cfg   Config
 	in    chan item
