@@ -88,11 +88,12 @@ func (r ConnReport) Proto() *xdsv1.ConnectionReport {
 	if !r.Destination.IsZero() {
 		p.DestinationSpiffeId = r.Destination.String()
 	}
+	// Dual-stack listeners see IPv4 peers as ::ffff:a.b.c.d; the controller keys on plain IPv4.
 	if r.SourceAddr.IsValid() {
-		p.SourceAddr = r.SourceAddr.String()
+		p.SourceAddr = netip.AddrPortFrom(r.SourceAddr.Addr().Unmap(), r.SourceAddr.Port()).String()
 	}
 	if r.DestAddr.IsValid() {
-		p.DestinationAddr = r.DestAddr.Addr().String()
+		p.DestinationAddr = r.DestAddr.Addr().Unmap().String()
 		p.DestinationPort = uint32(r.DestAddr.Port())
 	}
 	return p

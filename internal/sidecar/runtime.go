@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/netip"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -267,6 +268,9 @@ func (r *Runtime) Run(ctx context.Context) error {
 				"dst", rep.DestAddr.String(), "peer", rep.PeerAddr, "err", rep.Err)
 		}
 		metrics.Observe(rep)
+		if rep.Direction == Inbound {
+			r.ownDestination(&rep)
+		}
 		batcher.Add(rep.Proto())
 	}
 
@@ -452,4 +456,24 @@ func isFinal(err error) bool {
 		return true
 	}
 	return false
+}
+
+// ownDestination names this workload as an inbound connection's destination: the proxy
+// delivers to the app over loopback, but the controller keys flows on the pod's identity and
+// address.
+func (r *Runtime) ownDestination(rep *ConnReport) {
+	if rep.Destination.IsZero() {
+		rep.Destination = r.cfg.SPIFFEID
+	}
+	if !rep.DestAddr.Addr().IsLoopback() {
+		return
+	}
+	if x := r.index.Load(); x != nil {
+		for _, ip := range x.Self().GetIps() {
+			if a, err := netip.ParseAddr(ip); err == nil && a.Is4() == rep.DestAddr.Addr().Is4() {
+				rep.DestAddr = netip.AddrPortFrom(a, rep.DestAddr.Port())
+				return
+			}
+		}
+	}
 }

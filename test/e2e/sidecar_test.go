@@ -195,6 +195,18 @@ func TestSidecarMesh(t *testing.T) {
 		return apps[8080]["redis"] && apps[6379]["http"] && apps[6379]["redis"] && apps[5432]["postgres"]
 	})
 
+	t.Logf("get connections:\n%s", MustRun(t, "get", "connections").Stdout)
+
+	// Egress to an unregistered destination: REGISTRY_ONLY (the default) refuses it, with an event.
+	client := podByName(t, st, "client")
+	if r := Run(t, "lab", "exec", "client", "--", "curl", "-sS", "-m", "5", "http://"+st.Gateway+":8099/"); r.Code == 0 {
+		t.Errorf("egress to an unregistered destination succeeded: %q", r.Stdout)
+	}
+	waitFor(t, "egress decision logged", func() bool {
+		b, _ := os.ReadFile(client.SidecarLog)
+		return strings.Contains(string(b), "msg=egress") && strings.Contains(string(b), "dst="+st.Gateway+":8099 allowed=false")
+	})
+
 	// Fail-static: the controller dies, established config keeps the mesh working.
 	ctrl := st.System[0]
 	if ctrl.Name != "controller" {
@@ -419,4 +431,104 @@ func examplePath(t *testing.T, name string) string {
 		t.Fatal(err)
 	}
 	return p
+}
+
+// pingForever keeps one TCP connection to redis and PINGs it until the stop file appears;
+// any error or wrong reply exits non-zero: the stream dropped.
+const pingForever = `import os, socket, sys, time
+s = socket.create_connection(("redis", 6379), timeout=5)
+n = 0
+while not os.path.exists(sys.argv[1]):
+    s.sendall(b"PING\r\n")
+    r = s.recv(64)
+    if r != b"+PONG\r\n":
+        sys.exit("reply %r after %d pings" % (r, n))
+    n += 1
+    time.sleep(0.2)
+print("pings", n)
+`
+
+// TestSidecarSVIDRotationKeepsStreams runs a long-lived stream through both sidecars while
+// their SVIDs rotate (short TTL): the stream must not drop, and new streams work after.
+func TestSidecarSVIDRotationKeepsStreams(t *testing.T) {
+	if testing.Short() {
+		t.Skip("waits for an SVID rotation (about 3 minutes)")
+	}
+	labRequire(t, "redis-server", "redis-cli", "python3", "curl")
+	labUp(t, `pods:
+  - name: client
+    namespace: shop
+    serviceAccount: client
+    command: ["sleep", "infinity"]
+  - name: redis
+    namespace: shop
+    serviceAccount: redis
+    labels: {app: redis}
+    command: ["redis-server", "--port", "6379", "--protected-mode", "no", "--save", "", "--appendonly", "no"]
+    user: redis
+services:
+  - name: redis
+    namespace: shop
+    selector: {app: redis}
+    ports: [{port: 6379}]
+`, "--svid-ttl", "5m")
+	expiry := func(pod string) string {
+		m := MustRun(t, "lab", "exec", pod, "--", "curl", "-sSf", "-m", "3", "http://127.0.0.1:15020/metrics").Stdout
+		for _, l := range strings.Split(m, "\n") {
+			if v, ok := strings.CutPrefix(l, "meshguard_sidecar_svid_expiry_timestamp_seconds "); ok {
+				return v
+			}
+		}
+		t.Fatalf("%s sidecar has no svid expiry metric", pod)
+		return ""
+	}
+	before := map[string]string{"client": expiry("client"), "redis": expiry("redis")}
+	labEventually(t, "client", "PONG", "redis-cli", "-h", "redis", "ping")
+
+	stop := filepath.Join(t.TempDir(), "stop")
+	var out, errb bytes.Buffer
+	stream := exec.Command(bin, "lab", "exec", "client", "--", "python3", "-c", pingForever, stop)
+	stream.Stdout, stream.Stderr = &out, &errb
+	if err := stream.Start(); err != nil {
+		t.Fatal(err)
+	}
+	exited := make(chan error, 1)
+	go func() { exited <- stream.Wait() }()
+	t.Cleanup(func() {
+		_ = os.WriteFile(stop, nil, 0o600)
+		select {
+		case <-exited:
+		case <-time.After(10 * time.Second):
+			_ = stream.Process.Kill()
+		}
+	})
+
+	// 50% of 5m, with jitter: both rotate within 4 minutes.
+	deadline := time.Now().Add(4 * time.Minute)
+	for pod, was := range before {
+		for expiry(pod) == was {
+			select {
+			case err := <-exited:
+				t.Fatalf("the long-lived stream ended before %s's SVID rotated: %v\n%s%s", pod, err, out.String(), errb.String())
+			default:
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("%s's SVID did not rotate within 4 minutes", pod)
+			}
+			time.Sleep(2 * time.Second) // poll interval of a bounded wait for the rotation
+		}
+	}
+	labEventually(t, "client", "PONG", "redis-cli", "-h", "redis", "ping") // new streams, new certificates
+	if err := os.WriteFile(stop, nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case err := <-exited:
+		if err != nil || !strings.Contains(out.String(), "pings") {
+			t.Fatalf("the long-lived stream dropped across the rotation: %v\n%s%s", err, out.String(), errb.String())
+		}
+		t.Logf("stream survived the rotation: %s", strings.TrimSpace(out.String()))
+	case <-time.After(30 * time.Second):
+		t.Fatal("the long-lived stream did not stop")
+	}
 }
