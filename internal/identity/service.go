@@ -109,7 +109,9 @@ func (s *Service) Run(ctx context.Context) error {
 	case <-done:
 	case <-time.After(5 * time.Second): // real time: shutdown must not hang on a stuck client
 		srv.Stop()
+		<-done // Stop makes GracefulStop return
 	}
+	<-errc // and Serve: no goroutine outlives Run
 	return nil
 }
 
