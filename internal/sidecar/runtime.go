@@ -197,8 +197,16 @@ func (r *Runtime) Run(ctx context.Context) error {
 			}
 		}()
 	}
-	defer wg.Wait()
-	defer cancel()
+	// On the way out: stop everything, let the proxies drain, and only then close what they
+	// use (tunnel pool, config connection); the interception rules go last (deferred above).
+	var closers []func()
+	defer func() {
+		cancel()
+		wg.Wait()
+		for i := len(closers) - 1; i >= 0; i-- {
+			closers[i]()
+		}
+	}()
 
 	admin, err := net.Listen("tcp", net.JoinHostPort("127.0.0.1", strconv.Itoa(int(cfg.AdminPort))))
 	if err != nil {
@@ -245,7 +253,7 @@ func (r *Runtime) Run(ctx context.Context) error {
 		outLn.Close()
 		return fmt.Errorf("sidecar: xds %s: %w", cfg.XDSAddr, err)
 	}
-	defer conn.Close()
+	closers = append(closers, func() { _ = conn.Close() })
 	xc, err := xds.NewClient(xds.ClientConfig{Conn: conn, Applier: xds.ApplierFunc(r.apply), Clock: cfg.Clock,
 		Log: log.With("component", "xds"), SpiffeID: cfg.SPIFFEID.String(), Namespace: cfg.Namespace, Workload: cfg.Workload,
 		Node: cfg.Node, BuildVersion: cfg.BuildVersion, StateFile: cfg.StateFile, BackoffMax: 3 * time.Second, Metrics: reg})
@@ -295,11 +303,11 @@ func (r *Runtime) Run(ctx context.Context) error {
 		return err
 	}
 	spawn("outbound", out.Run)
-	defer func() {
+	closers = append(closers, func() {
 		cctx, ccancel := context.WithTimeout(context.Background(), time.Second)
 		_ = client.Close(cctx)
 		ccancel()
-	}()
+	})
 
 	// Inbound listeners open only when ready: until then the app's ports refuse.
 	select {

@@ -20,6 +20,7 @@ import (
 	"github.com/gopacket/gopacket/pcapgo"
 
 	"github.com/meshguard/meshguard/internal/api"
+	"github.com/meshguard/meshguard/internal/intercept"
 	"github.com/meshguard/meshguard/internal/lab"
 )
 
@@ -422,6 +423,18 @@ services:
 
 	nft("delete", "table", "ip", "mgtest")
 	labEventually(t, "client", "hello from web", "curl", "-sS", "-m", "5", "http://web/")
+
+	// SIGTERM: the sidecar drains, removes its interception rules and exits.
+	if on, err := intercept.TableExists(client.Netns, intercept.TableName); err != nil || !on {
+		t.Fatalf("client pod has no interception table while its sidecar runs: %v", err)
+	}
+	if err := syscall.Kill(client.SidecarProc.PID, syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "client sidecar exits", func() bool { return !client.SidecarProc.Alive() })
+	if on, err := intercept.TableExists(client.Netns, intercept.TableName); err != nil || on {
+		t.Errorf("interception table left in the client pod after its sidecar exited (%v)", err)
+	}
 }
 
 func examplePath(t *testing.T, name string) string {
