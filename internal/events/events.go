@@ -4,6 +4,7 @@
 package events
 
 import (
+	"bytes"
 	"context"
 	"log/slog"
 	"sync"
@@ -69,6 +70,15 @@ type Event struct {
 	CaptureRef  string    `json:"captureRef,omitempty"`
 }
 
+// capEvidence bounds the offending bytes an event keeps. A longer slice is copied, so a kept
+// event does not pin the (possibly large, possibly pooled) buffer it was cut from.
+func capEvidence(b []byte) []byte {
+	if len(b) > MaxEvidence {
+		return bytes.Clone(b[:MaxEvidence])
+	}
+	return b
+}
+
 // Sink receives events. Emit must not block the caller for long: producers are hot paths.
 type Sink interface {
 	Emit(ctx context.Context, e Event)
@@ -102,9 +112,7 @@ func NewRing(size int) *Ring {
 
 // Emit implements Sink.
 func (r *Ring) Emit(_ context.Context, e Event) {
-	if len(e.Evidence) > MaxEvidence {
-		e.Evidence = e.Evidence[:MaxEvidence]
-	}
+	e.Evidence = capEvidence(e.Evidence)
 	r.mu.Lock()
 	r.buf[r.next] = e
 	r.next++

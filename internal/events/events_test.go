@@ -30,9 +30,15 @@ func TestRingKeepsNewestAndFilters(t *testing.T) {
 
 func TestRingCapsEvidence(t *testing.T) {
 	r := NewRing(1)
-	r.Emit(context.Background(), Event{Kind: KindThreat, Evidence: make([]byte, MaxEvidence+10)})
+	big := make([]byte, MaxEvidence+10)
+	r.Emit(context.Background(), Event{Kind: KindThreat, Evidence: big})
 	if n := len(r.List(Filter{})[0].Evidence); n != MaxEvidence {
 		t.Fatalf("evidence len = %d, want %d", n, MaxEvidence)
+	}
+	// The kept evidence is a copy: the producer's buffer is neither pinned nor shared.
+	big[0] = 'x'
+	if r.List(Filter{})[0].Evidence[0] == 'x' {
+		t.Fatal("capped evidence still aliases the producer's buffer")
 	}
 }
 

@@ -119,9 +119,7 @@ func NewPipeline(cfg PipelineConfig) (*Pipeline, error) {
 
 // Emit implements Sink; it never blocks.
 func (p *Pipeline) Emit(_ context.Context, e Event) {
-	if len(e.Evidence) > MaxEvidence {
-		e.Evidence = e.Evidence[:MaxEvidence]
-	}
+	e.Evidence = capEvidence(e.Evidence)
 	if c, ok := p.byKind[e.Kind]; ok {
 		c.Inc()
 	} else {

@@ -125,9 +125,7 @@ func (s *Store) Append(es ...Event) error {
 			if es[i].Time.IsZero() {
 				es[i].Time = now
 			}
-			if len(es[i].Evidence) > MaxEvidence {
-				es[i].Evidence = es[i].Evidence[:MaxEvidence]
-			}
+			es[i].Evidence = capEvidence(es[i].Evidence)
 			v, err := json.Marshal(es[i])
 			if err != nil {
 				return err
