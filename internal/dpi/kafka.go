@@ -49,8 +49,18 @@ func kafkaDetect(p *Probe) Verdict {
 			}
 		}
 	}
+	if s := p.Server; len(s) >= 8 && binary.BigEndian.Uint32(s[4:]) != corr {
+		// A Kafka response starts with the request's correlation id; ZooKeeper's (length,
+		// xid, type) requests parse as Kafka headers but their replies do not echo "type".
+		return No
+	}
 	if (key == 18 || key == 3) && corr < 1<<20 {
 		return Yes
+	}
+	if len(p.Server) < 8 {
+		// Any length-prefixed protocol with zeros up front (ZooKeeper, ...) passes the header
+		// checks above: wait for the response to echo the correlation id.
+		return NeedMore
 	}
 	return Maybe
 }

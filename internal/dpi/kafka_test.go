@@ -24,7 +24,9 @@ func TestKafkaParse(t *testing.T) {
 	metaFlex := kafkaReq(3, 12, "adminclient-1", "\x00\x02"+string(make([]byte, 16))+"\x07events\x00\x00\x00\x00")
 	checkDetect(t, Kafka{}, []detectCase{
 		{"apiversions", apiv, "", Yes},
-		{"produce", produce, "", Maybe},
+		{"produce waits for the response", produce, "", NeedMore},
+		{"produce and its response", produce, "\x00\x00\x00\x08\x00\x00\x00\x01\x00\x00\x00\x00", Maybe},
+		{"produce, reply of another correlation id", produce, "\x00\x00\x00\x08\x00\x00\x00\x07\x00\x00\x00\x00", No},
 		{"partial", apiv[:6], "", NeedMore},
 		{"http", "GET / HTTP/1.1\r\n\r\n", "", No},
 		{"postgres startup", pgStartup("user\x00bob\x00"), "", No},

@@ -65,6 +65,9 @@ func redisDetect(p *Probe) Verdict {
 		return No
 	}
 	if s := p.Server; len(s) > 0 {
+		if bytes.HasPrefix(s, []byte("+OK ")) {
+			return No // Redis's OK is bare; "+OK text" is POP3 answering the same words
+		}
 		switch s[0] {
 		case '+', '-', '$', ':', '*', '%', '_', '=', '#', ',', '(', '~', '>', '|', '!':
 			if bytes.IndexByte(s, '\n') > 0 {

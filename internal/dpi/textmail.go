@@ -42,6 +42,11 @@ func textMailDetect(p *Probe) (v [4]Verdict) {
 				v[tmPOP3] = Yes
 			}
 			return v
+		case bytes.HasPrefix(s, []byte("-ERR")) && cDone && len(c) > 0 && c[0] != '*' &&
+			(pop3Only(cw) || eqWord(cw, "USER", "PASS", "RETR", "LIST", "DELE", "NOOP", "RSET")):
+			// A refused POP3 command; Redis says -ERR too but its clients speak RESP.
+			v[tmPOP3] = Maybe
+			return v
 		case bytes.HasPrefix(s, []byte("* OK")) || bytes.HasPrefix(s, []byte("* PREAUTH")) || bytes.HasPrefix(s, []byte("* BYE")):
 			v[tmIMAP] = Yes
 			return v
@@ -74,7 +79,13 @@ func textMailDetect(p *Probe) (v [4]Verdict) {
 	case pop3Only(cw):
 		v[tmPOP3] = Yes
 	case eqWord(cw, "USER", "PASS", "RETR", "LIST", "DELE", "QUIT", "NOOP"):
-		v[tmFTP], v[tmPOP3] = Maybe, Maybe
+		// Words FTP and POP3 share: only the server's reply ("+OK"/"-ERR" or a 3-digit
+		// code, handled above) tells them apart. Guessing would name the wrong protocol
+		// half the time, so wait for the reply and stay unknown without it.
+		switch {
+		case len(p.Server) == 0:
+			v[tmFTP], v[tmPOP3] = NeedMore, NeedMore
+		}
 	default:
 		if iw, _ := cutWord(crest); len(cw) > 0 && len(cw) <= 32 && imapCommand(iw) {
 			v[tmIMAP] = Yes

@@ -97,6 +97,13 @@ func (ZooKeeper) Detect(p *Probe) Verdict {
 			if zkPathOp(op) && len(c) >= 17 {
 				pl := binary.BigEndian.Uint32(c[12:])
 				if pl > 0 && pl < 4096 && c[16] == '/' && int(pl)+8 <= int(n) {
+					// The reply echoing the xid, then a zxid and a small error code, settles
+					// it (Kafka's header checks also pass on these bytes).
+					if sv := p.Server; len(sv) >= 20 && string(sv[4:8]) == string(c[4:8]) {
+						if e := int32(binary.BigEndian.Uint32(sv[16:])); e <= 0 && e >= -200 {
+							return Yes
+						}
+					}
 					return Maybe
 				}
 			}

@@ -154,18 +154,19 @@ func TestConfusion(t *testing.T) {
 			}
 			check(fmt.Sprintf("first %d packets removed", n), kept)
 		}
-		for seed := uint64(1); seed <= 8; seed++ {
+		for seed := uint64(1); seed <= 40; seed++ {
+			loss := 5 + int(seed%4)*10 // 5%, 15%, 25%, 35%
 			rng := rand.New(rand.NewPCG(seed, 0x6d657368))
 			var kept []ltFrame
 			for _, f := range frames {
-				if rng.IntN(100) >= 15 {
+				if rng.IntN(100) >= loss {
 					kept = append(kept, f)
 				}
 			}
-			check(fmt.Sprintf("seed %d 15%% dropped", seed), kept)
+			check(fmt.Sprintf("seed %d %d%% dropped", seed, loss), kept)
 			// Drops and a late start together.
 			skip := rng.IntN(6)
-			check(fmt.Sprintf("seed %d 15%% dropped, first %d frames missed", seed, skip), kept[min(skip, len(kept)):])
+			check(fmt.Sprintf("seed %d %d%% dropped, first %d frames missed", seed, loss, skip), kept[min(skip, len(kept)):])
 		}
 	}
 }
