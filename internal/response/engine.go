@@ -178,8 +178,8 @@ func (e *Engine) mode(ev *events.Event) policy.Mode {
 
 // Handle decides at once (the data path acts on Decision.Block) and queues the side effects
 // and the event for Run. It never blocks: when the queue is full the side effects are skipped
-// and counted, the verdict stands.
-func (e *Engine) Handle(_ context.Context, in Input) Decision {
+// and counted, the verdict stands, and the event is emitted at once (Sinks do not block).
+func (e *Engine) Handle(ctx context.Context, in Input) Decision {
 	if in.Mode == "" {
 		in.Mode = e.mode(&in.Event)
 	}
@@ -191,8 +191,25 @@ func (e *Engine) Handle(_ context.Context, in Input) Decision {
 	case e.queue <- job{in: in, d: d}:
 	default:
 		e.dropped.Inc()
+		ev, taken := e.reported(in, d)
+		ev.Action = strings.Join(taken, ",")
+		e.cfg.Events.Emit(ctx, ev)
 	}
 	return d
+}
+
+// reported is the event as it will be emitted, and the actions taken before any side effect.
+func (e *Engine) reported(in Input, d Decision) (events.Event, []string) {
+	ev := in.Event
+	if ev.Time.IsZero() {
+		ev.Time = e.cfg.Clock.Now()
+	}
+	taken := []string{string(d.Verdict())}
+	if ev.Kind != events.KindThreat && ev.Action != "" {
+		// Violations and other kinds were decided upstream (the policy's allow/deny): keep that.
+		taken[0] = ev.Action
+	}
+	return ev, taken
 }
 
 // Run carries out queued responses until ctx ends.
@@ -210,15 +227,7 @@ func (e *Engine) Run(ctx context.Context) error {
 // respond runs one event's side effects in a fixed order — capture before quarantine, so the
 // capture still sees the connections quarantine is about to cut — and emits the event.
 func (e *Engine) respond(ctx context.Context, in Input, d Decision) {
-	ev := in.Event
-	if ev.Time.IsZero() {
-		ev.Time = e.cfg.Clock.Now()
-	}
-	taken := []string{string(d.Verdict())}
-	if ev.Kind != events.KindThreat && ev.Action != "" {
-		// Violations and other kinds were decided upstream (the policy's allow/deny): keep that.
-		taken[0] = ev.Action
-	}
+	ev, taken := e.reported(in, d)
 	if d.Has(Capture) {
 		if id, err := e.capture(ctx, in); err != nil {
 			e.cfg.Log.Warn("response capture failed", "event", ev.Name, "err", err)

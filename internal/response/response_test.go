@@ -273,6 +273,13 @@ func TestEngineFullQueueNeverBlocks(t *testing.T) {
 	if n := m.GetCounter().GetValue(); n != 8 {
 		t.Fatalf("dropped = %v, want 8", n)
 	}
+	// The side effects were dropped, the events were not: each says what the verdict did.
+	if len(h.out) != 8 {
+		t.Fatalf("%d events emitted for 8 overflowing inputs, want 8", len(h.out))
+	}
+	if e := <-h.out; e.Name != "sqli" || e.Action != "block" || e.Time.IsZero() {
+		t.Fatalf("overflow event = %+v, want sqli with action block", e)
+	}
 	// Suppressed events never reach the queue.
 	h.eng.SetRules([]policy.ResponseRule{rule("", "q", policy.EventMatch{Name: "sqli"}, "suppress")})
 	if d := h.eng.Handle(h.ctx, Input{Event: threatEvent("sqli", "high")}); d.Report {
