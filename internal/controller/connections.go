@@ -29,6 +29,7 @@ const maxFlows = 50000
 
 // Directory resolves report addresses and identities to workloads (the registry).
 type Directory interface {
+	Workload(namespace, name string) (registry.Workload, bool)
 	ByIP(ip netip.Addr) (registry.Workload, bool)
 	BySPIFFEID(id string) (registry.Workload, bool)
 	GroupsOf(namespace, name string) []string
@@ -125,6 +126,15 @@ func (c *Connections) resolve(id, addr string) side {
 	return s
 }
 
+// self is the reporting sidecar's own workload.
+func (c *Connections) self(n xds.Node, addr string) side {
+	w, ok := c.cfg.Directory.Workload(n.Namespace, n.Workload)
+	if !ok {
+		return c.resolve("", addr)
+	}
+	return side{w: w, known: true, addr: addr, groups: c.cfg.Directory.GroupsOf(w.Namespace, w.Name)}
+}
+
 func (s side) name() string {
 	if s.known {
 		return s.w.Key()
@@ -150,8 +160,17 @@ func (c *Connections) HandleReports(ctx context.Context, from xds.Node, reports 
 }
 
 func (c *Connections) handle(ctx context.Context, from xds.Node, pol *policy.Policy, r *xdsv1.ConnectionReport) {
-	src := c.resolve(r.GetSourceSpiffeId(), r.GetSourceAddr())
-	dst := c.resolve(r.GetDestinationSpiffeId(), r.GetDestinationAddr())
+	// The reporting sidecar is one end for sure: the destination of its inbound connections
+	// (whose address is the app's local one), the source of its outbound ones.
+	var src, dst side
+	switch r.GetDirection() {
+	case "inbound":
+		src, dst = c.resolve(r.GetSourceSpiffeId(), r.GetSourceAddr()), c.self(from, r.GetDestinationAddr())
+	case "outbound":
+		src, dst = c.self(from, r.GetSourceAddr()), c.resolve(r.GetDestinationSpiffeId(), r.GetDestinationAddr())
+	default:
+		src, dst = c.resolve(r.GetSourceSpiffeId(), r.GetSourceAddr()), c.resolve(r.GetDestinationSpiffeId(), r.GetDestinationAddr())
+	}
 	app := r.GetAppProtocol()
 	if app == "unknown" {
 		app = ""

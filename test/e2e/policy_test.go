@@ -7,12 +7,14 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/meshguard/meshguard/internal/api"
 	"github.com/meshguard/meshguard/internal/lab"
+	"github.com/meshguard/meshguard/internal/policy"
 )
 
 const e2ePolicy = `apiVersion: meshguard.io/v1alpha1
@@ -316,6 +318,85 @@ func TestLabControllerRegistersWorkloads(t *testing.T) {
 	// explain works on lab workloads: everything is in discover mode, so allowed and learnable.
 	out = MustRun(t, "explain", "--from", "shop/client", "--to", "shop/redis:6379", "--app", "redis", "-o", "json").Stdout
 	if !strings.Contains(out, `"verdict": "allow"`) || !strings.Contains(out, `"learn": true`) {
+		t.Fatalf("explain:\n%s", out)
+	}
+}
+
+// learnTopology: a client talking to a web server and a redis, all meshed.
+const learnTopology = `pods:
+  - name: client
+    namespace: shop
+    serviceAccount: client
+    labels: {app: client}
+    command: ["sleep", "infinity"]
+  - name: web
+    namespace: shop
+    serviceAccount: web
+    labels: {app: web}
+    command: ["NGINX", "8080"]
+    user: www-data
+  - name: redis
+    namespace: shop
+    serviceAccount: redis
+    labels: {app: redis}
+    command: ["redis-server", "--port", "6379", "--protected-mode", "no", "--save", "", "--appendonly", "no"]
+    user: redis
+services:
+  - name: web
+    namespace: shop
+    selector: {app: web}
+    ports: [{port: 80, targetPort: 8080}]
+  - name: redis
+    namespace: shop
+    selector: {app: redis}
+    ports: [{port: 6379}]
+`
+
+// TestLabDiscoverLearnsFlows: in discover mode (the default of automatic groups) the
+// controller learns exactly the flows real clients make, with their applications, from the
+// sidecars' connection reports; they show in get rules, get connections and the graph.
+func TestLabDiscoverLearnsFlows(t *testing.T) {
+	labRequire(t, "redis-server", "redis-cli", "curl", "nginx")
+	ex, err := filepath.Abs("../../examples")
+	if err != nil {
+		t.Fatal(err)
+	}
+	labUp(t, strings.ReplaceAll(learnTopology, `"NGINX"`, strconv.Quote(filepath.Join(ex, "nginx-pod.sh"))))
+	t.Cleanup(func() { // before lab down
+		if t.Failed() {
+			t.Logf("connections:\n%s", Run(t, "get", "connections", "--include-system", "-o", "json").Stdout)
+			t.Logf("events:\n%s", Run(t, "get", "events", "--limit", "30").Stdout)
+			t.Logf("sidecars:\n%s", Run(t, "get", "sidecars").Stdout)
+			if b, err := os.ReadFile(filepath.Join(labState(t).StateDir, "controller.log")); err == nil {
+				t.Logf("controller log:\n%s", tail(string(b), 4000))
+			}
+		}
+	})
+
+	labEventually(t, "client", "hello from web", "curl", "-sS", "-m", "5", "http://web.shop.svc.cluster.local/")
+	labEventually(t, "client", "PONG", "redis-cli", "-h", "redis.shop.svc.cluster.local", "ping")
+
+	out := labEventuallyCLI(t, []string{"learned-client-web-http", "learned-client-redis-redis"}, "get", "rules", "-n", "shop")
+	var rules []policy.NetworkRule
+	if err := json.Unmarshal([]byte(MustRun(t, "get", "rules", "-n", "shop", "-o", "json").Stdout), &rules); err != nil {
+		t.Fatal(err)
+	}
+	learned := map[string]string{}
+	for _, r := range rules {
+		if r.Spec.Learned {
+			learned[r.Spec.From.Group+"->"+r.Spec.To.Group] = strings.Join(r.Spec.Applications, ",")
+		}
+	}
+	if len(learned) != 2 || learned["client->web"] != "http" || learned["client->redis"] != "redis" {
+		t.Fatalf("learned rules %v, want exactly client->web http and client->redis redis\n%s", learned, out)
+	}
+	conns := labEventuallyCLI(t, []string{"shop/client", "shop/web", "shop/redis"}, "get", "connections", "-n", "shop")
+	graph := MustRun(t, "graph").Stdout
+	if !strings.Contains(graph, "shop/client -> shop/web") || !strings.Contains(graph, "http") || !strings.Contains(graph, "redis") {
+		t.Fatalf("graph:\n%s\nconnections:\n%s", graph, conns)
+	}
+	// The learned rules now decide: explain names them.
+	if out := MustRun(t, "explain", "--from", "shop/client", "--to", "shop/redis:6379", "--app", "redis").Stdout; !strings.Contains(out, "learned-client-redis-redis") {
 		t.Fatalf("explain:\n%s", out)
 	}
 }
