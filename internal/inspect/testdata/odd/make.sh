@@ -1,0 +1,86 @@
+#!/usr/bin/env bash
+# Regenerates the odd-client captures of testdata/odd (root; loopback only; ~30 s).
+# Usage: internal/inspect/testdata/odd/make.sh [name...]
+set -euo pipefail
+here=$(cd "$(dirname "$0")" && pwd)
+work=$(mktemp -d); trap 'kill $(jobs -p) 2>/dev/null || true; rm -rf "$work"' EXIT
+A=127.0.0.9
+
+cap() { # cap NAME FILTER -- starts tcpdump into $work/NAME.pcap; stop with stopcap
+	tcpdump -i lo --immediate-mode -s 0 -U -w "$work/$1.pcap" "$2" 2>/dev/null &
+	cappid=$!
+	for _ in $(seq 50); do [ -s "$work/$1.pcap" ] && break; sleep 0.1; done
+	sleep 0.3
+}
+stopcap() { sleep 0.3; kill "$cappid"; wait "$cappid" 2>/dev/null || true; cp "$work/$1.pcap" "$here/$1.pcap"; }
+
+want() { [ -z "$names" ] || [[ " ${names} " == *" $1 "* ]]; }
+names="${*:-}"
+
+if want websocket; then
+	cap ws-18081 "host $A and tcp port 18081"
+	python3 "$here/ws_peer.py" $A 18081
+	stopcap ws-18081
+fi
+
+if want redis-midstream || want redis-pipeline; then
+	redis-server --bind $A --port 16380 --save '' --appendonly no --daemonize no >/dev/null &
+	rpid=$!
+	for _ in $(seq 50); do redis-cli -h $A -p 16380 ping >/dev/null 2>&1 && break; sleep 0.1; done
+	if want redis-midstream; then
+		# One long-lived redis-cli session; the capture starts after its first commands.
+		mkfifo "$work/in"
+		redis-cli -h $A -p 16380 <"$work/in" >/dev/null &
+		exec 3>"$work/in"
+		printf 'SET greeting hello\nGET greeting\nLPUSH l a b c\n' >&3
+		sleep 0.5
+		cap redis-midstream-16380 "host $A and tcp port 16380"
+		printf 'LRANGE l 0 -1\nGET greeting\nINCR counter\nHSET h f v\nHGETALL h\n' >&3
+		sleep 0.5
+		stopcap redis-midstream-16380
+		exec 3>&-
+		wait %redis-cli 2>/dev/null || true
+	fi
+	if want redis-pipeline; then
+		cap redis-pipeline-16380 "host $A and tcp port 16380"
+		redis-benchmark -h $A -p 16380 -c 1 -n 64 -P 16 -t set,get -q >/dev/null
+		stopcap redis-pipeline-16380
+	fi
+	kill $rpid; wait $rpid 2>/dev/null || true
+fi
+
+if want openssl; then
+	openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -keyout "$work/key.pem" \
+		-out "$work/cert.pem" -days 2 -subj /CN=odd.test 2>/dev/null
+	openssl s_server -accept $A:14433 -cert "$work/cert.pem" -key "$work/key.pem" -www -quiet >/dev/null 2>&1 &
+	spid=$!
+	sleep 0.5
+	cap openssl-14433 "host $A and tcp port 14433"
+	echo | openssl s_client -connect $A:14433 -servername odd.test -tls1_2 -alpn http/1.1 -sess_out "$work/s12" >/dev/null 2>&1 || true
+	echo | openssl s_client -connect $A:14433 -servername odd.test -tls1_2 -sess_in "$work/s12" >/dev/null 2>&1 || true
+	echo | openssl s_client -connect $A:14433 -servername odd.test -tls1_3 -sess_out "$work/s13" >/dev/null 2>&1 || true
+	echo | openssl s_client -connect $A:14433 -servername odd.test -tls1_3 -sess_in "$work/s13" >/dev/null 2>&1 || true
+	stopcap openssl-14433
+	kill $spid
+fi
+
+if want http10; then
+	(cd "$work" && echo hello >index.html && python3 -m http.server --bind $A 18000 >/dev/null 2>&1) &
+	hpid=$!
+	for _ in $(seq 50); do curl -s -o /dev/null http://$A:18000/ && break; sleep 0.1; done
+	cap http10-18000 "host $A and tcp port 18000"
+	wget -q -O /dev/null http://$A:18000/index.html
+	python3 - $A <<'PY'
+import socket, sys
+# HTTP/1.1 pipelining: three requests in one write on one connection (HTTP/1.0 server closes after one).
+s = socket.create_connection((sys.argv[1], 18000))
+s.sendall(b"".join(b"GET /index.html?%d HTTP/1.1\r\nHost: x\r\n\r\n" % i for i in range(3)))
+while s.recv(65536): pass
+import http.client
+c = http.client.HTTPConnection(sys.argv[1], 18000); c.putrequest("POST", "/upload"); c.putheader("Transfer-Encoding", "chunked"); c.endheaders()
+for part in (b"abc", b"defgh"): c.send(b"%x\r\n%s\r\n" % (len(part), part))
+c.send(b"0\r\n\r\n"); c.getresponse().read()
+PY
+	stopcap http10-18000
+	kill $hpid
+fi
