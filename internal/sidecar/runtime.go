@@ -30,6 +30,7 @@ import (
 	"github.com/meshguard/meshguard/internal/dpi"
 	"github.com/meshguard/meshguard/internal/identity/workload"
 	"github.com/meshguard/meshguard/internal/intercept"
+	"github.com/meshguard/meshguard/internal/policy"
 	"github.com/meshguard/meshguard/internal/xds"
 )
 
@@ -114,6 +115,8 @@ type Runtime struct {
 	cfg   RuntimeConfig
 	ready chan struct{}
 	index atomic.Pointer[xds.Index]
+	peng  *policy.Engine
+	pview atomic.Pointer[policyView]
 
 	mu sync.Mutex
 	in *InboundProxy
@@ -124,7 +127,7 @@ func NewRuntime(cfg RuntimeConfig) (*Runtime, error) {
 	if err := cfg.validate(); err != nil {
 		return nil, err
 	}
-	return &Runtime{cfg: cfg, ready: make(chan struct{})}, nil
+	return &Runtime{cfg: cfg, ready: make(chan struct{}), peng: policy.NewEngine(policy.CompileOptions{})}, nil
 }
 
 // Ready is closed once the sidecar has its SVID and a config.
@@ -330,7 +333,7 @@ func (r *Runtime) Run(ctx context.Context) error {
 	r.mu.Lock()
 	in, err := NewInbound(InboundConfig{Creds: creds, Clock: cfg.Clock, Log: log.With("component", "inbound"),
 		TunnelListener: tunLn, PlainListener: plainLn, OriginalDst: intercept.OriginalDst,
-		Mode: InboundMode(r.index.Load()), Inspect: inspect, Report: report, DrainTimeout: cfg.DrainTimeout})
+		Mode: InboundMode(r.index.Load()), Admit: policyAdmitter(&r.pview, r.index.Load), Inspect: inspect, Report: report, DrainTimeout: cfg.DrainTimeout})
 	if err == nil {
 		r.in = in
 	}
@@ -364,12 +367,18 @@ func (r *Runtime) apply(version uint64, s *xdsv1.Snapshot) error {
 		return err
 	}
 	r.mu.Lock()
+	pv, err := compilePolicy(r.peng, s)
+	if err != nil {
+		r.mu.Unlock()
+		return err
+	}
+	r.pview.Store(pv)
 	r.index.Store(x)
 	if r.in != nil {
 		r.in.SetMode(InboundMode(x))
 	}
 	r.mu.Unlock()
-	r.cfg.Log.Info("config applied", "version", version, "mode", InboundMode(x).String(), "peers", len(s.GetPeers()),
+	r.cfg.Log.Info("config applied", "version", version, "mode", InboundMode(x).String(), "policy", pv != nil, "peers", len(s.GetPeers()),
 		"services", len(s.GetServices()), "egress", x.Egress().String())
 	return nil
 }

@@ -208,6 +208,18 @@ func TestSidecarMesh(t *testing.T) {
 		return strings.Contains(string(b), "msg=egress") && strings.Contains(string(b), "dst="+st.Gateway+":8099 allowed=false")
 	})
 
+	// Policy is enforced in the destination's sidecar: protect mode without a rule refuses
+	// the stream, back to discover it flows again.
+	MustRun(t, "mode", "set", "shop/web", "protect")
+	waitFor(t, "web refuses the client in protect mode", func() bool {
+		return Run(t, "lab", "exec", "client", "--", "curl", "-sS", "-m", "5", "http://web/").Code != 0
+	})
+	waitFor(t, "web's sidecar logs the policy denial", func() bool {
+		return countIn(t, web.SidecarLog, "denied by policy") > 0
+	})
+	MustRun(t, "mode", "set", "shop/web", "discover")
+	labEventually(t, "client", "hello from web", "curl", "-sS", "-m", "5", "http://web/")
+
 	// Fail-static: the controller dies, established config keeps the mesh working.
 	ctrl := st.System[0]
 	if ctrl.Name != "controller" {
