@@ -29,11 +29,11 @@ func compilePolicy(eng *policy.Engine, s *xdsv1.Snapshot) (*policyView, error) {
 	}
 	set, err := policy.Parse("snapshot", s.GetPolicy())
 	if err != nil {
-		return nil, fmt.Errorf("policy: %w", err)
+		return nil, err
 	}
 	pol, err := eng.Update(set)
 	if err != nil {
-		return nil, fmt.Errorf("policy: %w", err)
+		return nil, err
 	}
 	v := &policyView{pol: pol, byID: map[string][]string{}}
 	v.self = pol.GroupIDsOf(nil, s.GetSelf().GetGroups()...)

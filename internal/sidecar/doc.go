@@ -21,4 +21,10 @@
 //	out, _ := sidecar.NewOutbound(sidecar.OutboundConfig{Listener: ln15001,
 //		OriginalDst: intercept.OriginalDst, Resolver: res, Tunnel: client, Mark: 0x539, ...})
 //	// rules.Install(); go in.Run(ctx); go out.Run(ctx); after each snapshot: in.SetMode(sidecar.InboundMode(x))
+//
+// Runtime (runtime.go) is that wiring for the `meshguard sidecar` process: SVID from the
+// identity service (join token), interception rules, the proxies, a loopback DNS proxy, the
+// config client (snapshots -> resolver index, inbound mode, L4 policy admission; fail-static),
+// connection reports with the DPI protocol and L7 summary, and /healthz, /readyz, /metrics on
+// 127.0.0.1:15020. It logs "sidecar ready" once it has identity and config.
 package sidecar
