@@ -23,6 +23,7 @@ type packetInfo struct {
 	payload    []byte
 	cut        int // TCP payload bytes the IP header promises but the capture's snaplen cut off
 	ipProtocol uint8
+	inner      layers.LinkType // link type of p.payload for ipTunnel
 	// Set when the packet was reassembled from IP fragments: the frames and wire bytes it
 	// spanned (the flow counts them all); zero otherwise.
 	frames, wireLen uint64
@@ -35,7 +36,68 @@ const (
 	ipBad      ipResult = iota // not IPv4/IPv6 TCP, UDP or ICMP, or malformed
 	ipOK                       // p is filled
 	ipFragment                 // a fragment was held for reassembly; nothing to do yet
+	ipTunnel                   // GRE: p.payload is a frame of link type p.inner
 )
+
+// decodeGRE returns the frame a GRE packet carries (RFC 2784/2890; ERSPAN II and III).
+func decodeGRE(b []byte) ([]byte, layers.LinkType, bool) {
+	if len(b) < 4 {
+		return nil, 0, false
+	}
+	flags, proto := binary.BigEndian.Uint16(b), binary.BigEndian.Uint16(b[2:])
+	if flags&0x4007 != 0 { // routing present, or not version 0 (PPTP's enhanced GRE)
+		return nil, 0, false
+	}
+	n := 4
+	for _, bit := range []uint16{0x8000, 0x2000, 0x1000} { // checksum, key, sequence
+		if flags&bit != 0 {
+			n += 4
+		}
+	}
+	if len(b) < n {
+		return nil, 0, false
+	}
+	b = b[n:]
+	switch proto {
+	case 0x0800, 0x86dd:
+		return b, layers.LinkTypeRaw, true
+	case 0x6558: // transparent Ethernet bridging (NVGRE, Linux gretap)
+		return b, layers.LinkTypeEthernet, true
+	case 0x88be: // ERSPAN type II: 8-byte header
+		if len(b) < 8 {
+			return nil, 0, false
+		}
+		return b[8:], layers.LinkTypeEthernet, true
+	case 0x22eb: // ERSPAN type III: 12 bytes, 8 more with the platform-specific subheader
+		if len(b) < 12 {
+			return nil, 0, false
+		}
+		h := 12
+		if b[11]&1 != 0 {
+			h += 8
+		}
+		if len(b) < h {
+			return nil, 0, false
+		}
+		return b[h:], layers.LinkTypeEthernet, true
+	}
+	return nil, 0, false
+}
+
+// vxlanInner returns the Ethernet frame of a VXLAN packet (UDP 4789, or Linux's old 8472).
+func vxlanInner(p *packetInfo) ([]byte, bool) {
+	if dp := p.dst.Port(); dp != 4789 && dp != 8472 {
+		return nil, false
+	}
+	b := p.payload
+	if len(b) < 8+14 || b[0]&0x08 == 0 || b[0]&^0x0c != 0 || b[7] != 0 {
+		return nil, false
+	}
+	return b[8:], true
+}
+
+// maxEncap bounds tunnels inside tunnels.
+const maxEncap = 3
 
 const (
 	tcpFIN = 0x01
@@ -83,6 +145,22 @@ func decodeLink(lt layers.LinkType, b []byte) (ip []byte, ok bool) {
 			return nil, false
 		}
 		etype, b = binary.BigEndian.Uint16(b[2:]), b[4:]
+	}
+	if etype == 0x8847 || etype == 0x8848 { // MPLS: labels until bottom of stack, then IP
+		for i := 0; ; i++ {
+			if len(b) < 4 || i == 16 {
+				return nil, false
+			}
+			bottom := b[2]&1 != 0
+			b = b[4:]
+			if bottom {
+				break
+			}
+		}
+		if len(b) == 0 || b[0]>>4 != 4 && b[0]>>4 != 6 {
+			return nil, false // a pseudowire carrying Ethernet: not followed
+		}
+		return b, true
 	}
 	if etype != 0x0800 && etype != 0x86dd {
 		return nil, false
@@ -212,6 +290,12 @@ func decodeIP(b []byte, p *packetInfo, d *defragger, ts time.Time, wireLen int) 
 			b = b[:l]
 		}
 		p.payload = b[8:]
+	case 47:
+		if inner, lt, ok := decodeGRE(b); ok {
+			p.payload, p.inner = inner, lt
+			return ipTunnel
+		}
+		return ipBad
 	case 1, 58:
 		p.transport = dpi.ICMP
 		p.src, p.dst = netip.AddrPortFrom(srcA, 0), netip.AddrPortFrom(dstA, 0)
@@ -260,6 +344,12 @@ func newTable(cfg Config) *table {
 // packet processes one frame captured at ts; it reports whether the frame was decoded (a
 // fragment held for reassembly counts as decoded).
 func (t *table) packet(lt layers.LinkType, data []byte, wireLen int, ts time.Time) bool {
+	return t.frame(lt, data, wireLen, ts, 0)
+}
+
+// frame is packet at a depth of tunnels: GRE and VXLAN are decapsulated and the inner flow
+// is inspected (cloud captures are full of them); the tunnel itself is not reported.
+func (t *table) frame(lt layers.LinkType, data []byte, wireLen int, ts time.Time, depth int) bool {
 	ip, ok := decodeLink(lt, data)
 	if !ok {
 		return false
@@ -274,6 +364,20 @@ func (t *table) packet(lt layers.LinkType, data []byte, wireLen int, ts time.Tim
 		return false
 	case ipFragment:
 		return true
+	case ipTunnel:
+		if depth >= maxEncap {
+			return false
+		}
+		return t.frame(p.inner, p.payload, wireLen, ts, depth+1)
+	}
+	if p.transport == dpi.UDP && depth < maxEncap {
+		if inner, ok := vxlanInner(p); ok {
+			outer := *p
+			if t.frame(layers.LinkTypeEthernet, inner, wireLen, ts, depth+1) {
+				return true
+			}
+			*p = outer // not VXLAN after all: inspect it as the UDP flow it is
+		}
 	}
 	if p.frames > 0 { // reassembled from fragments: count every frame it took
 		wireLen = int(p.wireLen)
