@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/meshguard/meshguard/internal/api"
+	"github.com/meshguard/meshguard/internal/events"
 	"github.com/meshguard/meshguard/internal/lab"
 	"github.com/meshguard/meshguard/internal/policy"
 )
@@ -398,5 +399,37 @@ func TestLabDiscoverLearnsFlows(t *testing.T) {
 	// The learned rules now decide: explain names them.
 	if out := MustRun(t, "explain", "--from", "shop/client", "--to", "shop/redis:6379", "--app", "redis").Stdout; !strings.Contains(out, "learned-client-redis-redis") {
 		t.Fatalf("explain:\n%s", out)
+	}
+
+	// Monitor: learning stops, a new flow (web -> redis) passes and is reported as a violation
+	// that says no rule matched; the known flow is no violation.
+	MustRun(t, "mode", "set", "shop/redis", "monitor")
+	labEventually(t, "web", "PONG", "redis-cli", "-h", "redis.shop.svc.cluster.local", "ping")
+	MustRun(t, "lab", "exec", "client", "--", "redis-cli", "-h", "redis", "ping")
+	vio := labEventuallyCLI(t, []string{`"workload": "shop/web"`}, "get", "events", "--kind", "violation", "--since", "5m", "-o", "json")
+	var evs []events.Event
+	if err := json.Unmarshal([]byte(vio), &evs); err != nil {
+		t.Fatal(err)
+	}
+	var webToRedis int
+	for _, e := range evs {
+		if e.Destination.Workload != "shop/redis" {
+			continue
+		}
+		if e.Source.Workload == "shop/client" {
+			t.Errorf("the learned flow client -> redis was reported as a violation: %+v", e)
+		}
+		if e.Source.Workload == "shop/web" {
+			webToRedis++
+			if !strings.Contains(e.Reason, "no rule matched") || !strings.Contains(e.Reason, "monitor") || e.Action != "allow" {
+				t.Errorf("violation: %+v", e)
+			}
+		}
+	}
+	if webToRedis == 0 {
+		t.Fatalf("no violation for web -> redis:\n%s", vio)
+	}
+	if strings.Contains(MustRun(t, "get", "rules", "-n", "shop").Stdout, "learned-web-redis") {
+		t.Fatal("a group in monitor mode kept learning")
 	}
 }
