@@ -129,8 +129,8 @@ func TestEncapsulations(t *testing.T) {
 		junk = append(junk, f)
 		if i == len(frames)/2 {
 			junk = append(junk,
-				frame{f.ci, []byte{1, 2, 3}},                                   // shorter than Ethernet
-				frame{f.ci, outerEthernet(0x0800, []byte{0x45, 0, 0, 20})},     // truncated IPv4
+				frame{f.ci, []byte{1, 2, 3}},                                    // shorter than Ethernet
+				frame{f.ci, outerEthernet(0x0800, []byte{0x45, 0, 0, 20})},      // truncated IPv4
 				frame{f.ci, outerEthernet(0x86dd, bytes.Repeat([]byte{6}, 30))}, // truncated IPv6
 				frame{f.ci, outerEthernet(0x0800, outerIPv4(6, []byte{0, 80}))}, // truncated TCP
 				frame{f.ci, outerEthernet(0x0800, outerIPv4(47, []byte{0xff, 0xff, 0, 0}))},
