@@ -36,6 +36,8 @@ type Store struct {
 	count  int
 	subs   map[*subscription]struct{}
 	closed bool
+
+	swept func() // tests: called after each periodic sweep of Run (set before Run starts)
 }
 
 var bucketEvents = []byte("events")
@@ -286,6 +288,9 @@ func (s *Store) Run(ctx context.Context) error {
 		case <-t.Chan():
 			if err := s.Sweep(); err != nil {
 				s.cfg.Log.Warn("event retention failed", "err", err)
+			}
+			if s.swept != nil {
+				s.swept()
 			}
 		}
 	}

@@ -90,20 +90,25 @@ func TestStoreRunSweepsOnClock(t *testing.T) {
 	s := openStore(t, filepath.Join(t.TempDir(), "e.db"), clk, 10*time.Second, 0)
 	defer s.Close()
 	_ = s.Append(Event{Kind: KindAudit, Name: "old"})
+	swept := make(chan struct{}, 1)
+	s.swept = func() { swept <- struct{}{} }
 	ctx, cancel := context.WithCancel(testCtx(t))
 	done := make(chan error)
 	go func() { done <- s.Run(ctx) }()
 	if err := clk.BlockUntilContext(ctx, 1); err != nil {
 		t.Fatal(err)
 	}
-	for s.Len() != 0 {
+	// Retention 10s: the ticker runs every second; each second of fake time is one sweep.
+	for i := 1; s.Len() != 0; i++ {
+		if i > 11 {
+			t.Fatalf("old event still stored after %d sweeps", i-1)
+		}
 		clk.Advance(time.Second)
 		select {
+		case <-swept:
 		case <-ctx.Done():
-			t.Fatal("retention never swept the old event")
-		default:
+			t.Fatal("no sweep after the ticker fired")
 		}
-		time.Sleep(time.Millisecond) // let the ticker goroutine run; bounded by ctx
 	}
 	cancel()
 	<-done
