@@ -572,3 +572,27 @@ func TestEventsFollow(t *testing.T) {
 		t.Fatalf("followed: %+v", e)
 	}
 }
+
+// A report without a verdict (the sidecar did not decide) is a connection that went
+// through; in protect mode it is a violation that says it was not enforced.
+func TestUnenforcedReportIsAnHonestViolation(t *testing.T) {
+	f := newFixture(t)
+	if code, body := f.call(t, "POST", "/api/v1/policy/apply", admin, files("shop.yaml", shopPolicy)); code != 200 {
+		t.Fatalf("apply: %d %s", code, body)
+	}
+	err := f.conns.HandleReports(context.Background(), xds.Node{Namespace: "shop", Workload: "cache-0"}, []*xdsv1.ConnectionReport{{
+		Direction: "inbound", SourceAddr: "10.0.0.3:1234", DestinationAddr: "127.0.0.1:6379", DestinationPort: 6379, AppProtocol: "redis"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, body := f.call(t, "GET", "/api/v1/connections", admin, nil)
+	var conns []api.Connection
+	_ = json.Unmarshal([]byte(body), &conns)
+	if len(conns) != 1 || conns[0].Verdict != "allow" || conns[0].Destination != "shop/cache-0" || conns[0].Source != "shop/client" {
+		t.Fatalf("connections: %s", body)
+	}
+	_, body = f.call(t, "GET", "/api/v1/events?kind=violation", admin, nil)
+	if !strings.Contains(body, "not enforced") || !strings.Contains(body, "protect") {
+		t.Fatalf("violation: %s", body)
+	}
+}

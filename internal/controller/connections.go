@@ -185,11 +185,11 @@ func (c *Connections) handle(ctx context.Context, from xds.Node, pol *policy.Pol
 	d := pol.Decide(&in)
 
 	verdict, rule := r.GetVerdict(), r.GetRuleId()
-	if verdict == "" {
-		verdict = d.Verdict.String()
-	}
-	if rule == "" && d.RuleID != "" {
-		rule = d.RuleID
+	// No verdict means the sidecar made no decision: the connection went through. The
+	// controller's decision still says whether it was a violation (and what protect would do).
+	unenforced := verdict == ""
+	if unenforced {
+		verdict, rule = "allow", d.RuleID
 	}
 	now := c.cfg.Clock.Now()
 	start := now
@@ -206,11 +206,13 @@ func (c *Connections) handle(ctx context.Context, from xds.Node, pol *policy.Pol
 		Source: srcEP, Destination: dstEP, Protocol: app, L7: l7, RuleID: rule, Action: verdict,
 		Severity: events.SeverityInfo, Reason: fmt.Sprintf("reported by %s; %d bytes sent, %d received", from.Key(), r.GetBytesSent(), r.GetBytesReceived())})
 
-	violation := verdict == "deny" || (d.Violation && r.GetVerdict() != "deny" && rule == "")
-	if violation {
+	if verdict == "deny" || (rule == "" && d.Violation) {
 		why := d.String()
-		if r.GetVerdict() == "deny" && r.GetRuleId() != "" {
-			why = "denied by rule " + r.GetRuleId()
+		switch {
+		case verdict == "deny" && rule != "":
+			why = "denied by rule " + rule
+		case unenforced && d.Verdict == policy.Deny:
+			why += " (not enforced: the sidecar made no decision)"
 		}
 		c.violations.WithLabelValues(d.Group, verdict).Inc()
 		c.cfg.Events.Emit(ctx, events.Event{Kind: events.KindViolation, Time: start, Name: "policy.violation",
