@@ -140,6 +140,31 @@ func TestConfusion(t *testing.T) {
 				}
 			}
 		}
+		// Reordering and duplication alone lose nothing: reassembly must give back the same
+		// protocol for every flow.
+		for seed := uint64(1); seed <= 4; seed++ {
+			rng := rand.New(rand.NewPCG(seed, 0x72656f72))
+			mixed := append([]ltFrame(nil), frames...)
+			for i := 0; i+1 < len(mixed); i++ {
+				if rng.IntN(4) == 0 {
+					mixed[i], mixed[i+1] = mixed[i+1], mixed[i]
+					i++
+				}
+			}
+			var out []ltFrame
+			for _, f := range mixed {
+				out = append(out, f)
+				if rng.IntN(6) == 0 {
+					out = append(out, f) // a retransmission
+				}
+			}
+			for _, r := range runFrames(t, in, out) {
+				if want := truth[reportFlow(r)]; !want[r.Protocol] {
+					t.Errorf("%s seed %d reordered+duplicated: flow %s -> %s reported as %s, the full capture says %v",
+						path, seed, r.Src, r.Dst, r.Protocol, want)
+				}
+			}
+		}
 		for n := 1; n <= 4; n++ {
 			seen := map[string]int{}
 			var kept []ltFrame

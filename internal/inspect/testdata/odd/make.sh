@@ -84,3 +84,30 @@ PY
 	stopcap http10-18000
 	kill $hpid
 fi
+
+if want dns-tcp; then
+	# Several queries on one TCP connection (dig +keepopen) to the testdata/gen DNS server.
+	repo=$(cd "$here/../../../.." && pwd)
+	(cd "$repo" && go build -o "$work/gen" ./internal/inspect/testdata/gen)
+	"$work/gen" -mode dns-server -addr $A:5301 &
+	gpid=$!
+	for _ in $(seq 50); do dig +short +tcp @$A -p 5301 a.meshguard.test >/dev/null 2>&1 && break; sleep 0.1; done
+	cap dig-tcp-keepopen-5301 "host $A and tcp port 5301"
+	dig +tcp +keepopen @$A -p 5301 a.meshguard.test b.meshguard.test TXT alias.meshguard.test nx.example. MX >/dev/null
+	stopcap dig-tcp-keepopen-5301
+	kill $gpid
+fi
+
+if want ipv6; then
+	redis-server --bind ::1 --port 16381 --save '' --appendonly no --daemonize no >/dev/null &
+	rpid=$!
+	(cd "$work" && echo hello >index.html && python3 -m http.server --bind ::1 18001 >/dev/null 2>&1) &
+	hpid=$!
+	for _ in $(seq 50); do redis-cli -h ::1 -p 16381 ping >/dev/null 2>&1 && curl -s -o /dev/null "http://[::1]:18001/" && break; sleep 0.1; done
+	cap ipv6-redis-http "ip6 host ::1 and (tcp port 16381 or tcp port 18001)"
+	redis-cli -h ::1 -p 16381 SET k6 v6 >/dev/null
+	redis-cli -h ::1 -p 16381 GET k6 >/dev/null
+	wget -q -O /dev/null "http://[::1]:18001/index.html"
+	stopcap ipv6-redis-http
+	kill $rpid $hpid
+fi
