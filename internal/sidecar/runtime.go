@@ -243,7 +243,16 @@ func (r *Runtime) Run(ctx context.Context) error {
 		return err
 	}
 	log.Info("svid obtained", "spiffe_id", src.SVID().ID.String(), "renew_at", src.RenewAt())
-	spawn("svid", src.Run)
+	// Losing the SVID (expired while the controller was away, or revoked) must not remove the
+	// interception rules by exiting: the sidecar stays and fails closed (handshakes fail,
+	// /readyz says why) until it is restarted with a new join token.
+	spawn("svid", func(ctx context.Context) error {
+		if err := src.Run(ctx); err != nil && ctx.Err() == nil {
+			log.Error("svid renewal stopped; tunnels fail until the sidecar gets a new join token", "err", err)
+		}
+		<-ctx.Done()
+		return nil
+	})
 
 	conn, err := grpc.NewClient(cfg.XDSAddr,
 		grpc.WithTransportCredentials(credentials.NewTLS(controllerTLS(src, cfg.ServerCAs, cfg.XDSAddr))),
