@@ -83,7 +83,7 @@ func l7Lines(t testing.TB, res *Result) string {
 // TestReorderedAndRetransmitted swaps neighbouring segments and repeats others: TCP
 // reassembly must hand the engine the same streams.
 func TestReorderedAndRetransmitted(t *testing.T) {
-	for _, path := range []string{"testdata/http/curl-nginx-80.pcap", "testdata/http2/grpc-health-50051.pcap", "testdata/tls/curl-nginx-443.pcap", "testdata/icmp/ping-s3000-fragmented.pcap"} {
+	for _, path := range []string{"testdata/http/curl-nginx-80.pcap", "testdata/http2/grpc-health-50051.pcap", "testdata/tls/curl-nginx-443.pcap"} {
 		frames, lt := readFrames(t, path)
 		want := l7Lines(t, inspectBytes(t, writePcap(t, lt, frames)))
 		var mangled []frame
@@ -223,7 +223,7 @@ func FuzzInspectPcap(f *testing.F) {
 // TestSnaplen: a capture cut to 120 bytes per frame still tells each flow's protocol; the cut
 // tails are holes, not stalls.
 func TestSnaplen(t *testing.T) {
-	for _, path := range []string{"testdata/http/curl-nginx-80.pcap", "testdata/tls/curl-nginx-443.pcap", "testdata/icmp/ping-s3000-fragmented.pcap"} {
+	for _, path := range []string{"testdata/http/curl-nginx-80.pcap", "testdata/tls/curl-nginx-443.pcap"} {
 		frames, lt := readFrames(t, path)
 		full := inspectBytes(t, writePcap(t, lt, frames))
 		var b bytes.Buffer
