@@ -133,9 +133,11 @@ func NewRuntime(cfg RuntimeConfig) (*Runtime, error) {
 // Ready is closed once the sidecar has its SVID and a config.
 func (r *Runtime) Ready() <-chan struct{} { return r.ready }
 
-// Run starts everything and blocks until ctx ends, then drains and removes the rules.
+// Run starts everything and blocks until ctx ends, then drains and removes the rules. If it
+// fails instead, the rules stay: the pod's traffic is refused rather than sent unprotected.
 func (r *Runtime) Run(ctx context.Context) error {
 	cfg, log := r.cfg, r.cfg.Log
+	parent := ctx
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	mark := int(cfg.Mark)
@@ -159,6 +161,10 @@ func (r *Runtime) Run(ctx context.Context) error {
 			return err
 		}
 		defer func() {
+			if parent.Err() == nil {
+				log.Error("sidecar failed; keeping the interception rules so the pod's traffic is refused, not unprotected (restart the sidecar)")
+				return
+			}
 			if err := rules.Remove(); err != nil {
 				log.Error("removing interception rules", "err", err)
 			}
