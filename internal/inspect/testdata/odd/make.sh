@@ -111,3 +111,39 @@ if want ipv6; then
 	stopcap ipv6-redis-http
 	kill $rpid $hpid
 fi
+
+if want postgres; then
+	bin=/usr/lib/postgresql/15/bin
+	chmod 755 "$work"
+	mkdir -p "$work/pg" "$work/pgsock" && chown postgres "$work/pg" "$work/pgsock"
+	su postgres -c "$bin/initdb -D $work/pg -A trust -U postgres" >/dev/null
+	su postgres -c "$bin/pg_ctl -D $work/pg -w -l $work/pgsock/pg.log -o '-p 15432 -k $work/pgsock -c listen_addresses=$A' start" >/dev/null
+	pgbench -h "$work/pgsock" -p 15432 -U postgres -i -s 1 -q postgres >/dev/null 2>&1
+	conn="host=$A port=15432 user=postgres dbname=postgres sslmode=disable"
+	# pgbench -S over the extended query protocol (Parse/Bind/Execute), a bounded count.
+	cap pgbench-extended-15432 "host $A and tcp port 15432"
+	pgbench -h $A -p 15432 -U postgres -S -M prepared -t 20 -c 1 postgres >/dev/null 2>&1
+	stopcap pgbench-extended-15432
+	# COPY both ways.
+	cap psql-copy-15432 "host $A and tcp port 15432"
+	psql "$conn" -q -c "CREATE TABLE c (a int, b text)" -c "\\copy c from stdin" -c "COPY (SELECT * FROM c) TO STDOUT" -c "DROP TABLE c" <<'DATA' >/dev/null
+1	one
+2	two
+3	three
+\.
+DATA
+	stopcap psql-copy-15432
+	# A long psql session picked up after its startup and first queries.
+	mkfifo "$work/pgin"
+	psql "$conn" -q <"$work/pgin" >/dev/null &
+	exec 4>"$work/pgin"
+	printf 'SELECT 1;\nSELECT count(*) FROM pgbench_branches;\n' >&4
+	sleep 0.5
+	cap psql-midstream-15432 "host $A and tcp port 15432"
+	printf 'SELECT aid, abalance FROM pgbench_accounts WHERE aid < 4;\nUPDATE pgbench_tellers SET tbalance = 0 WHERE tid = 1;\nSELECT now();\n' >&4
+	sleep 0.5
+	stopcap psql-midstream-15432
+	exec 4>&-
+	sleep 0.2
+	su postgres -c "$bin/pg_ctl -D $work/pg -w -m fast stop" >/dev/null
+fi
