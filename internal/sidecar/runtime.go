@@ -97,7 +97,10 @@ func (c *RuntimeConfig) validate() error {
 			return errors.New("sidecar: outbound, inbound, tunnel and admin ports must be set")
 		}
 	}
-	if c.UpstreamDNS != "" && c.DNSPort == 0 {
+	switch {
+	case c.UpstreamDNS == "":
+		c.DNSPort = 0 // no proxy, so DNS must not be redirected to it
+	case c.DNSPort == 0:
 		c.DNSPort = DefaultDNSPort
 	}
 	if c.ResolveTimeout == 0 {

@@ -140,8 +140,17 @@ func TestRuntimeConfigRefusesIncompleteConfig(t *testing.T) {
 	good := RuntimeConfig{SPIFFEID: spiffeid.RequireFromString("spiffe://cluster.local/ns/shop/sa/web"), Namespace: "shop", Workload: "web",
 		IdentityAddr: "10.0.0.1:7444", XDSAddr: "10.0.0.1:7445", ServerCAs: newCA(t, "cluster.local").bundle().X509Authorities(),
 		OutboundPort: 15001, InboundPort: 15006, TunnelPort: 15008, AdminPort: 15020, Clock: clockwork.NewRealClock(), Log: quietLog()}
-	if _, err := NewRuntime(good); err != nil {
+	rt, err := NewRuntime(good)
+	if err != nil {
 		t.Fatalf("valid config refused: %v", err)
+	}
+	if rt.cfg.DNSPort != 0 {
+		t.Errorf("DNS redirected to port %d without a DNS proxy (no upstream)", rt.cfg.DNSPort)
+	}
+	withDNS := good
+	withDNS.UpstreamDNS = "10.0.0.1:53"
+	if rt, err := NewRuntime(withDNS); err != nil || rt.cfg.DNSPort != DefaultDNSPort {
+		t.Errorf("with an upstream: dns port %d, err %v; want %d", rt.cfg.DNSPort, err, DefaultDNSPort)
 	}
 	for name, mut := range map[string]func(*RuntimeConfig){
 		"spiffe-id": func(c *RuntimeConfig) { c.SPIFFEID = spiffeid.ID{} },
