@@ -149,8 +149,10 @@ func TestRuntimeConfigRefusesIncompleteConfig(t *testing.T) {
 	}
 	withDNS := good
 	withDNS.UpstreamDNS = "10.0.0.1:53"
-	if rt, err := NewRuntime(withDNS); err != nil || rt.cfg.DNSPort != DefaultDNSPort {
-		t.Errorf("with an upstream: dns port %d, err %v; want %d", rt.cfg.DNSPort, err, DefaultDNSPort)
+	if rt, err := NewRuntime(withDNS); err != nil {
+		t.Errorf("with an upstream: %v", err)
+	} else if rt.cfg.DNSPort != DefaultDNSPort {
+		t.Errorf("with an upstream: dns port %d, want %d", rt.cfg.DNSPort, DefaultDNSPort)
 	}
 	for name, mut := range map[string]func(*RuntimeConfig){
 		"spiffe-id": func(c *RuntimeConfig) { c.SPIFFEID = spiffeid.ID{} },
