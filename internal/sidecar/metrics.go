@@ -30,23 +30,37 @@ func NewMetrics(reg prometheus.Registerer, in *InboundProxy) (*Metrics, error) {
 			Buckets: prometheus.ExponentialBuckets(0.001, 4, 10),
 		}, []string{"direction"}),
 	}
-	cs := []prometheus.Collector{m.conns, m.bytes, m.duration}
-	if in != nil {
-		stat := func(name, help string, f func(InboundStats) uint64) prometheus.Collector {
-			return prometheus.NewCounterFunc(prometheus.CounterOpts{Namespace: "meshguard", Subsystem: "sidecar", Name: name, Help: help},
-				func() float64 { return float64(f(in.Stats())) })
-		}
-		cs = append(cs,
-			stat("tunnel_connections_total", "Tunnel connections that completed the mTLS handshake.", func(s InboundStats) uint64 { return s.TLSConns }),
-			stat("tunnel_handshake_failures_total", "Tunnel handshakes refused (no, untrusted or expired client SVID).", func(s InboundStats) uint64 { return s.HandshakeFailures }),
-		)
-	}
-	for _, c := range cs {
+	for _, c := range []prometheus.Collector{m.conns, m.bytes, m.duration} {
 		if err := reg.Register(c); err != nil {
 			return nil, err
 		}
 	}
+	if in != nil {
+		if err := RegisterInboundStats(reg, in); err != nil {
+			return nil, err
+		}
+	}
 	return m, nil
+}
+
+// RegisterInboundStats registers the inbound proxy's tunnel counters, for a proxy created
+// after NewMetrics (the sidecar opens its inbound listeners only once it is ready).
+func RegisterInboundStats(reg prometheus.Registerer, in *InboundProxy) error {
+	stat := func(name, help string, f func(InboundStats) uint64) prometheus.Collector {
+		return prometheus.NewCounterFunc(prometheus.CounterOpts{Namespace: "meshguard", Subsystem: "sidecar", Name: name, Help: help},
+			func() float64 { return float64(f(in.Stats())) })
+	}
+	for _, c := range []prometheus.Collector{
+		stat("tunnel_connections_total", "Tunnel connections that completed the mTLS handshake.", func(s InboundStats) uint64 { return s.TLSConns }),
+		stat("tunnel_handshake_failures_total", "Tunnel handshakes refused (no, untrusted or expired client SVID).", func(s InboundStats) uint64 { return s.HandshakeFailures }),
+		stat("inbound_streams_total", "Tunnel streams delivered to the app.", func(s InboundStats) uint64 { return s.Streams }),
+		stat("inbound_plaintext_connections_total", "Plaintext connections seen on the app's ports (refused in STRICT).", func(s InboundStats) uint64 { return s.PlainConns }),
+	} {
+		if err := reg.Register(c); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // Observe counts one finished connection.

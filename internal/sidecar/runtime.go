@@ -361,6 +361,11 @@ func (r *Runtime) Run(ctx context.Context) error {
 		plainLn.Close()
 		return err
 	}
+	if err := RegisterInboundStats(reg, in); err != nil {
+		tunLn.Close()
+		plainLn.Close()
+		return err
+	}
 	spawn("inbound", in.Run)
 	close(r.ready)
 	v, _ := xc.Current()

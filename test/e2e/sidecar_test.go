@@ -172,6 +172,14 @@ func TestSidecarMesh(t *testing.T) {
 		t.Errorf("unmeshed pod read redis: %q", r.Stdout)
 	}
 
+	// web's sidecar counted the tunnels and the refused plaintext.
+	webMetrics := MustRun(t, "lab", "exec", "web", "--", "curl", "-sSf", "-m", "3", "http://127.0.0.1:15020/metrics").Stdout
+	for _, name := range []string{"meshguard_sidecar_tunnel_connections_total", "meshguard_sidecar_inbound_plaintext_connections_total"} {
+		if v := metricValue(webMetrics, name); v == "" || v == "0" {
+			t.Errorf("web sidecar %s = %q, want > 0", name, v)
+		}
+	}
+
 	// Health and metrics on the sidecar's admin port, inside the pod.
 	MustRun(t, "lab", "exec", "client", "--", "curl", "-sSf", "-m", "3", "http://127.0.0.1:15020/readyz")
 	metrics := MustRun(t, "lab", "exec", "client", "--", "curl", "-sSf", "-m", "3", "http://127.0.0.1:15020/metrics").Stdout
@@ -556,4 +564,14 @@ services:
 	case <-time.After(30 * time.Second):
 		t.Fatal("the long-lived stream did not stop")
 	}
+}
+
+// metricValue returns the value of an unlabelled metric in a Prometheus text exposition.
+func metricValue(exposition, name string) string {
+	for _, l := range strings.Split(exposition, "\n") {
+		if v, ok := strings.CutPrefix(l, name+" "); ok {
+			return strings.TrimSpace(v)
+		}
+	}
+	return ""
 }
