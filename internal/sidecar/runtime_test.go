@@ -178,3 +178,42 @@ func freePort(t *testing.T) uint16 {
 	defer ln.Close()
 	return uint16(ln.Addr().(*net.TCPAddr).Port)
 }
+
+// BenchmarkDPIObserverStream is the inspection cost of one short HTTP stream: flow, feed
+// both ways, close and annotate the report.
+func BenchmarkDPIObserverStream(b *testing.B) {
+	eng, err := dpi.New(dpi.Config{Protocols: dpi.DefaultProtocols()})
+	if err != nil {
+		b.Fatal(err)
+	}
+	inspect := DPIInspector(eng)
+	req := []byte("GET /cart HTTP/1.1\r\nHost: web\r\nUser-Agent: bench\r\n\r\n")
+	resp := []byte("HTTP/1.1 200 OK\r\nContent-Length: 1024\r\n\r\n" + strings.Repeat("x", 1024))
+	b.ReportAllocs()
+	for b.Loop() {
+		obs := inspect(context.Background(), StreamInfo{DestPort: 8080})
+		_ = obs.FromClient(req)
+		_ = obs.FromServer(resp)
+		obs.Close()
+		var rep ConnReport
+		annotate(obs, &rep)
+	}
+}
+
+// BenchmarkDPIObserverBulk is the per-chunk cost on a long stream past the DPI budget.
+func BenchmarkDPIObserverBulk(b *testing.B) {
+	eng, err := dpi.New(dpi.Config{Protocols: dpi.DefaultProtocols()})
+	if err != nil {
+		b.Fatal(err)
+	}
+	obs := DPIInspector(eng)(context.Background(), StreamInfo{DestPort: 9000})
+	chunk := make([]byte, 32<<10)
+	for range 4 {
+		_ = obs.FromClient(chunk)
+	}
+	b.ReportAllocs()
+	b.SetBytes(int64(len(chunk)))
+	for b.Loop() {
+		_ = obs.FromClient(chunk)
+	}
+}
