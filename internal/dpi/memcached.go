@@ -22,7 +22,12 @@ func memcachedDetect(p *Probe) Verdict {
 	c := p.Client
 	if len(c) == 0 {
 		if s := p.Server; len(s) >= 24 && s[0] == 0x81 && memcBinOp(s[1]) != "" && p.Midstream {
-			return Maybe
+			// Magic and opcode are two bytes of chance: the header's lengths must add up too.
+			kl, el := int(binary.BigEndian.Uint16(s[2:])), int(s[4])
+			body := binary.BigEndian.Uint32(s[8:])
+			if s[5] == 0 && uint32(kl+el) <= body && body < 1<<30 {
+				return Maybe
+			}
 		}
 		if l, ok := firstLine(p.Server); ok && p.Midstream {
 			w, rest := cutWord(l)

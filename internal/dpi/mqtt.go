@@ -53,12 +53,15 @@ func (MQTT) Detect(p *Probe) Verdict {
 // mqttPackets recognises bytes seen from the middle: whole packets of the side's types with
 // their mandated flags, PUBLISH topics printable, at least one PUBLISH, SUBSCRIBE or SUBACK.
 func mqttPackets(b []byte, server bool) bool {
-	seen := false
+	seen, whole := false, 0
 	for len(b) > 0 {
 		n := mqttSize(b)
 		if n <= 0 || n > len(b) {
-			return seen && n >= 0 // a truncated last packet is fine, garbage is not
+			// A truncated last packet is fine after two whole ones (one whole packet and any
+			// tail is too easy for random bytes to match); garbage is not.
+			return seen && n >= 0 && whole >= 2
 		}
+		whole++
 		pkt := b[:n]
 		b = b[n:]
 		i := 1

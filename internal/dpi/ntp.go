@@ -31,12 +31,18 @@ func ntpValid(b []byte) (ok, strong bool) {
 		if len(b) < 12 || len(b) > 12+468+64 {
 			return false, false
 		}
-		return int(binary.BigEndian.Uint16(b[10:])) <= len(b)-12, false
+		// The data (count bytes) is padded to 4 and may carry a MAC (key id + digest ≤ 20),
+		// so little may follow it; opcode 0 is unused.
+		data := len(b) - 12
+		count := int(binary.BigEndian.Uint16(b[10:]))
+		return b[1]&0x1f != 0 && count <= data && data-count < 4+24, false
 	case 7: // private: implementation 0, 2 (XNTPD_OLD) or 3 (XNTPD)
 		if len(b) < 8 {
 			return false, false
 		}
-		return b[2] == 0 || b[2] == 2 || b[2] == 3, false
+		// Request codes go up to ~45; the item size (12 bits) fits the datagram.
+		items, size := int(binary.BigEndian.Uint16(b[4:])&0xfff), int(binary.BigEndian.Uint16(b[6:])&0xfff)
+		return (b[2] == 0 || b[2] == 2 || b[2] == 3) && b[3] < 64 && items*size <= len(b)-8, false
 	case 0:
 		return false, false
 	}

@@ -33,9 +33,47 @@ func ovpnResetOK(b []byte, client bool) bool {
 		return false
 	}
 	if client {
-		return op == 7 || op == 10 || op == 1
+		if op != 7 && op != 10 && op != 1 {
+			return false
+		}
+	} else if op != 8 && op != 2 {
+		return false
 	}
-	return op == 8 || op == 2
+	// The opcode byte alone matches 1 random datagram in ~80: check the fields after the
+	// 8-byte session id as they are laid out without a control-channel key, with tls-auth
+	// (HMAC of 20, 32 or 64 bytes, then packet id and time) or with tls-crypt (packet id and
+	// time first): a reset has a small packet id, a plausible time, few acks and message id 0.
+	if ovpnPlainReset(b[9:]) {
+		return true
+	}
+	for _, h := range [...]int{20, 32, 64} {
+		if len(b) >= 9+h+8 && ovpnReplay(b[9+h:]) && ovpnPlainReset(b[9+h+8:]) {
+			return true
+		}
+	}
+	return ovpnReplay(b[9:])
+}
+
+// ovpnPlainReset: ack count (at most 8), the acked ids and remote session id, message id 0.
+func ovpnPlainReset(b []byte) bool {
+	if len(b) < 5 || b[0] > 8 {
+		return false
+	}
+	n := 1
+	if b[0] > 0 {
+		n += int(b[0])*4 + 8
+	}
+	return len(b) >= n+4 && binary.BigEndian.Uint32(b[n:]) == 0
+}
+
+// ovpnReplay: the replay-protection packet id (small at the start of a session) and a Unix
+// time after 2010.
+func ovpnReplay(b []byte) bool {
+	if len(b) < 8 {
+		return false
+	}
+	id, t := binary.BigEndian.Uint32(b), binary.BigEndian.Uint32(b[4:])
+	return id > 0 && id < 1<<10 && t > 1262304000
 }
 
 func (OpenVPN) Detect(p *Probe) Verdict {
