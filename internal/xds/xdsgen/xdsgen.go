@@ -384,7 +384,7 @@ func (g *Generator) shared() (*shared, error) {
 			if e := gr.Spec.External; e != nil {
 				sh.externals = append(sh.externals, &xdsv1.External{
 					Namespace: gr.Metadata.Namespace, Name: gr.Metadata.Name,
-					Cidrs: e.CIDRs, DnsNames: e.DNSNames,
+					Cidrs: canonicalCIDRs(e.CIDRs), DnsNames: e.DNSNames,
 				})
 			}
 		}
@@ -482,4 +482,17 @@ func modeOf(m policy.Mode) xdsv1.PolicyMode {
 		return xdsv1.PolicyMode_POLICY_MODE_PROTECT
 	}
 	return xdsv1.PolicyMode_POLICY_MODE_UNSPECIFIED
+}
+
+// canonicalCIDRs puts every external address in prefix form: policy accepts a bare IP
+// ("192.0.2.7") where sidecars parse prefixes, and one unparsable entry would make every
+// sidecar refuse its whole config. Validation has already refused what does not parse.
+func canonicalCIDRs(in []string) []string {
+	out := make([]string, 0, len(in))
+	for _, c := range in {
+		if p, err := policy.ParseCIDR(c); err == nil {
+			out = append(out, p.String())
+		}
+	}
+	return out
 }

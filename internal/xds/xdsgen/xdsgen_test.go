@@ -29,7 +29,7 @@ apiVersion: meshguard.io/v1alpha1
 kind: Group
 metadata: {name: pypi, namespace: shop}
 spec:
-  external: {cidrs: [151.101.0.0/16], dnsNames: [pypi.org]}
+  external: {cidrs: [151.101.0.0/16, 192.0.2.7], dnsNames: [pypi.org]}
   mode: monitor
 ---
 apiVersion: meshguard.io/v1alpha1
@@ -142,6 +142,10 @@ func TestSnapshotFromRegistryAndPolicy(t *testing.T) {
 	}
 	if e, ok := x.External(netip.MustParseAddrPort("151.101.2.3:443")); !ok || e.GetName() != "pypi" || e.GetDnsNames()[0] != "pypi.org" {
 		t.Fatal("external group not distributed")
+	}
+	// A bare IP in policy reaches the sidecar as a prefix it can parse.
+	if e, ok := x.External(netip.MustParseAddrPort("192.0.2.7:443")); !ok || e.GetName() != "pypi" {
+		t.Fatal("bare-IP external address not distributed as a /32")
 	}
 	if x.MTLS("legacy") != xdsv1.MTLSMode_MTLS_MODE_PERMISSIVE || x.MTLS("shop") != xdsv1.MTLSMode_MTLS_MODE_STRICT {
 		t.Fatal("mtls modes")
