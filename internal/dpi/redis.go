@@ -65,14 +65,10 @@ func redisDetect(p *Probe) Verdict {
 		return No
 	}
 	if s := p.Server; len(s) > 0 {
-		if bytes.HasPrefix(s, []byte("+OK ")) {
-			return No // Redis's OK is bare; "+OK text" is POP3 answering the same words
-		}
-		switch s[0] {
-		case '+', '-', '$', ':', '*', '%', '_', '=', '#', ',', '(', '~', '>', '|', '!':
-			if bytes.IndexByte(s, '\n') > 0 {
-				return Yes
-			}
+		// RESP lines end in CRLF and have a known shape; "+OK text" is POP3 answering the
+		// same words, "- foo" or "+ bar" from other line protocols are not Redis either.
+		if i := bytes.IndexByte(s, '\n'); i > 0 && s[i-1] == '\r' && redisReply(s) {
+			return Yes
 		}
 		return No
 	}

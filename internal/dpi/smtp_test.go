@@ -1,6 +1,9 @@
 package dpi
 
-import "testing"
+import (
+	"strings"
+	"testing"
+)
 
 func TestTextMailDetect(t *testing.T) {
 	cases := []struct {
@@ -18,7 +21,9 @@ func TestTextMailDetect(t *testing.T) {
 		{"imap greeting", "", "* OK [CAPABILITY IMAP4rev1] ready\r\n", [4]Verdict{No, No, No, Yes}},
 		{"partial server", "", "+O", [4]Verdict{NeedMore, NeedMore, NeedMore, NeedMore}},
 		{"client ehlo only", "EHLO x\r\n", "", [4]Verdict{Yes, No, No, No}},
-		{"client imap only", "a001 LOGIN bob x\r\n", "", [4]Verdict{No, No, No, Yes}},
+		{"client imap only waits for the reply", "a001 LOGIN bob x\r\n", "", [4]Verdict{No, No, No, NeedMore}},
+		{"mid-stream imap command and its tagged status", "a001 LOGIN bob x\r\n", "a001 OK LOGIN completed\r\n", [4]Verdict{No, No, No, Yes}},
+		{"mid-stream imap-looking line, another tag answers", "a001 LIST x\r\n", "b7 OK fine\r\n", [4]Verdict{}},
 		{"client USER only waits for the reply", "USER bob\r\n", "", [4]Verdict{No, NeedMore, NeedMore, No}},
 		{"USER then -ERR", "USER bob\r\n", "-ERR no such user\r\n", [4]Verdict{No, No, Maybe, No}},
 		{"client CAPA only", "CAPA\r\n", "", [4]Verdict{No, No, Yes, No}},
@@ -27,9 +32,18 @@ func TestTextMailDetect(t *testing.T) {
 		{"ssh", "", "SSH-2.0-x\r\n", [4]Verdict{}},
 	}
 	for _, c := range cases {
-		got := textMailDetect(&Probe{Transport: TCP, Client: []byte(c.client), Server: []byte(c.server)})
+		// A client line alone is judged as a flow picked up mid-stream: seen from its start,
+		// a client talking first is none of these greet-first protocols.
+		mid := c.client != "" && c.server == ""
+		got := textMailDetect(&Probe{Transport: TCP, Client: []byte(c.client), Server: []byte(c.server),
+			Midstream: mid || strings.HasPrefix(c.name, "mid-stream")})
 		if got != c.want {
 			t.Errorf("%s: got %v want %v", c.name, got, c.want)
+		}
+		if mid {
+			if got := textMailDetect(&Probe{Transport: TCP, Client: []byte(c.client)}); got != [4]Verdict{} {
+				t.Errorf("%s from the flow's start: got %v, want all No", c.name, got)
+			}
 		}
 	}
 }

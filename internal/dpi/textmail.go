@@ -57,12 +57,17 @@ func textMailDetect(p *Probe) (v [4]Verdict) {
 		if !p.Midstream {
 			return v
 		}
-		if len(p.Client) == 0 && (imapUntagged(s) || imapTagged(s)) {
+		if len(p.Client) == 0 && (imapUntagged(s) || imapTagged(s) && imapTagLike(s)) {
 			v[tmIMAP] = Maybe // "* 3 EXISTS", "* CAPABILITY ...": only IMAP talks like this
 			return v
 		}
 	}
 	if len(c) == 0 {
+		return v
+	}
+	if !p.Midstream && len(p.Server) == 0 {
+		// All four greet first: a client talking first on a flow seen from its start is
+		// none of them.
 		return v
 	}
 	if !cDone {
@@ -88,7 +93,18 @@ func textMailDetect(p *Probe) (v [4]Verdict) {
 		}
 	default:
 		if iw, _ := cutWord(crest); len(cw) > 0 && len(cw) <= 32 && imapCommand(iw) {
-			v[tmIMAP] = Yes
+			// "tag COMMAND" is easy for any text to look like: the server must answer as
+			// IMAP does (untagged "* " data, or the status tagged with the same tag).
+			switch s := p.Server; {
+			case len(s) == 0:
+				v[tmIMAP] = NeedMore
+			case bytes.HasPrefix(s, []byte("* ")) && (imapUntagged(s) || bytes.HasPrefix(s, []byte("* OK"))):
+				v[tmIMAP] = Yes
+			case imapTagged(firstLineOf(s)):
+				if tag, _ := cutWord(s); string(tag) == string(cw) {
+					v[tmIMAP] = Yes // the status of this very command
+				}
+			}
 		}
 	}
 	return v
@@ -131,15 +147,24 @@ func smtpOrFTP(server, s, cw, crest []byte, cDone bool) (smtp, ftp Verdict) {
 			return Yes, No
 		}
 	}
+	// Only 220 (and 421/554 refusals, 120 "later") open an SMTP or FTP session; any other
+	// code alone is any line protocol's status (NNTP greets with 200): the client decides.
+	greeting := len(s) >= 3 && (string(s[:3]) == "220" || string(s[:3]) == "421" || string(s[:3]) == "554" || string(s[:3]) == "120")
 	switch {
 	case len(cw) == 0 || !cDone:
+		if !greeting {
+			return NeedMore, NeedMore
+		}
 		// FTP waits for the client's first command; if none comes, SMTP (far more common
 		// behind a bare "220") is the fallback.
 		return Maybe, NeedMore
 	case smtpOnly(cw, crest):
 		return Yes, No
-	case ftpOnly(cw, crest) || eqWord(cw, "USER", "PASS"):
+	case ftpOnly(cw, crest) || greeting && eqWord(cw, "USER", "PASS"):
 		return No, Yes
+	}
+	if !greeting {
+		return No, No
 	}
 	return Maybe, Maybe
 }
@@ -235,4 +260,24 @@ func clientFirst(p *Probe, v Verdict) Verdict {
 		return No
 	}
 	return v
+}
+
+// firstLineOf is the first line of b without its line ending (all of b without one).
+func firstLineOf(b []byte) []byte {
+	if i := bytes.IndexByte(b, '\n'); i >= 0 {
+		b = b[:i]
+	}
+	return bytes.TrimRight(b, "\r")
+}
+
+// imapTagLike: client tags are generated as a letter prefix and a counter ("a001", "A12"),
+// which sets them apart from a word of any text protocol followed by "OK".
+func imapTagLike(line []byte) bool {
+	tag, _ := cutWord(line)
+	letter, digit := false, false
+	for _, c := range tag {
+		letter = letter || c|0x20 >= 'a' && c|0x20 <= 'z'
+		digit = digit || c >= '0' && c <= '9'
+	}
+	return letter && digit
 }
