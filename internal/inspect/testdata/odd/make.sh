@@ -147,3 +147,31 @@ DATA
 	sleep 0.2
 	su postgres -c "$bin/pg_ctl -D $work/pg -w -m fast stop" >/dev/null
 fi
+
+if want fragments; then
+	# IP fragments need an MTU below the datagram: a veth pair at 1500 into a throwaway netns.
+	ns=mgfrag$$
+	ip netns add $ns
+	trap 'ip link del mgf0 2>/dev/null; ip netns del '$ns' 2>/dev/null; kill $(jobs -p) 2>/dev/null || true; rm -rf "$work"' EXIT
+	ip link add mgf0 type veth peer name mgf1
+	ip link set mgf1 netns $ns
+	ip addr add 10.213.0.1/24 dev mgf0; ip addr add fd77::1/64 dev mgf0 nodad; ip link set mgf0 up mtu 1500
+	ip -n $ns addr add 10.213.0.2/24 dev mgf1; ip -n $ns addr add fd77::2/64 dev mgf1 nodad
+	ip -n $ns link set mgf1 up; ip -n $ns link set lo up
+	fcap() { # fcap FILE FILTER
+		tcpdump -i mgf0 --immediate-mode -U -s 0 -w "$work/f.pcap" "$2" 2>/dev/null &
+		cappid=$!; sleep 1
+	}
+	fstop() { sleep 0.5; kill "$cappid"; wait "$cappid" 2>/dev/null || true; cp "$work/f.pcap" "$1"; }
+	fcap "" 'icmp or icmp6 or (ip[6:2] & 0x3fff != 0) or (ip6 and ip6[6]==44)'
+	ping -c 2 -s 3000 -i 0.2 10.213.0.2 >/dev/null
+	ping -6 -c 2 -s 3000 -i 0.2 fd77::2 >/dev/null
+	fstop "$here/../icmp/ping-s3000-fragmented.pcap"
+	ip netns exec $ns timeout 20 python3 "$here/bigdns_peer.py" 10.213.0.2 1 &
+	ip netns exec $ns timeout 20 python3 "$here/bigdns_peer.py" fd77::2 1 &
+	sleep 0.5
+	fcap "" 'udp or (ip[6:2] & 0x3fff != 0) or (ip6 and ip6[6]==44)'
+	dig +bufsize=4096 +ignore +tries=1 +time=3 @10.213.0.2 big.meshguard.test TXT >/dev/null
+	dig +bufsize=4096 +ignore +tries=1 +time=3 @fd77::2 big.meshguard.test TXT >/dev/null
+	fstop "$here/../dns/dig-edns-fragmented.pcap"
+fi
