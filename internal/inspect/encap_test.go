@@ -144,8 +144,9 @@ func TestEncapsulations(t *testing.T) {
 			res := inspectBytes(t, b)
 			got := l7Lines(t, res)
 			if name == "corrupt frames" {
-				if res.Undecodable < 5 {
-					t.Errorf("undecodable %d, want the 5 bad frames counted", res.Undecodable)
+				if res.Undecodable < 5 || res.Malformed != 3 {
+					t.Errorf("undecodable %d, malformed %d: want the 5 bad frames counted, 3 of them (truncated IPv4, IPv6, TCP) as malformed",
+						res.Undecodable, res.Malformed)
 				}
 				// The short VXLAN-port datagram is a flow of its own (udp, unknown).
 				got = dropLines(got, "10.99.0.1:51000")

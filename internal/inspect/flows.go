@@ -33,7 +33,8 @@ type packetInfo struct {
 type ipResult uint8
 
 const (
-	ipBad      ipResult = iota // not IPv4/IPv6 TCP, UDP or ICMP, or malformed
+	ipBad      ipResult = iota // malformed: truncated or inconsistent headers
+	ipOther                    // a valid IP packet of a protocol we do not follow
 	ipOK                       // p is filled
 	ipFragment                 // a fragment was held for reassembly; nothing to do yet
 	ipTunnel                   // GRE: p.payload is a frame of link type p.inner
@@ -197,7 +198,7 @@ func decodeIP(b []byte, p *packetInfo, d *defragger, ts time.Time, wireLen int) 
 		srcA, dstA = netip.AddrFrom4([4]byte(b[12:16])), netip.AddrFrom4([4]byte(b[16:20]))
 		if ff := binary.BigEndian.Uint16(b[6:]); ff&0x3fff != 0 { // MF or an offset: a fragment
 			if d == nil || ipCut > 0 {
-				return ipBad // a fragment cut by the snaplen can never be completed
+				return ipOther // a fragment cut by the snaplen can never be completed
 			}
 			k := fragKey{src: srcA, dst: dstA, id: uint32(binary.BigEndian.Uint16(b[4:])), proto: proto}
 			full, n, wl, done := d.add(k, int(ff&0x1fff)*8, ff&0x2000 != 0, b[ihl:], ts, wireLen)
@@ -295,13 +296,13 @@ func decodeIP(b []byte, p *packetInfo, d *defragger, ts time.Time, wireLen int) 
 			p.payload, p.inner = inner, lt
 			return ipTunnel
 		}
-		return ipBad
+		return ipOther
 	case 1, 58:
 		p.transport = dpi.ICMP
 		p.src, p.dst = netip.AddrPortFrom(srcA, 0), netip.AddrPortFrom(dstA, 0)
 		p.payload = b
 	default:
-		return ipBad
+		return ipOther
 	}
 	return ipOK
 }
@@ -335,6 +336,9 @@ type table struct {
 	dropped uint64
 	p       packetInfo
 	defrag  *defragger
+	// malformed counts frames whose IP or transport header is truncated or inconsistent:
+	// skipped, the capture goes on.
+	malformed uint64
 }
 
 func newTable(cfg Config) *table {
@@ -361,6 +365,9 @@ func (t *table) frame(lt layers.LinkType, data []byte, wireLen int, ts time.Time
 	*p = packetInfo{}
 	switch decodeIP(ip, p, t.defrag, ts, wireLen) {
 	case ipBad:
+		t.malformed++
+		return false
+	case ipOther:
 		return false
 	case ipFragment:
 		return true

@@ -76,6 +76,7 @@ type Result struct {
 	Packets      uint64 // frames read
 	Undecodable  uint64 // frames that were not IPv4/IPv6 TCP, UDP or ICMP
 	DroppedFlows uint64 // flows past MaxFlows
+	Malformed    uint64 // of Undecodable: IP frames with broken headers, skipped (logged as a warning)
 	// IP fragments seen, datagrams reassembled from them, and datagrams given up on (timed
 	// out, evicted, inconsistent or never completed).
 	Fragments, Reassembled, FragmentsDiscarded uint64
@@ -125,7 +126,11 @@ func (in *Inspector) Read(ctx context.Context, r io.Reader) (*Result, error) {
 			res.Undecodable++
 		}
 	}
-	res.Flows, res.DroppedFlows = t.finish(), t.dropped
+	res.Flows, res.DroppedFlows, res.Malformed = t.finish(), t.dropped, t.malformed
+	if t.malformed > 0 {
+		in.cfg.Log.Warn("skipped malformed packets (truncated or inconsistent IP/TCP/UDP headers)",
+			"count", t.malformed, "packets", res.Packets)
+	}
 	res.Fragments, res.Reassembled = t.defrag.fragments, t.defrag.reassembled
 	res.FragmentsDiscarded = t.defrag.discarded + uint64(len(t.defrag.dgrams))
 	return res, readErr
