@@ -185,14 +185,20 @@ mem_sides() { # mem_sides SETUP FILE FIELD: "client-side server-side" sums
 	echo "$(mem_kb "$2" "$3" $(awk '$1 == "c" { print $2 }' "$WORK/$1.pids")) $(mem_kb "$2" "$3" $(awk '$1 == "s" { print $2 }' "$WORK/$1.pids"))"
 }
 
-load() { # load POD QPS DURATION URL OUT.json
-	if ! "$MG" lab exec "$1" -- "$FORTIO" load -quiet -qps "$2" -uniform -c $CONNS -t "$3" -json "$5" "$4" >"$WORK/fortio.log" 2>&1; then
+load() { # load POD QPS DURATION URL OUT.json; one retry if fortio dies while the lab is still ours
+	local try
+	for try in 1 2; do
+		if "$MG" lab exec "$1" -- "$FORTIO" load -quiet -qps "$2" -uniform -c $CONNS -t "$3" -json "$5" "$4" >"$WORK/fortio.log" 2>&1; then
+			return 0
+		fi
 		cat "$WORK/fortio.log" >&2
 		if [ "$(jq -r .topologyFile /run/meshguard/lab/state.json 2>/dev/null)" != "$WORK/topology.yaml" ] || ! lab_daemon_alive; then
 			echo "bench/mesh.sh: the lab was stopped under us (by a process not holding /run/meshguard/e2e-lab.lock?)" >&2
+			exit 1
 		fi
-		exit 1
-	fi
+		[ $try = 1 ] && echo "bench/mesh.sh: fortio load in $1 failed with the lab still up; retrying once" >&2
+	done
+	exit 1
 }
 
 SETUPS=(direct nginx)
