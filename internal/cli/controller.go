@@ -15,7 +15,13 @@ func newControllerCommand(g *globals) *cobra.Command {
 		Short: "Run the control plane: identity, policy, config distribution, REST API",
 		Long: `Run the meshguard controller. State (store, CA, admin.conf) lives in --data-dir; the
 same CA is used after a restart. Once serving it logs a line containing "ready" and writes
-DATA-DIR/admin.conf, which other verbs read with --config.`,
+DATA-DIR/admin.conf, which other verbs read with --config.
+
+Mesh-wide modes are read at start: changing --mtls-permissive or --egress needs a controller
+restart (sidecars then get the new config pushed). Every namespace is STRICT (plaintext from
+pods without a sidecar is refused) unless listed in --mtls-permissive, where it is accepted and
+reported as unauthenticated. --egress decides whether sidecars let their pods reach
+destinations the registry does not know (allow-any) or refuse them (registry-only).`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			log, err := g.logger()
@@ -43,6 +49,8 @@ DATA-DIR/admin.conf, which other verbs read with --config.`,
 	f.StringVar(&cfg.CACertFile, "ca-cert", "", "bring your own CA: PEM root or intermediate certificate (first start only)")
 	f.StringVar(&cfg.CAKeyFile, "ca-key", "", "bring your own CA: PEM private key of --ca-cert")
 	f.StringVar(&cfg.CABundleFile, "ca-bundle", "", "bring your own CA: PEM roots when --ca-cert is an intermediate")
+	f.StringSliceVar(&cfg.PermissiveNamespaces, "mtls-permissive", nil, "namespaces (NS[,NS...]) that accept plaintext from pods without a sidecar, reported as unauthenticated; restart to change")
+	f.StringVar(&cfg.Egress, "egress", controller.EgressRegistryOnly, "destinations outside the registry: allow-any or registry-only; restart to change")
 	_ = cmd.MarkFlagRequired("data-dir")
 	return cmd
 }

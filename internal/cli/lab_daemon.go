@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strings"
 	"syscall"
 	"time"
 
@@ -71,6 +72,13 @@ func labControllerSpec(g *globals, svidTTL time.Duration) func(s *lab.State) []l
 		var extra []string
 		if svidTTL > 0 {
 			extra = []string{"--svid-ttl", svidTTL.String()}
+		}
+		// The topology's mesh: settings, validated by the parser; the controller checks again.
+		if ns := s.Mesh.PermissiveNamespaces; len(ns) > 0 {
+			extra = append(extra, "--mtls-permissive", strings.Join(ns, ","))
+		}
+		if s.Mesh.Egress != "" {
+			extra = append(extra, "--egress", s.Mesh.Egress)
 		}
 		return []lab.SystemSpec{{
 			Name: "controller",

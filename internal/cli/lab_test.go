@@ -7,6 +7,8 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/meshguard/meshguard/internal/lab"
 )
 
 func labExecute(t *testing.T, args ...string) (int, string) {
@@ -42,5 +44,29 @@ func TestLabUsageErrors(t *testing.T) {
 		if code == 0 || !strings.Contains(out, tc.want) {
 			t.Errorf("%v: exit %d: %s", tc.args, code, out)
 		}
+	}
+}
+
+// The topology's mesh: settings reach the controller the lab starts, as flags it accepts.
+func TestLabControllerGetsMeshSettings(t *testing.T) {
+	st := &lab.State{StateDir: "/run/x", Gateway: "10.244.0.1",
+		Mesh: lab.Mesh{PermissiveNamespaces: []string{"legacy", "old"}, Egress: "allow-any"}}
+	args := labControllerSpec(&globals{logLevel: "info"}, 0)(st)[0].Args
+	joined := strings.Join(args, " ")
+	if !strings.Contains(joined, "--mtls-permissive legacy,old") || !strings.Contains(joined, "--egress allow-any") {
+		t.Fatalf("controller args %q lack the mesh settings", joined)
+	}
+	plain := strings.Join(labControllerSpec(&globals{logLevel: "info"}, 0)(&lab.State{})[0].Args, " ")
+	if strings.Contains(plain, "--egress") || strings.Contains(plain, "--mtls-permissive") {
+		t.Fatalf("defaults must not be passed: %q", plain)
+	}
+	// The controller refuses a bad mode with an error naming the flag, before touching anything.
+	code, out := labExecute(t, "controller", "--data-dir", t.TempDir(), "--egress", "ALLOW_ANY")
+	if code == 0 || !strings.Contains(out, `--egress "ALLOW_ANY": want allow-any or registry-only`) {
+		t.Fatalf("exit %d: %s", code, out)
+	}
+	code, out = labExecute(t, "controller", "--data-dir", t.TempDir(), "--mtls-permissive", "legacy,Bad")
+	if code == 0 || !strings.Contains(out, `--mtls-permissive "Bad"`) {
+		t.Fatalf("exit %d: %s", code, out)
 	}
 }

@@ -13,6 +13,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"regexp"
 	"time"
 
 	"github.com/jonboulle/clockwork"
@@ -23,6 +24,7 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials"
 
+	xdsv1 "github.com/meshguard/meshguard/api/xds/v1"
 	"github.com/meshguard/meshguard/internal/api"
 	"github.com/meshguard/meshguard/internal/events"
 	"github.com/meshguard/meshguard/internal/identity"
@@ -41,6 +43,8 @@ const (
 	DefaultListenIdentity = "127.0.0.1:7444"
 	DefaultTunnelPort     = 15008
 	DefaultEventRetention = 7 * 24 * time.Hour
+	EgressAllowAny        = "allow-any"
+	EgressRegistryOnly    = "registry-only"
 	eventRingSize         = 10000
 	learnDebounce         = 2 * time.Second
 )
@@ -59,8 +63,14 @@ type Config struct {
 	// Bring your own CA: a root or intermediate certificate (PEM) and its key; CABundleFile
 	// holds the roots when CACertFile is an intermediate. Read on first start only.
 	CACertFile, CAKeyFile, CABundleFile string
-	Clock                               clockwork.Clock
-	Log                                 *slog.Logger
+	// PermissiveNamespaces accept plaintext from pods without a sidecar (reported as
+	// unauthenticated) so they can migrate; every other namespace is STRICT.
+	PermissiveNamespaces []string
+	// Egress is what sidecars do with destinations outside the registry: EgressAllowAny or
+	// EgressRegistryOnly (empty means registry-only).
+	Egress string
+	Clock  clockwork.Clock
+	Log    *slog.Logger
 }
 
 func (c Config) validate() error {
@@ -92,6 +102,9 @@ func (c Config) validate() error {
 	}
 	if c.CABundleFile != "" && c.CACertFile == "" {
 		return errors.New("controller: --ca-bundle needs --ca-cert and --ca-key")
+	}
+	if _, _, err := c.meshModes(); err != nil {
+		return err
 	}
 	if c.Clock == nil || c.Log == nil {
 		return errors.New("controller: clock and logger are required")
@@ -252,7 +265,11 @@ func (c *Controller) Run(ctx context.Context) error {
 	} else {
 		log.Warn("connection history not loaded", "err", err)
 	}
-	gen, err := xdsgen.New(xdsgen.Config{Registry: reg, Policy: pol, TunnelPort: uint32(cfg.TunnelPort), TrustDomain: td.Name()})
+	nsMTLS, egress, _ := cfg.meshModes() // validated in New
+	gen, err := xdsgen.New(xdsgen.Config{Registry: reg, Policy: pol, TunnelPort: uint32(cfg.TunnelPort), TrustDomain: td.Name(),
+		NamespaceMTLS: nsMTLS, Egress: egress,
+		// Pods without a sidecar are plaintext endpoints: sidecars call them directly.
+		HasSidecar: func(w registry.Workload) bool { return w.Sidecar }})
 	if err != nil {
 		return err
 	}
@@ -312,6 +329,29 @@ func (c *Controller) Run(ctx context.Context) error {
 	log.Info("controller stopped")
 	return err
 }
+
+// meshModes turns --mtls-permissive and --egress into what the config generator sends.
+func (c Config) meshModes() (map[string]xdsv1.MTLSMode, xdsv1.EgressMode, error) {
+	var ns map[string]xdsv1.MTLSMode
+	for _, n := range c.PermissiveNamespaces {
+		if n == "" || len(n) > 63 || !namespaceRE.MatchString(n) {
+			return nil, 0, fmt.Errorf("controller: --mtls-permissive %q: not a namespace name (lower-case letters, digits and '-', at most 63)", n)
+		}
+		if ns == nil {
+			ns = map[string]xdsv1.MTLSMode{}
+		}
+		ns[n] = xdsv1.MTLSMode_MTLS_MODE_PERMISSIVE
+	}
+	switch c.Egress {
+	case "", EgressRegistryOnly:
+		return ns, xdsv1.EgressMode_EGRESS_MODE_REGISTRY_ONLY, nil
+	case EgressAllowAny:
+		return ns, xdsv1.EgressMode_EGRESS_MODE_ALLOW_ANY, nil
+	}
+	return nil, 0, fmt.Errorf("controller: --egress %q: want %s or %s", c.Egress, EgressAllowAny, EgressRegistryOnly)
+}
+
+var namespaceRE = regexp.MustCompile(`^[a-z0-9]([-a-z0-9]*[a-z0-9])?$`)
 
 // adminToken reuses the token of an existing admin.conf so CLI configs survive restarts.
 func adminToken(path string) (string, error) {

@@ -18,6 +18,7 @@ import (
 
 	"github.com/jonboulle/clockwork"
 
+	xdsv1 "github.com/meshguard/meshguard/api/xds/v1"
 	"github.com/meshguard/meshguard/internal/api"
 )
 
@@ -133,6 +134,9 @@ func TestConfigValidation(t *testing.T) {
 		"ttl too short":    func(c *Config) { c.SVIDTTL = time.Minute },
 		"ttl too long":     func(c *Config) { c.SVIDTTL = 25 * time.Hour },
 		"cert without key": func(c *Config) { c.CACertFile = "x.pem" },
+		"bad egress":       func(c *Config) { c.Egress = "ALLOW_ANY" },
+		"bad namespace":    func(c *Config) { c.PermissiveNamespaces = []string{"Legacy"} },
+		"empty namespace":  func(c *Config) { c.PermissiveNamespaces = []string{""} },
 	} {
 		c := base
 		mut(&c)
@@ -178,4 +182,22 @@ func mustRead(t *testing.T, p string) []byte {
 		t.Fatal(err)
 	}
 	return b
+}
+
+func TestMeshModesFromFlags(t *testing.T) {
+	c := testConfig("/tmp/x", io.Discard)
+	ns, eg, err := c.meshModes()
+	if err != nil || len(ns) != 0 || eg != xdsv1.EgressMode_EGRESS_MODE_REGISTRY_ONLY {
+		t.Fatalf("defaults: %v %v %v (want every namespace STRICT, registry-only)", ns, eg, err)
+	}
+	c.PermissiveNamespaces, c.Egress = []string{"legacy", "old-shop"}, EgressAllowAny
+	ns, eg, err = c.meshModes()
+	if err != nil || eg != xdsv1.EgressMode_EGRESS_MODE_ALLOW_ANY || len(ns) != 2 ||
+		ns["legacy"] != xdsv1.MTLSMode_MTLS_MODE_PERMISSIVE || ns["old-shop"] != xdsv1.MTLSMode_MTLS_MODE_PERMISSIVE {
+		t.Fatalf("got %v %v %v", ns, eg, err)
+	}
+	c.Egress = "everything"
+	if _, err := New(c); err == nil || !strings.Contains(err.Error(), "--egress") {
+		t.Fatalf("bad egress: %v (want an error naming --egress)", err)
+	}
 }

@@ -54,6 +54,8 @@ type State struct {
 	Pods         []PodState      `json:"pods"`
 	Services     []ServiceState  `json:"services"`
 	System       []SystemProcess `json:"system,omitempty"` // controller, later agents: see Launcher
+	// Mesh is the topology's mesh-wide settings, for the controller the daemon starts.
+	Mesh Mesh `json:"mesh,omitempty"`
 }
 
 // Proc is a process the lab started. Start is the start time in clock ticks since boot
@@ -213,6 +215,7 @@ func Plan(t *Topology, dir string, podCIDR, serviceCIDR netip.Prefix) (*State, e
 		ServiceCIDR:  serviceCIDR.Masked().String(),
 		DNS:          netip.AddrPortFrom(gw, 53).String(),
 		NFTTable:     NFTTable,
+		Mesh:         t.Mesh,
 	}
 	for i, p := range t.Pods {
 		ip, err := podIPs.next()

@@ -36,6 +36,17 @@ type Topology struct {
 	File     string
 	Pods     []Pod
 	Services []Service
+	Mesh     Mesh
+}
+
+// Mesh is the topology's optional mesh-wide settings (top-level `mesh:`), passed to the
+// controller the lab starts as --mtls-permissive and --egress.
+type Mesh struct {
+	// PermissiveNamespaces accept plaintext from pods without a sidecar (reported as
+	// unauthenticated); the others are STRICT.
+	PermissiveNamespaces []string `json:"permissiveNamespaces,omitempty"`
+	// Egress is "allow-any" or "registry-only"; empty means registry-only.
+	Egress string `json:"egress,omitempty"`
 }
 
 // Pod is one pod instance after replica expansion.
@@ -343,7 +354,8 @@ func labelValueProblem(v string) string {
 }
 
 var (
-	topKeys     = []string{"pods", "services"}
+	topKeys     = []string{"pods", "services", "mesh"}
+	meshKeys    = []string{"permissiveNamespaces", "egress"}
 	podKeys     = []string{"name", "namespace", "serviceAccount", "labels", "command", "user", "replicas", "sidecar"}
 	serviceKeys = []string{"name", "namespace", "selector", "ports"}
 	portKeys    = []string{"port", "targetPort"}
@@ -378,8 +390,44 @@ func (p *parser) topology(doc *yaml.Node) *Topology {
 			}
 		}
 	}
+	if n, ok := top["mesh"]; ok {
+		t.Mesh = p.mesh(n, "mesh")
+	}
 	p.crossCheck(t)
 	return t
+}
+
+func (p *parser) mesh(n *yaml.Node, field string) Mesh {
+	var m Mesh
+	fields := p.mapping(n, field, meshKeys...)
+	if v, ok := fields["permissiveNamespaces"]; ok {
+		for i, item := range p.sequence(v, field+".permissiveNamespaces") {
+			sub := fmt.Sprintf("%s.permissiveNamespaces[%d]", field, i)
+			ns, ok := p.str(item, sub)
+			if !ok {
+				continue
+			}
+			if msg := nameProblem(ns, 63); msg != "" {
+				p.fail(item, sub, "%s", msg)
+				continue
+			}
+			if contains(m.PermissiveNamespaces, ns) {
+				p.fail(item, sub, "%q listed twice (keep one)", ns)
+				continue
+			}
+			m.PermissiveNamespaces = append(m.PermissiveNamespaces, ns)
+		}
+	}
+	if v, ok := fields["egress"]; ok {
+		if e, ok := p.str(v, field+".egress"); ok {
+			if e != "allow-any" && e != "registry-only" {
+				p.fail(v, field+".egress", "%q is not an egress mode (want allow-any or registry-only)", e)
+			} else {
+				m.Egress = e
+			}
+		}
+	}
+	return m
 }
 
 func (p *parser) pod(n *yaml.Node, field string) []Pod {

@@ -116,6 +116,10 @@ func TestParseTopologyMistakes(t *testing.T) {
 		{"no pods", "services: []\n", []string{"t.yaml:1: pods: missing"}},
 		{"empty file", "", []string{"t.yaml:1: empty topology"}},
 		{"bad yaml", "pods:\n  - name: [\n", []string{"t.yaml:"}},
+		{"bad egress", "pods:\n  - name: a\n    command: [x]\nmesh:\n  egress: ALLOW_ANY\n", []string{"t.yaml:5: mesh.egress: \"ALLOW_ANY\" is not an egress mode (want allow-any or registry-only)"}},
+		{"unknown mesh field", "pods:\n  - name: a\n    command: [x]\nmesh: {mtls: permissive}\n", []string{"t.yaml:4: mesh.mtls: unknown field (known: permissiveNamespaces, egress)"}},
+		{"bad permissive namespace", "pods:\n  - name: a\n    command: [x]\nmesh:\n  permissiveNamespaces: [legacy, Bad_NS]\n", []string{"t.yaml:5: mesh.permissiveNamespaces[1]:"}},
+		{"permissive not a list", "pods:\n  - name: a\n    command: [x]\nmesh:\n  permissiveNamespaces: legacy\n", []string{"t.yaml:5: mesh.permissiveNamespaces: want a list"}},
 		{"two docs", "pods:\n  - name: a\n    command: [x]\n---\npods: []\n", []string{"more than one YAML document"}},
 	}
 	for _, tc := range cases {
@@ -232,5 +236,27 @@ func TestStateRoundTrip(t *testing.T) {
 	}
 	if _, err := ReadState(t.TempDir()); !errors.Is(err, os.ErrNotExist) {
 		t.Fatalf("missing state: %v", err)
+	}
+}
+
+func TestParseTopologyMesh(t *testing.T) {
+	src := goodTopology + "mesh:\n  permissiveNamespaces: [legacy, shop]\n  egress: allow-any\n"
+	topo, err := ParseTopology("shop.yaml", []byte(src), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if m := topo.Mesh; len(m.PermissiveNamespaces) != 2 || m.PermissiveNamespaces[0] != "legacy" || m.Egress != "allow-any" {
+		t.Fatalf("mesh: %+v", m)
+	}
+	st, err := Plan(topo, t.TempDir(), DefaultPodCIDR, DefaultServiceCIDR)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st.Mesh.Egress != "allow-any" || len(st.Mesh.PermissiveNamespaces) != 2 {
+		t.Fatalf("the plan lost the mesh settings the daemon passes to the controller: %+v", st.Mesh)
+	}
+	plain, err := ParseTopology("shop.yaml", []byte(goodTopology), nil)
+	if err != nil || plain.Mesh.Egress != "" || plain.Mesh.PermissiveNamespaces != nil {
+		t.Fatalf("without mesh: %+v %v (want defaults)", plain.Mesh, err)
 	}
 }

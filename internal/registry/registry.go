@@ -31,6 +31,9 @@ type Workload struct {
 	SPIFFEID       string            `json:"spiffeId"`
 	Labels         map[string]string `json:"labels,omitempty"` // read-only once stored
 	Node           string            `json:"node,omitempty"`
+	// Sidecar says the workload runs a meshguard sidecar: peers reach it through the mTLS
+	// tunnel; without one it is a plaintext endpoint that sidecars call directly.
+	Sidecar bool `json:"sidecar"`
 }
 
 // Key is "namespace/name".

@@ -117,7 +117,7 @@ func sync(sink registry.Sink, oldW, newW map[string]registry.Workload, oldS, new
 }
 
 func sameWorkload(a, b registry.Workload) bool {
-	return a.IP == b.IP && a.ServiceAccount == b.ServiceAccount && a.Node == b.Node && maps.Equal(a.Labels, b.Labels)
+	return a.IP == b.IP && a.ServiceAccount == b.ServiceAccount && a.Node == b.Node && a.Sidecar == b.Sidecar && maps.Equal(a.Labels, b.Labels)
 }
 
 func sameService(a, b registry.Service) bool {
@@ -138,7 +138,7 @@ func Convert(st *lab.State, node string) (map[string]registry.Workload, map[stri
 			sa = "default"
 		}
 		wl[p.Key()] = registry.Workload{Namespace: p.Namespace, Name: p.Name, IP: ip, ServiceAccount: sa,
-			Labels: maps.Clone(p.Labels), Node: node}
+			Labels: maps.Clone(p.Labels), Node: node, Sidecar: p.Sidecar}
 	}
 	svcs := map[string]registry.Service{}
 	for _, s := range st.Services {

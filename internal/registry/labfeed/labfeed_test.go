@@ -95,3 +95,17 @@ func TestFeederFollowsTheStateFile(t *testing.T) {
 	}
 	wait(func() bool { return len(reg.Workloads()) == 0 && len(reg.Services()) == 0 }, "an empty registry")
 }
+
+// Whether a pod runs a sidecar decides how peers reach it (tunnel or plaintext), so it must
+// reach the registry, and a change of it alone must be re-registered.
+func TestConvertCarriesSidecar(t *testing.T) {
+	meshed, bare := pod("web-0", "web", "10.244.0.2"), pod("legacy-0", "legacy", "10.244.0.3")
+	meshed.Sidecar = true
+	wl, _ := Convert(&lab.State{Pods: []lab.PodState{meshed, bare}}, "n1")
+	if !wl["shop/web-0"].Sidecar || wl["shop/legacy-0"].Sidecar {
+		t.Fatalf("sidecar flags lost: %+v", wl)
+	}
+	if sameWorkload(wl["shop/web-0"], registry.Workload{IP: wl["shop/web-0"].IP, ServiceAccount: "web", Node: "n1", Labels: map[string]string{"app": "web"}}) {
+		t.Fatal("a workload losing its sidecar compares equal, so the registry would keep tunnelling to it")
+	}
+}
