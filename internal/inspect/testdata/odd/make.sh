@@ -175,3 +175,19 @@ if want fragments; then
 	dig +bufsize=4096 +ignore +tries=1 +time=3 @fd77::2 big.meshguard.test TXT >/dev/null
 	fstop "$here/../dns/dig-edns-fragmented.pcap"
 fi
+
+if want connect; then
+	# curl through an HTTP CONNECT proxy to a TLS server: the proxy flow is http (CONNECT, 200,
+	# then an opaque tunnel), the proxy-to-server flow is tls.
+	openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -keyout "$work/key.pem" \
+		-out "$work/cert.pem" -days 2 -subj /CN=odd.test 2>/dev/null
+	openssl s_server -accept $A:14434 -cert "$work/cert.pem" -key "$work/key.pem" -www -quiet >/dev/null 2>&1 &
+	spid=$!
+	python3 "$here/connect_proxy.py" $A 13128 1 &
+	ppid=$!
+	sleep 0.5
+	cap connect-proxy-13128 "host $A and (tcp port 13128 or tcp port 14434)"
+	curl -sk -o /dev/null --proxy http://$A:13128 https://$A:14434/ || true
+	stopcap connect-proxy-13128
+	kill $spid $ppid 2>/dev/null || true
+fi
