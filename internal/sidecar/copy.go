@@ -33,8 +33,9 @@ func closeWrite(w io.Writer) {
 // copyHalf copies src to dst until EOF, flushing dst after each write when it can (HTTP/2
 // response writers buffer), then half-closes dst. It returns the bytes copied and the first
 // error other than EOF. observe, if set, sees each chunk first; its error stops the copy
-// (without half-closing dst) and comes back as a *denyError.
-func (bp *bufPool) copyHalf(dst io.Writer, src io.Reader, observe func([]byte) error) (int64, error) {
+// (without half-closing dst) and comes back as a *denyError, except a *Drop when back (the
+// writer to src's peer) is set: then the chunk is skipped and the drop's reply written back.
+func (bp *bufPool) copyHalf(dst io.Writer, src io.Reader, observe func([]byte) error, back io.Writer) (int64, error) {
 	b := bp.get()
 	defer bp.put(b)
 	buf := *b
@@ -43,18 +44,31 @@ func (bp *bufPool) copyHalf(dst io.Writer, src io.Reader, observe func([]byte) e
 	for {
 		nr, rerr := src.Read(buf)
 		if nr > 0 {
+			forward := true
 			if observe != nil {
 				if err := observe(buf[:nr]); err != nil {
-					return n, &denyError{err: err}
+					var d *Drop
+					if back == nil || !errors.As(err, &d) {
+						return n, &denyError{err: err}
+					}
+					if _, werr := back.Write(d.Reply); werr != nil {
+						return n, werr
+					}
+					if f, ok := back.(http.Flusher); ok {
+						f.Flush()
+					}
+					forward = false
 				}
 			}
-			nw, werr := dst.Write(buf[:nr])
-			n += int64(nw)
-			if werr != nil {
-				return n, werr
-			}
-			if fl != nil {
-				fl.Flush()
+			if forward {
+				nw, werr := dst.Write(buf[:nr])
+				n += int64(nw)
+				if werr != nil {
+					return n, werr
+				}
+				if fl != nil {
+					fl.Flush()
+				}
 			}
 		}
 		if rerr != nil {

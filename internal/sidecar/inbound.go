@@ -323,6 +323,7 @@ func (p *InboundProxy) serveStream(w http.ResponseWriter, r *http.Request) {
 		rep.Reason = reason
 		if err != nil {
 			rep.Err = err.Error()
+			rep.noteDenial(err)
 		}
 		rep.Duration = p.cfg.Clock.Since(start)
 		p.report(rep)
@@ -367,15 +368,16 @@ func (p *InboundProxy) serveStream(w http.ResponseWriter, r *http.Request) {
 	}
 	obs := p.observer(r.Context(), info)
 	fromClient, fromServer := observers(obs)
+	toClient := &lockedWriter{w: w} // the download and refusals of single requests share it
 	up := make(chan copyResult, 1)
 	go func() {
-		n, err := p.bufs.copyHalf(app, r.Body, fromClient)
+		n, err := p.bufs.copyHalf(app, r.Body, fromClient, toClient)
 		if err != nil {
 			app.Close() // client reset or denied: end the download too
 		}
 		up <- copyResult{n, err}
 	}()
-	down, derr := p.bufs.copyHalf(flushWriter{w}, app, fromServer)
+	down, derr := p.bufs.copyHalf(toClient, app, fromServer, nil)
 	// The app finished sending: end the HTTP/2 stream now (a server cannot half-close a
 	// stream, and waiting for the client could wait forever on protocols where the server
 	// closes first). Closing the body and the app connection unblocks the upload copy.
@@ -398,8 +400,8 @@ func (p *InboundProxy) serveStream(w http.ResponseWriter, r *http.Request) {
 	}
 	if d, ok := denial(u.err); ok {
 		if reply := d.reply(); reply != nil {
-			_, _ = w.Write(reply)
-			_ = http.NewResponseController(w).Flush()
+			_, _ = toClient.Write(reply)
+			toClient.Flush()
 		}
 		finish(ReasonDenied, d)
 		return
@@ -423,12 +425,25 @@ type copyResult struct {
 	err error
 }
 
-// flushWriter hides everything but Write and Flush, so copyHalf flushes each chunk to the peer
-// and does not try to half-close the response writer.
-type flushWriter struct{ w http.ResponseWriter }
+// lockedWriter hides everything but Write and Flush, so copyHalf flushes each chunk to the
+// peer and does not try to half-close the response writer; the lock lets the upload copy
+// answer a refused request while the download copy writes.
+type lockedWriter struct {
+	mu sync.Mutex
+	w  http.ResponseWriter
+}
 
-func (f flushWriter) Write(b []byte) (int, error) { return f.w.Write(b) }
-func (f flushWriter) Flush()                      { f.w.(http.Flusher).Flush() }
+func (f *lockedWriter) Write(b []byte) (int, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.w.Write(b)
+}
+
+func (f *lockedWriter) Flush() {
+	f.mu.Lock()
+	f.w.(http.Flusher).Flush()
+	f.mu.Unlock()
+}
 
 func (p *InboundProxy) servePlain(base context.Context, c net.Conn) {
 	start := p.cfg.Clock.Now()
@@ -439,6 +454,7 @@ func (p *InboundProxy) servePlain(base context.Context, c net.Conn) {
 		rep.Reason = reason
 		if err != nil {
 			rep.Err = err.Error()
+			rep.noteDenial(err)
 		}
 		rep.Duration = p.cfg.Clock.Since(start)
 		p.report(rep)
@@ -496,13 +512,13 @@ func (bp *bufPool) pipe(a, b net.Conn, obs StreamObserver, aToB, bToA *int64) (C
 	wg.Add(1)
 	go func() {
 		defer wg.Done()
-		*aToB, errUp = bp.copyHalf(b, a, fromClient)
+		*aToB, errUp = bp.copyHalf(b, a, fromClient, a) // net.Conn writes are goroutine-safe
 		if errUp != nil {
 			b.Close() // ends the download; a stays open for a denial's reply
 		}
 	}()
 	var errDown error
-	*bToA, errDown = bp.copyHalf(a, b, fromServer)
+	*bToA, errDown = bp.copyHalf(a, b, fromServer, nil)
 	if errDown != nil {
 		a.Close() // unblocks the upload
 	}
@@ -513,6 +529,8 @@ func (bp *bufPool) pipe(a, b net.Conn, obs StreamObserver, aToB, bToA *int64) (C
 	if d, ok := denial(errUp); ok {
 		if reply := d.reply(); reply != nil {
 			_, _ = a.Write(reply)
+		} else if tc, ok := a.(*net.TCPConn); ok {
+			_ = tc.SetLinger(0) // no native refusal: reset, like a closed port
 		}
 	}
 	a.Close()

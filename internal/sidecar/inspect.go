@@ -11,7 +11,9 @@ type StreamObserver interface {
 	// FromClient and FromServer get each chunk before it is forwarded and must not keep p.
 	// A non-nil error cuts the stream, which is reported as denied with the error's text; if
 	// the error has a `Reply() []byte` method (say an HTTP 403 naming the rule), those bytes
-	// go to the client before the cut.
+	// go to the client before the cut. FromClient may instead return a *Drop: the chunk is
+	// not forwarded, its reply goes to the client and the stream carries on (a refused Redis
+	// command while the connection keeps working).
 	FromClient(p []byte) error
 	FromServer(p []byte) error
 	// Close is called once, after the stream ended.
@@ -23,6 +25,15 @@ type Inspector func(ctx context.Context, s StreamInfo) StreamObserver
 
 // Replier is an observer's denial that answers the client in its own protocol.
 type Replier interface{ Reply() []byte }
+
+// Drop is an observer's refusal of the requests in one client chunk that leaves the stream
+// open: the chunk is dropped and Reply is sent to the client instead.
+type Drop struct {
+	Reply  []byte
+	Reason string
+}
+
+func (d *Drop) Error() string { return "request refused: " + d.Reason }
 
 // denyError marks an observer's verdict, so it is told apart from I/O errors.
 type denyError struct{ err error }

@@ -188,13 +188,13 @@ func (p *OutboundProxy) serve(base context.Context, c net.Conn) {
 		var up, down error
 		done := make(chan struct{})
 		go func() {
-			rep.BytesSent, up = p.bufs.copyHalf(s, c, fromClient)
+			rep.BytesSent, up = p.bufs.copyHalf(s, c, fromClient, nil)
 			if up != nil {
 				s.Close() // app reset or denied: end the download; c stays open for a reply
 			}
 			close(done)
 		}()
-		rep.BytesReceived, down = p.bufs.copyHalf(c, s, fromServer)
+		rep.BytesReceived, down = p.bufs.copyHalf(c, s, fromServer, nil)
 		if down != nil {
 			s.Close() // the tunnel failed or the answer was denied: stop the upload too
 			if isDenied(down) {

@@ -2,8 +2,10 @@ package sidecar
 
 import (
 	"context"
+	"errors"
 	"net"
 	"net/netip"
+	"strconv"
 	"time"
 
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
@@ -57,6 +59,21 @@ type ConnReport struct {
 	// (DPI): the detected application protocol and a bounded L7 summary.
 	AppProtocol string
 	L7          map[string]string
+	// Policy outcome, filled where the policy decided (admission, the enforcing observer):
+	// Verdict "allow" or "deny" ("" when nothing decided), the deciding rule, the decision's
+	// explanation, and how many single requests were refused on an otherwise allowed stream.
+	Verdict        string
+	RuleID         string
+	Decision       string
+	DeniedRequests int
+}
+
+// noteDenial records the policy decision carried by a refusal error, if it carries one.
+func (r *ConnReport) noteDenial(err error) {
+	var pd *policyDenial
+	if errors.As(err, &pd) {
+		r.Verdict, r.RuleID, r.Decision = "deny", pd.d.RuleID, pd.d.String()
+	}
 }
 
 // DialFunc opens a TCP connection; the proxies take one so a process outside the pod's
@@ -81,6 +98,21 @@ func (r ConnReport) Proto() *xdsv1.ConnectionReport {
 		Error:         r.Err,
 		AppProtocol:   r.AppProtocol,
 		L7:            r.L7,
+		Verdict:       r.Verdict,
+		RuleId:        r.RuleID,
+	}
+	if r.Decision != "" || r.DeniedRequests > 0 {
+		l7 := make(map[string]string, len(r.L7)+2)
+		for k, v := range r.L7 {
+			l7[k] = v
+		}
+		if r.Decision != "" {
+			l7["reason"] = r.Decision
+		}
+		if r.DeniedRequests > 0 {
+			l7["denied_requests"] = strconv.Itoa(r.DeniedRequests)
+		}
+		p.L7 = l7
 	}
 	if !r.Source.IsZero() {
 		p.SourceSpiffeId = r.Source.String()

@@ -351,7 +351,7 @@ func (r *Runtime) Run(ctx context.Context) error {
 	r.mu.Lock()
 	in, err := NewInbound(InboundConfig{Creds: creds, Clock: cfg.Clock, Log: log.With("component", "inbound"),
 		TunnelListener: tunLn, PlainListener: plainLn, OriginalDst: intercept.OriginalDst,
-		Mode: InboundMode(r.index.Load()), Admit: policyAdmitter(&r.pview, r.index.Load), Inspect: inspect, Report: report, DrainTimeout: cfg.DrainTimeout})
+		Mode: InboundMode(r.index.Load()), Admit: policyAdmitter(&r.pview, r.index.Load), Inspect: EnforcingInspector(eng, &r.pview, r.index.Load), Report: report, DrainTimeout: cfg.DrainTimeout})
 	if err == nil {
 		r.in = in
 	}

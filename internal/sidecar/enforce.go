@@ -1,0 +1,292 @@
+package sidecar
+
+import (
+	"bytes"
+	"context"
+	"encoding/binary"
+	"strconv"
+	"strings"
+	"sync/atomic"
+
+	"github.com/meshguard/meshguard/internal/dpi"
+	"github.com/meshguard/meshguard/internal/policy"
+	"github.com/meshguard/meshguard/internal/xds"
+)
+
+// EnforcingInspector is DPIInspector plus the policy for inbound streams: once DPI has named
+// the application it decides the connection again with it, then decides every request
+// (HTTP request, gRPC call, Redis command, SQL query, DNS query). A refusal answers in the
+// protocol where it can (HTTP 403, Redis and SQL error replies) and cuts the stream; a refused
+// Redis command that came alone in its chunk is dropped and the connection carries on.
+// Without a policy in the snapshot it only inspects.
+func EnforcingInspector(eng *dpi.Engine, view *atomic.Pointer[policyView], index func() *xds.Index) Inspector {
+	plain := DPIInspector(eng)
+	return func(ctx context.Context, s StreamInfo) StreamObserver {
+		v := view.Load()
+		if v == nil {
+			return plain(ctx, s)
+		}
+		port := s.DestPort
+		if port == 0 {
+			port = s.Dest.Port()
+		}
+		o := &enforcer{pol: v.pol}
+		// Group IDs are resolved once per connection; Decide then allocates nothing.
+		o.in = policy.Input{SrcGroups: sourceGroups(v, index, s), DstGroups: v.self, Port: port, Transport: dpi.TCP}
+		o.l4 = o.pol.Decide(&o.in)
+		o.fl = eng.NewFlow(dpi.FlowInfo{Transport: dpi.TCP, ServerPort: port}, o.onMessage)
+		return o
+	}
+}
+
+// enforcer is the per-stream observer; its fields are guarded by the embedded mutex (the
+// flow calls onMessage from inside Feed, with the mutex held).
+type enforcer struct {
+	dpiObserver
+	pol *policy.Policy
+	in  policy.Input
+	l4  policy.Decision // the port-level decision, standing until the application is known
+
+	decided bool            // conn holds the decision with the application
+	conn    policy.Decision // connection-level decision with the application
+	app     string
+
+	reqs, refused int             // requests and refusals in the chunk being fed
+	first         policy.Decision // first refusal of the chunk
+	denied        int             // refused requests so far
+	lastDenial    policy.Decision
+	violation     bool // a request passed as a violation (monitor mode)
+	learn         bool
+	cut           *policyDenial // the stream was cut by the policy
+}
+
+func (o *enforcer) decideConn() {
+	o.decided = true
+	o.app = o.fl.Protocol()
+	o.in.App = o.app
+	if o.app == dpi.Unknown {
+		o.in.App = ""
+	}
+	o.conn = o.pol.Decide(&o.in)
+}
+
+func (o *enforcer) onMessage(m *dpi.Message) {
+	if m.Dir != dpi.ClientToServer {
+		return
+	}
+	if !o.decided {
+		o.decideConn()
+	}
+	o.in.L7 = m
+	d := o.pol.Decide(&o.in)
+	o.in.L7 = nil
+	o.reqs++
+	if d.Verdict == policy.Deny {
+		if o.refused == 0 {
+			o.first = d
+		}
+		o.refused++
+		return
+	}
+	o.violation = o.violation || d.Violation
+	o.learn = o.learn || d.Learn
+}
+
+func (o *enforcer) FromClient(p []byte) error {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	o.reqs, o.refused = 0, 0
+	o.fl.Feed(dpi.ClientToServer, p) // no budget: every request is decided
+	o.fed[dpi.ClientToServer] += len(p)
+	if err := o.connVerdict(); err != nil {
+		return err
+	}
+	if o.refused == 0 {
+		return nil
+	}
+	o.denied += o.refused
+	o.lastDenial = o.first
+	if o.app == "redis" && o.refused == o.reqs && wholeRESP(p) == o.reqs {
+		one := redisError(o.first)
+		reply := make([]byte, 0, len(one)*o.refused)
+		for range o.refused {
+			reply = append(reply, one...)
+		}
+		return &Drop{Reply: reply, Reason: o.first.String()}
+	}
+	o.cut = &policyDenial{d: o.first, reply: nativeRefusal(o.app, o.first)}
+	return o.cut
+}
+
+func (o *enforcer) FromServer(p []byte) error {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	if o.decided && o.app != "" && !l7Decided(o.app) && o.fed[dpi.ServerToClient] >= dpiBudget {
+		return nil // nothing left to decide: bulk downloads cost nothing
+	}
+	o.fl.Feed(dpi.ServerToClient, p)
+	o.fed[dpi.ServerToClient] += len(p)
+	return o.connVerdict()
+}
+
+// connVerdict applies the connection-level decision: the port-level one until DPI has named
+// the application (fail closed), then the one with the application.
+func (o *enforcer) connVerdict() error {
+	if o.cut != nil {
+		return o.cut
+	}
+	if !o.decided {
+		if !o.fl.Detected() {
+			if o.l4.Verdict == policy.Deny {
+				o.cut = &policyDenial{d: o.l4}
+				return o.cut
+			}
+			return nil
+		}
+		o.decideConn()
+	}
+	if o.conn.Verdict == policy.Deny {
+		o.cut = &policyDenial{d: o.conn, reply: nativeRefusal(o.app, o.conn)}
+		return o.cut
+	}
+	return nil
+}
+
+// l7Decided says whether the policy has request rules for the application.
+func l7Decided(app string) bool {
+	switch app {
+	case "http", "http2", "grpc", "redis", "dns", "postgres", "postgresql", "mysql", "mariadb":
+		return true
+	}
+	return false
+}
+
+// Annotate implements Annotator: the DPI summary plus the policy outcome.
+func (o *enforcer) Annotate(r *ConnReport) {
+	o.dpiObserver.Annotate(r)
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	d := o.l4
+	if o.decided {
+		d = o.conn
+	}
+	switch {
+	case o.cut != nil:
+		d = o.cut.d
+	case o.denied > 0:
+		d = o.lastDenial
+	}
+	r.Verdict, r.RuleID, r.Decision, r.DeniedRequests = "allow", d.RuleID, d.String(), o.denied
+	if d.Verdict == policy.Deny {
+		r.Verdict = "deny"
+	}
+	if o.violation || o.learn {
+		if r.L7 == nil {
+			r.L7 = map[string]string{}
+		}
+		if o.violation {
+			r.L7["violation"] = "true"
+		}
+		if o.learn {
+			r.L7["learn"] = "true"
+		}
+	}
+}
+
+// refusalText is what a native refusal says: the rule or the reason, on one line.
+func refusalText(d policy.Decision) string {
+	return "denied by meshguard: " + strings.Map(func(r rune) rune {
+		if r < ' ' || r == 0x7f {
+			return ' '
+		}
+		return r
+	}, d.String())
+}
+
+func redisError(d policy.Decision) []byte { return []byte("-ERR " + refusalText(d) + "\r\n") }
+
+// nativeRefusal is the application's own way to say no; nil (just cut) where there is none
+// that fits a stream mid-way (gRPC and HTTP/2 get the stream reset).
+func nativeRefusal(app string, d policy.Decision) []byte {
+	msg := refusalText(d)
+	switch app {
+	case "http":
+		body := msg + "\n"
+		return []byte("HTTP/1.1 403 Forbidden\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: " +
+			strconv.Itoa(len(body)) + "\r\nConnection: close\r\n\r\n" + body)
+	case "redis":
+		return redisError(d)
+	case "postgres", "postgresql":
+		// ErrorResponse: severity, SQLSTATE 42501 insufficient_privilege, message.
+		var f []byte
+		for _, kv := range [][2]string{{"S", "ERROR"}, {"V", "ERROR"}, {"C", "42501"}, {"M", msg}} {
+			f = append(append(append(f, kv[0]...), kv[1]...), 0)
+		}
+		f = append(f, 0)
+		out := []byte{'E', 0, 0, 0, 0}
+		binary.BigEndian.PutUint32(out[1:], uint32(len(f)+4))
+		return append(out, f...)
+	case "mysql", "mariadb":
+		// ERR packet answering a command (sequence 1): 1142 ER_TABLEACCESS_DENIED_ERROR, 42000.
+		pl := append([]byte{0xff, 0x76, 0x04, '#'}, "42000"+msg...)
+		if len(pl) > 0xffffff {
+			pl = pl[:0xffffff]
+		}
+		return append([]byte{byte(len(pl)), byte(len(pl) >> 8), byte(len(pl) >> 16), 1}, pl...)
+	}
+	return nil
+}
+
+// wholeRESP counts the Redis commands in p when p is nothing but whole commands (RESP arrays
+// of bulk strings, or inline commands), else -1: only then can refused ones be dropped
+// without desynchronising the stream.
+func wholeRESP(p []byte) int {
+	n := 0
+	for len(p) > 0 {
+		if p[0] != '*' {
+			i := bytes.IndexByte(p, '\n')
+			if i < 0 {
+				return -1
+			}
+			p, n = p[i+1:], n+1
+			continue
+		}
+		cnt, rest, ok := respLen(p[1:])
+		if !ok || cnt < 0 {
+			return -1
+		}
+		p = rest
+		for range cnt {
+			if len(p) == 0 || p[0] != '$' {
+				return -1
+			}
+			l, rest, ok := respLen(p[1:])
+			if !ok || l < 0 || int64(len(rest)) < l+2 || rest[l] != '\r' || rest[l+1] != '\n' {
+				return -1
+			}
+			p = rest[l+2:]
+		}
+		n++
+	}
+	return n
+}
+
+// respLen reads a decimal length ending in CRLF.
+func respLen(p []byte) (int64, []byte, bool) {
+	var v int64
+	for i := 0; i < len(p) && i < 12; i++ {
+		switch c := p[i]; {
+		case c >= '0' && c <= '9':
+			v = v*10 + int64(c-'0')
+		case c == '-' && i == 0:
+		case c == '\r' && i > 0 && i+1 < len(p) && p[i+1] == '\n':
+			if p[0] == '-' {
+				return -1, p[i+2:], true
+			}
+			return v, p[i+2:], true
+		default:
+			return 0, nil, false
+		}
+	}
+	return 0, nil, false
+}
