@@ -207,3 +207,41 @@ func TestFragmentBounds(t *testing.T) {
 }
 
 func netipAddr(ip net.IP) (netip.Addr, bool) { return netip.AddrFromSlice(ip.To4()) }
+
+// FuzzDefrag feeds arbitrary fragment sequences (offsets, MF flags, sizes, ids, times): no
+// panic, the bounds hold, and a completed datagram is as long as its last fragment (MF clear) says.
+func FuzzDefrag(f *testing.F) {
+	f.Add([]byte{0, 0, 1, 0, 8, 0, 1, 0, 0, 0, 16, 0})
+	f.Add([]byte{1, 1, 0, 200, 0, 1, 0, 0, 0, 0, 1, 5})
+	f.Fuzz(func(t *testing.T, ops []byte) {
+		d := newDefragger()
+		src, _ := netip.ParseAddr("10.0.0.1")
+		ends := map[uint32]int{} // id -> end of the last fragment given
+		for len(ops) >= 6 {
+			k := fragKey{src: src, id: uint32(ops[0] % 4), proto: 17}
+			off := int(ops[1])<<8 | int(ops[2])
+			more := ops[3]&1 != 0
+			n := int(ops[4]) * 8
+			ts := time.Unix(int64(ops[5]), 0)
+			ops = ops[6:]
+			if !more {
+				ends[k.id] = off + n
+			}
+			payload, frames, _, ok := d.add(k, off, more, make([]byte, n), ts, n+34)
+			if ok {
+				if len(payload) != ends[k.id] || frames == 0 {
+					t.Fatalf("completed datagram of %d bytes (%d frames), last fragment ends at %d", len(payload), frames, ends[k.id])
+				}
+				delete(ends, k.id)
+			}
+			if len(d.dgrams) > maxFragDatagrams {
+				t.Fatalf("%d datagrams held", len(d.dgrams))
+			}
+			for _, g := range d.dgrams {
+				if len(g.pieces) > maxFragsPerDgram {
+					t.Fatalf("%d pieces held", len(g.pieces))
+				}
+			}
+		}
+	})
+}
