@@ -191,3 +191,27 @@ if want connect; then
 	stopcap connect-proxy-13128
 	kill $spid $ppid 2>/dev/null || true
 fi
+
+if want ssh; then
+	# scp of 48 KB, and an ssh session picked up after its key exchange (only encrypted
+	# packets: must come out unknown, not as anything else).
+	mkdir -p /run/sshd
+	ssh-keygen -q -t ed25519 -f "$work/hk" -N ''
+	ssh-keygen -q -t ed25519 -f "$work/ck" -N ''
+	cp "$work/ck.pub" "$work/ak"
+	/usr/sbin/sshd -D -p 12222 -o ListenAddress=$A -h "$work/hk" -o AuthorizedKeysFile="$work/ak" \
+		-o PermitRootLogin=prohibit-password -o StrictModes=no -o UsePAM=no -o PidFile=none &
+	sshpid=$!
+	sleep 0.5
+	sshopt=(-i "$work/ck" -o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null -o BatchMode=yes)
+	head -c 49152 /dev/urandom >"$work/blob"
+	cap scp-12222 "host $A and tcp port 12222"
+	scp -q "${sshopt[@]}" -P 12222 "$work/blob" root@$A:/dev/null
+	stopcap scp-12222
+	ssh "${sshopt[@]}" -p 12222 root@$A 'sleep 1.5; head -c 16384 /dev/zero; sleep 0.2' >/dev/null &
+	sleep 1
+	cap ssh-midstream-12222 "host $A and tcp port 12222"
+	wait %ssh 2>/dev/null || true
+	stopcap ssh-midstream-12222
+	kill $sshpid
+fi
