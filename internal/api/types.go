@@ -154,6 +154,11 @@ type Connection struct {
 	Bytes       uint64    `json:"bytes"`
 	LastSeen    time.Time `json:"lastSeen"`
 	System      bool      `json:"system,omitempty"` // mesh system traffic (controller, DNS)
+	// Authenticated: the source proved a SPIFFE identity over mTLS. False for plaintext a
+	// PERMISSIVE namespace accepted (or STRICT refused) and for calls to unmeshed pods.
+	Authenticated bool `json:"authenticated"`
+	// Mismatch: DPI found a protocol on a port registered to another (e.g. SSH on 443).
+	Mismatch bool `json:"mismatch,omitempty"`
 }
 
 // ConnectionSource lists aggregated connections, newest activity last.

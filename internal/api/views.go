@@ -44,6 +44,10 @@ type GraphEdge struct {
 	Denied  uint64   `json:"denied"`
 	System  bool     `json:"system,omitempty"`
 	Verdict string   `json:"verdict"` // allow, deny, or mixed
+	// Mismatch: some connection carried a protocol on a port registered to another.
+	Mismatch bool `json:"mismatch,omitempty"`
+	// Unauthenticated counts connections without a verified source identity (plaintext).
+	Unauthenticated uint64 `json:"unauthenticated,omitempty"`
 }
 
 func (s *Server) registryRoutes() {
@@ -140,6 +144,10 @@ func BuildGraph(conns []Connection, includeSystem bool) Graph {
 		e.Count += c.Count
 		if c.Verdict == "deny" {
 			e.Denied += c.Count
+		}
+		e.Mismatch = e.Mismatch || c.Mismatch
+		if !c.Authenticated {
+			e.Unauthenticated += c.Count
 		}
 	}
 	for id, grp := range nodes {

@@ -24,10 +24,17 @@ func getConnections(ctx context.Context, c *apiClient, w io.Writer, o *getOption
 		return err
 	}
 	return printOut(w, o.output, out, func(tw *tabwriter.Writer) {
-		fmt.Fprintln(tw, "SOURCE\tDESTINATION\tPORT\tAPP\tVERDICT\tRULE\tCOUNT\tLAST-SEEN")
+		fmt.Fprintln(tw, "SOURCE\tDESTINATION\tPORT\tAPP\tVERDICT\tRULE\tMTLS\tFLAGS\tCOUNT\tLAST-SEEN")
 		for _, x := range out {
-			fmt.Fprintf(tw, "%s\t%s\t%s/%d\t%s\t%s\t%s\t%d\t%s\n", x.Source, x.Destination, x.Transport, x.Port, dash(x.App),
-				x.Verdict, dash(x.RuleID), x.Count, x.LastSeen.Local().Format(time.DateTime))
+			mtls, flags := "yes", "-"
+			if !x.Authenticated {
+				mtls = "no"
+			}
+			if x.Mismatch {
+				flags = "mismatch"
+			}
+			fmt.Fprintf(tw, "%s\t%s\t%s/%d\t%s\t%s\t%s\t%s\t%s\t%d\t%s\n", x.Source, x.Destination, x.Transport, x.Port, dash(x.App),
+				x.Verdict, dash(x.RuleID), mtls, flags, x.Count, x.LastSeen.Local().Format(time.DateTime))
 		}
 	})
 }

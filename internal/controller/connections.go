@@ -19,6 +19,7 @@ import (
 	"github.com/meshguard/meshguard/internal/learn"
 	"github.com/meshguard/meshguard/internal/policy"
 	"github.com/meshguard/meshguard/internal/registry"
+	"github.com/meshguard/meshguard/internal/threat"
 	"github.com/meshguard/meshguard/internal/xds"
 
 	xdsv1 "github.com/meshguard/meshguard/api/xds/v1"
@@ -71,11 +72,12 @@ type Connections struct {
 }
 
 type flowKey struct {
-	src, dst  string
-	port      uint16
-	transport dpi.Transport
-	app       string
-	verdict   string
+	src, dst      string
+	port          uint16
+	transport     dpi.Transport
+	app           string
+	verdict       string
+	authenticated bool
 }
 
 type flowEntry struct {
@@ -184,12 +186,12 @@ func (c *Connections) handle(ctx context.Context, from xds.Node, pol *policy.Pol
 	in := pol.Input(&flow)
 	d := pol.Decide(&in)
 
-	verdict, rule := r.GetVerdict(), r.GetRuleId()
-	// No verdict means the sidecar made no decision: the connection went through. The
-	// controller's decision still says whether it was a violation (and what protect would do).
-	unenforced := verdict == ""
-	if unenforced {
-		verdict, rule = "allow", d.RuleID
+	verdict, rule, refusal := reportVerdict(r)
+	// No verdict means the sidecar made no policy decision. The controller's decision then
+	// fills in the rule and says whether it was a violation (and what protect would do).
+	unenforced := r.GetVerdict() == ""
+	if unenforced && rule == "" && refusal == "" {
+		rule = d.RuleID
 	}
 	now := c.cfg.Clock.Now()
 	start := now
@@ -209,6 +211,8 @@ func (c *Connections) handle(ctx context.Context, from xds.Node, pol *policy.Pol
 	if verdict == "deny" || (rule == "" && d.Violation) {
 		why := d.String()
 		switch {
+		case refusal != "":
+			why = refusal
 		case verdict == "deny" && rule != "":
 			why = "denied by rule " + rule
 		case unenforced && d.Verdict == policy.Deny:
@@ -219,12 +223,20 @@ func (c *Connections) handle(ctx context.Context, from xds.Node, pol *policy.Pol
 			Source: srcEP, Destination: dstEP, Protocol: app, L7: l7, RuleID: rule, Action: verdict,
 			Severity: events.SeverityMedium, Reason: why})
 	}
+	mismatch := r.GetL7()["mismatch"] == "true"
+	if mismatch {
+		// The port promised one protocol and carried another (SSH on 443, a tunnel on 53).
+		f := threat.MismatchFinding(transport.String(), port, r.GetAppProtocol())
+		c.cfg.Events.Emit(ctx, events.Event{Kind: events.KindThreat, Time: start, Name: threat.ProtocolMismatch,
+			Source: srcEP, Destination: dstEP, Protocol: app, L7: l7, RuleID: rule, Action: verdict,
+			Severity: events.Severity(f.Severity.String()), Reason: f.Message, Evidence: f.Evidence})
+	}
 	if d.Learn && src.known && dst.known && verdict == "allow" {
 		c.cfg.Learner.Observe(learn.Observation{SrcWorkload: src.w.Key(), SrcGroup: registry.AutoGroupKey(&src.w),
 			DstGroup: d.Group, Port: port, Transport: transport, App: app, L7: l7})
 	}
 
-	k := flowKey{src: src.name(), dst: dst.name(), port: port, transport: transport, app: app, verdict: verdict}
+	k := flowKey{src: src.name(), dst: dst.name(), port: port, transport: transport, app: app, verdict: verdict, authenticated: r.GetAuthenticated()}
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	e, ok := c.flows[k]
@@ -234,7 +246,7 @@ func (c *Connections) handle(ctx context.Context, from xds.Node, pol *policy.Pol
 		}
 		e = &flowEntry{conn: api.Connection{Source: k.src, Destination: k.dst, Port: port, Transport: transport.String(),
 			App: app, Verdict: verdict, SrcGroup: srcEP.Group, DstGroup: d.Group,
-			System: isSystem(app, port, dst, c.cfg.SystemPorts)}}
+			System: isSystem(app, port, dst, c.cfg.SystemPorts), Authenticated: k.authenticated}}
 		c.flows[k] = e
 	}
 	e.srcGroups, e.dstGroups = src.groups, dst.groups
@@ -242,9 +254,30 @@ func (c *Connections) handle(ctx context.Context, from xds.Node, pol *policy.Pol
 	e.conn.Count++
 	e.conn.Bytes += r.GetBytesSent() + r.GetBytesReceived()
 	e.conn.RuleID = rule
+	e.conn.Mismatch = e.conn.Mismatch || mismatch
 	if start.After(e.conn.LastSeen) {
 		e.conn.LastSeen = start
 	}
+}
+
+// reportVerdict is the sidecar's word on a connection: its verdict and rule when it made a
+// policy decision, else what the close reason says (a STRICT refusal or a denial is a deny,
+// with refusal explaining it); "allow" when the report says nothing.
+func reportVerdict(r *xdsv1.ConnectionReport) (verdict, rule, refusal string) {
+	if v := r.GetVerdict(); v != "" {
+		return v, r.GetRuleId(), ""
+	}
+	switch r.GetCloseReason() {
+	case "strict-refuse", "strict-refused":
+		return "deny", "", "plaintext from a source without a sidecar refused: the destination's namespace is STRICT (list it in --mtls-permissive to migrate)"
+	case "denied":
+		why := "refused by the sidecar"
+		if e := r.GetError(); e != "" {
+			why += ": " + e
+		}
+		return "deny", r.GetRuleId(), why
+	}
+	return "allow", r.GetRuleId(), ""
 }
 
 func (c *Connections) evictOldest() {
@@ -355,7 +388,9 @@ func (c *Connections) Seed(evs []events.Event) {
 		if err != nil {
 			continue
 		}
-		k := flowKey{src: e.Source.Workload, dst: e.Destination.Workload, port: ap.Port(), transport: dpi.TCP, app: e.Protocol, verdict: e.Action}
+		// mTLS leaves both identities in the event; plaintext at most one.
+		authn := e.Source.Identity != "" && e.Destination.Identity != ""
+		k := flowKey{src: e.Source.Workload, dst: e.Destination.Workload, port: ap.Port(), transport: dpi.TCP, app: e.Protocol, verdict: e.Action, authenticated: authn}
 		if k.src == "" || k.dst == "" {
 			continue
 		}
@@ -366,7 +401,8 @@ func (c *Connections) Seed(evs []events.Event) {
 			}
 			fe = &flowEntry{conn: api.Connection{Source: k.src, Destination: k.dst, Port: k.port, Transport: "tcp", App: k.app,
 				Verdict: k.verdict, SrcGroup: e.Source.Group, DstGroup: e.Destination.Group, RuleID: e.RuleID,
-				System: isSystem(k.app, k.port, side{known: strings.Contains(k.dst, "/")}, c.cfg.SystemPorts)},
+				System:        isSystem(k.app, k.port, side{known: strings.Contains(k.dst, "/")}, c.cfg.SystemPorts),
+				Authenticated: authn, Mismatch: strings.Contains(e.L7, "mismatch=true")},
 				srcKnown: strings.Contains(k.src, "/"), dstKnown: strings.Contains(k.dst, "/")}
 			c.flows[k] = fe
 		}

@@ -38,8 +38,9 @@ func TestSidecarGetsConfigAndReportsConnections(t *testing.T) {
 	dir := filepath.Join(t.TempDir(), "data")
 	labDir := t.TempDir()
 	st := lab.State{Version: 1, StateDir: labDir, Pods: []lab.PodState{
-		{Pod: lab.Pod{Name: "web-0", Namespace: "shop", ServiceAccount: "web", Labels: map[string]string{"app": "web"}}, IP: "10.244.0.2"},
-		{Pod: lab.Pod{Name: "cache-0", Namespace: "shop", ServiceAccount: "cache", Labels: map[string]string{"app": "cache"}}, IP: "10.244.0.3"},
+		{Pod: lab.Pod{Name: "web-0", Namespace: "shop", ServiceAccount: "web", Labels: map[string]string{"app": "web"}, Sidecar: true}, IP: "10.244.0.2"},
+		{Pod: lab.Pod{Name: "cache-0", Namespace: "shop", ServiceAccount: "cache", Labels: map[string]string{"app": "cache"}, Sidecar: true}, IP: "10.244.0.3"},
+		{Pod: lab.Pod{Name: "old-0", Namespace: "legacy", ServiceAccount: "old", Labels: map[string]string{"app": "old"}}, IP: "10.244.0.4"},
 	}}
 	b, _ := json.Marshal(st)
 	if err := os.WriteFile(lab.StatePath(labDir), b, 0o600); err != nil {
@@ -48,6 +49,7 @@ func TestSidecarGetsConfigAndReportsConnections(t *testing.T) {
 	w := &readyWriter{ready: make(chan struct{})}
 	cfg := testConfig(dir, w)
 	cfg.LabStateDir = labDir
+	cfg.PermissiveNamespaces, cfg.Egress = []string{"legacy"}, EgressAllowAny
 	c, err := New(cfg)
 	if err != nil {
 		t.Fatal(err)
@@ -130,8 +132,18 @@ func TestSidecarGetsConfigAndReportsConnections(t *testing.T) {
 	}
 	// Automatic groups appear in the policy and reach the sidecar.
 	s := next(`"name":"web"`)
-	if s.GetSelf().GetName() != "web-0" || len(s.GetPeers()) != 2 {
+	if s.GetSelf().GetName() != "web-0" || len(s.GetPeers()) != 3 {
 		t.Fatalf("snapshot self %v peers %d", s.GetSelf(), len(s.GetPeers()))
+	}
+	// The mesh-wide modes from the flags, and which peers are reached through the tunnel.
+	if s.GetNamespaceMtls()["legacy"] != xdsv1.MTLSMode_MTLS_MODE_PERMISSIVE || s.GetNamespaceMtls()["shop"] != xdsv1.MTLSMode_MTLS_MODE_UNSPECIFIED ||
+		s.GetEgressMode() != xdsv1.EgressMode_EGRESS_MODE_ALLOW_ANY {
+		t.Fatalf("snapshot modes: mtls %v egress %v", s.GetNamespaceMtls(), s.GetEgressMode())
+	}
+	for _, p := range s.GetPeers() {
+		if meshed := p.GetName() != "old-0"; meshed != (p.GetTunnelPort() == DefaultTunnelPort) {
+			t.Errorf("peer %s: tunnel port %d (a pod without a sidecar must have none, the others %d)", p.GetName(), p.GetTunnelPort(), DefaultTunnelPort)
+		}
 	}
 
 	rule := `{"files":[{"name":"r.yaml","content":"apiVersion: meshguard.io/v1alpha1\nkind: NetworkRule\nmetadata: {name: web-to-cache, namespace: shop}\nspec:\n  from: {group: web}\n  to: {group: cache}\n  ports: [tcp/6379]\n  applications: [redis]\n  action: allow\n"}]}`
@@ -176,6 +188,72 @@ func TestSidecarGetsConfigAndReportsConnections(t *testing.T) {
 		}
 		<-time.After(500 * time.Millisecond)
 	}
+	// The sidecar's word wins: plaintext refused under STRICT is a deny without a verdict;
+	// plaintext accepted (PERMISSIVE) is shown unauthenticated; a protocol on a port
+	// registered to another is flagged and raises a threat event.
+	if err := cl.ReportConnections(ctx, []*xdsv1.ConnectionReport{
+		{Direction: "inbound", SourceAddr: "10.244.0.4:5002", DestinationAddr: "10.244.0.2:8080", DestinationPort: 8080, CloseReason: "strict-refuse"},
+		{Direction: "inbound", SourceAddr: "10.244.0.4:5003", DestinationAddr: "10.244.0.2:9090", DestinationPort: 9090, AppProtocol: "http", CloseReason: "closed"},
+		{Direction: "inbound", Authenticated: true, SourceSpiffeId: "spiffe://example.org/ns/shop/sa/cache", SourceAddr: "10.244.0.3:5004",
+			DestinationSpiffeId: id.String(), DestinationAddr: "10.244.0.2:6379", DestinationPort: 6379, AppProtocol: "ssh",
+			Verdict: "deny", RuleId: "shop/no-ssh", L7: map[string]string{"mismatch": "true"}},
+	}, 0); err != nil {
+		t.Fatal(err)
+	}
+	var conns []api.Connection
+	_, body = call("GET", "/api/v1/connections", "")
+	if err := json.Unmarshal([]byte(body), &conns); err != nil {
+		t.Fatal(err)
+	}
+	found := 0
+	for _, x := range conns {
+		if x.Source != "legacy/old-0" && x.Port != 6379 {
+			continue
+		}
+		found++
+		switch x.Port {
+		case 8080:
+			if x.Verdict != "deny" || x.Authenticated {
+				t.Errorf("STRICT refusal shown as %+v, want an unauthenticated deny", x)
+			}
+		case 9090:
+			if x.Verdict != "allow" || x.Authenticated {
+				t.Errorf("PERMISSIVE plaintext shown as %+v, want an unauthenticated allow", x)
+			}
+		case 6379:
+			if x.Verdict != "deny" || x.RuleID != "shop/no-ssh" || !x.Mismatch || !x.Authenticated {
+				t.Errorf("sidecar deny with mismatch shown as %+v", x)
+			}
+		}
+	}
+	if found != 3 {
+		t.Fatalf("want 3 reported flows, got %d: %s", found, body)
+	}
+	// Events reach the store through the pipeline, asynchronously.
+	eventually := func(path string, want ...string) {
+		t.Helper()
+		for deadline := time.Now().Add(10 * time.Second); ; {
+			_, body := call("GET", path, "")
+			ok := true
+			for _, w := range want {
+				ok = ok && strings.Contains(body, w)
+			}
+			if ok {
+				return
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("%s lacks %q: %s", path, want, body)
+			}
+			<-time.After(100 * time.Millisecond)
+		}
+	}
+	eventually("/api/v1/events?kind=threat", `"name":"protocol-mismatch"`, `"severity":"medium"`, "ssh on tcp/6379")
+	eventually("/api/v1/events?kind=violation", "namespace is STRICT")
+	_, body = call("GET", "/api/v1/graph", "")
+	if !strings.Contains(body, `"mismatch":true`) || !strings.Contains(body, `"unauthenticated":`) {
+		t.Fatalf("graph lacks mismatch/unauthenticated: %s", body)
+	}
+
 	if code, body := call("GET", "/api/v1/sidecars", ""); code != 200 || !strings.Contains(body, `"workload":"web-0"`) {
 		t.Fatalf("sidecars: %d %s", code, body)
 	}
