@@ -109,6 +109,12 @@ func New(cfg Config) (*Engine, error) {
 // Protocols returns the registry the engine was built with.
 func (e *Engine) Protocols() []Protocol { return e.protos }
 
+// WellKnown says a registered protocol claims port on transport t (its default ports): a hint
+// for which end of a flow seen from the middle is the server.
+func (e *Engine) WellKnown(t Transport, port uint16) bool {
+	return len(e.owners[portKey{t, port}]) > 0
+}
+
 func tIndex(t Transport) int {
 	switch t {
 	case UDP:

@@ -433,12 +433,16 @@ func (t *table) newFlow(p *packetInfo) *flow {
 			f.client, f.server = p.dst, p.src
 		default:
 			midstream = true
-			if serverSide(p.src.Port(), p.dst.Port()) {
+			if t.serverSide(dpi.TCP, p.src.Port(), p.dst.Port()) {
 				f.client, f.server = p.dst, p.src
 			}
 		}
 	case dpi.UDP:
-		if serverSide(p.src.Port(), p.dst.Port()) && p.src.Port() < 1024 {
+		// The first datagram usually comes from the client; a reply seen first (the query
+		// was missed) comes from a well-known or privileged port.
+		sp, dp := p.src.Port(), p.dst.Port()
+		if t.cfg.Engine.WellKnown(dpi.UDP, sp) && !t.cfg.Engine.WellKnown(dpi.UDP, dp) ||
+			sp < 1024 && dp >= 1024 {
 			f.client, f.server = p.dst, p.src
 		}
 	}
@@ -449,10 +453,17 @@ func (t *table) newFlow(p *packetInfo) *flow {
 }
 
 // serverSide guesses, for a flow whose start was missed, whether port a (rather than b) is the
-// server's: the lower port, preferring a privileged one.
-func serverSide(a, b uint16) bool {
+// server's: one a protocol claims, else a privileged one, else one outside the ephemeral
+// ranges (Linux 32768-60999, IANA/Windows 49152-65535), else the lower.
+func (t *table) serverSide(tr dpi.Transport, a, b uint16) bool {
+	if ka, kb := t.cfg.Engine.WellKnown(tr, a), t.cfg.Engine.WellKnown(tr, b); ka != kb {
+		return ka
+	}
 	if (a < 1024) != (b < 1024) {
 		return a < 1024
+	}
+	if ea, eb := a >= 32768, b >= 32768; ea != eb {
+		return eb
 	}
 	return a < b
 }
