@@ -226,3 +226,14 @@ func TestConfusion(t *testing.T) {
 		}
 	}
 }
+
+// TestMidstreamOrientation: a gRPC flow (server 50051, client 38572: both above 32768, and the
+// client's port is the lower) picked up after its handshake is still oriented to the server,
+// because 50051 is a port a protocol claims.
+func TestMidstreamOrientation(t *testing.T) {
+	frames := readAnyCapture(t, "testdata/http2/grpc-health-50051.pcap")
+	got := runFrames(t, newInspector(t), frames[3:])
+	if len(got) == 0 || got[0].Dst != "127.0.0.8:50051" {
+		t.Fatalf("got %+v, want the flow oriented to 127.0.0.8:50051", got)
+	}
+}
