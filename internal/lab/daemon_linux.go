@@ -66,6 +66,68 @@ type Daemon struct {
 	mu  sync.Mutex
 	st  *State
 	wg  sync.WaitGroup
+	// children are the processes this daemon started and has not reaped yet, by pid: they
+	// are stopped through their *os.Process, which needs no recorded start time (ProcOf
+	// leaves it 0 when /proc could not be read) and cannot hit a reused pid.
+	children map[int]child
+}
+
+type child struct {
+	p      *os.Process
+	exited chan struct{} // closed once cmd.Wait returned
+}
+
+// Bounds of teardown: a process gets stopGrace after SIGTERM, then killWait after SIGKILL;
+// teardown waits at most reapWait for its supervising goroutines before cleaning up anyway.
+const (
+	stopGrace = 3 * time.Second
+	killWait  = 5 * time.Second
+	reapWait  = 15 * time.Second
+)
+
+// track records a started child; the returned func must be called once cmd.Wait returned.
+func (d *Daemon) track(p *os.Process) (reaped func()) {
+	c := child{p: p, exited: make(chan struct{})}
+	d.mu.Lock()
+	if d.children == nil {
+		d.children = map[int]child{}
+	}
+	d.children[p.Pid] = c
+	d.mu.Unlock()
+	return func() {
+		d.mu.Lock()
+		delete(d.children, p.Pid)
+		d.mu.Unlock()
+		close(c.exited)
+	}
+}
+
+// stop stops a process the lab started: through its *os.Process while the daemon is its
+// parent, else (not ours, or already reaped) by pid and start time. Bounded.
+func (d *Daemon) stop(p Proc) {
+	d.mu.Lock()
+	c, ok := d.children[p.PID]
+	d.mu.Unlock()
+	if !ok || p.PID <= 0 {
+		killProc(p)
+		return
+	}
+	if c.p.Signal(syscall.SIGTERM) != nil {
+		return // already exited
+	}
+	t := time.NewTimer(stopGrace)
+	defer t.Stop()
+	select {
+	case <-c.exited:
+		return
+	case <-t.C:
+	}
+	_ = c.p.Kill()
+	t.Reset(killWait)
+	select {
+	case <-c.exited:
+	case <-t.C:
+	}
 }
 
 // NewDaemon validates cfg.
@@ -388,6 +450,7 @@ func (d *Daemon) startPod(ctx context.Context, i int) error {
 		_ = cmd.Wait()
 		return fmt.Errorf("pod %s did not start: %s", p.Key(), lastLine(p.LogFile))
 	}
+	reaped := d.track(cmd.Process)
 	proc := ProcOf(cmd.Process.Pid)
 	d.update(func(s *State) { s.Pods[i].Proc = proc; s.Pods[i].State = "running" })
 	d.cfg.Log.Info("pod started", "pod", p.Key(), "ip", p.IP, "pid", proc.PID)
@@ -395,6 +458,7 @@ func (d *Daemon) startPod(ctx context.Context, i int) error {
 	go func() {
 		defer d.wg.Done()
 		err := cmd.Wait()
+		reaped()
 		code := cmd.ProcessState.ExitCode()
 		d.update(func(s *State) {
 			if s.Phase == "stopping" {
@@ -442,6 +506,7 @@ func (d *Daemon) startSystem(ctx context.Context, spec SystemSpec) (Proc, error)
 		return Proc{}, fmt.Errorf("start %s: %w", spec.Name, err)
 	}
 	pw.Close()
+	reaped := d.track(cmd.Process)
 	proc := ProcOf(cmd.Process.Pid)
 	readyc := make(chan struct{})
 	d.wg.Add(2)
@@ -469,6 +534,7 @@ func (d *Daemon) startSystem(ctx context.Context, spec SystemSpec) (Proc, error)
 	go func() {
 		defer d.wg.Done()
 		_ = cmd.Wait()
+		reaped()
 		close(exited)
 		d.update(func(s *State) {
 			for i := range s.System {
@@ -492,10 +558,10 @@ func (d *Daemon) startSystem(ctx context.Context, spec SystemSpec) (Proc, error)
 	case <-exited:
 		return Proc{}, fmt.Errorf("%s exited before it was ready (see %s)", spec.Name, spec.LogFile)
 	case <-t.C:
-		killProc(proc)
+		d.stop(proc)
 		return Proc{}, fmt.Errorf("%s not ready within %v (see %s)", spec.Name, timeout, spec.LogFile)
 	case <-ctx.Done():
-		killProc(proc)
+		d.stop(proc)
 		return Proc{}, ctx.Err()
 	}
 }
@@ -546,17 +612,25 @@ func (d *Daemon) teardown() {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			killProc(p.Proc)
+			d.stop(p.Proc)
 			if p.SidecarProc != nil {
-				killProc(*p.SidecarProc)
+				d.stop(*p.SidecarProc)
 			}
 		}()
 	}
 	wg.Wait()
 	for i := len(snapshot.System) - 1; i >= 0; i-- {
-		killProc(snapshot.System[i].Proc)
+		d.stop(snapshot.System[i].Proc)
 	}
-	d.wg.Wait()
+	// Bounded: a process that survived SIGKILL (stuck in the kernel) must not keep `lab down`
+	// waiting forever; cleanup below still removes what can be removed.
+	reapedAll := make(chan struct{})
+	go func() { d.wg.Wait(); close(reapedAll) }()
+	select {
+	case <-reapedAll:
+	case <-time.After(reapWait):
+		d.cfg.Log.Warn("lab processes still running after teardown; cleaning up anyway", "waited", reapWait)
+	}
 	if err := Cleanup(d.cfg.StateDir, &snapshot); err != nil {
 		d.cfg.Log.Error("lab cleanup incomplete", "err", err)
 	}
