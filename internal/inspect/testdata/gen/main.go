@@ -25,7 +25,7 @@ import (
 )
 
 func main() {
-	mode := flag.String("mode", "", "dns-server | h2c-server | grpc-server | grpc-client")
+	mode := flag.String("mode", "", "dns-server | h2c-server | grpc-server | grpc-client | grpc-watch")
 	addr := flag.String("addr", "127.0.0.5:5300", "loopback address to listen on or dial")
 	flag.Parse()
 	if !strings.HasPrefix(*addr, "127.") {
@@ -41,10 +41,12 @@ func main() {
 		err = h2cServer(ctx, *addr)
 	case "grpc-server":
 		err = grpcServer(ctx, *addr)
+	case "grpc-watch":
+		err = grpcWatch(*addr)
 	case "grpc-client":
 		err = grpcClient(*addr)
 	default:
-		err = fmt.Errorf("-mode %q: want dns-server, h2c-server, grpc-server or grpc-client", *mode)
+		err = fmt.Errorf("-mode %q: want dns-server, h2c-server, grpc-server, grpc-client or grpc-watch", *mode)
 	}
 	if err != nil {
 		log.Fatal(err)
@@ -118,8 +120,47 @@ func grpcServer(ctx context.Context, addr string) error {
 	hs := health.NewServer()
 	hs.SetServingStatus("meshguard.test.Orders", healthpb.HealthCheckResponse_SERVING)
 	healthpb.RegisterHealthServer(s, hs)
+	go func() { // status flaps so Watch (a server stream) has updates to send
+		tick := time.NewTicker(100 * time.Millisecond)
+		defer tick.Stop()
+		for n := 0; ; n++ {
+			select {
+			case <-ctx.Done():
+				return
+			case <-tick.C:
+				st := healthpb.HealthCheckResponse_SERVING
+				if n%2 == 0 {
+					st = healthpb.HealthCheckResponse_NOT_SERVING
+				}
+				hs.SetServingStatus("meshguard.test.Flappy", st)
+			}
+		}
+	}()
 	go func() { <-ctx.Done(); s.Stop() }()
 	return s.Serve(lis)
+}
+
+// grpcWatch reads four updates of a server-streaming call, then cancels it.
+func grpcWatch(addr string) error {
+	conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		return err
+	}
+	defer conn.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	w, err := healthpb.NewHealthClient(conn).Watch(ctx, &healthpb.HealthCheckRequest{Service: "meshguard.test.Flappy"})
+	if err != nil {
+		return err
+	}
+	for i := 0; i < 4; i++ {
+		resp, err := w.Recv()
+		if err != nil {
+			return err
+		}
+		fmt.Printf("watch: %v\n", resp.GetStatus())
+	}
+	return nil
 }
 
 func grpcClient(addr string) error {

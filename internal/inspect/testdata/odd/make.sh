@@ -215,3 +215,17 @@ if want ssh; then
 	stopcap ssh-midstream-12222
 	kill $sshpid
 fi
+
+if want grpc-stream; then
+	# A server-streaming gRPC call (Health.Watch, four updates, then cancelled) on a port no
+	# protocol claims.
+	repo=$(cd "$here/../../../.." && pwd)
+	(cd "$repo" && go build -o "$work/gen" ./internal/inspect/testdata/gen)
+	"$work/gen" -mode grpc-server -addr $A:15051 &
+	gpid=$!
+	sleep 0.5
+	cap grpc-watch-15051 "host $A and tcp port 15051"
+	"$work/gen" -mode grpc-watch -addr $A:15051 >/dev/null
+	stopcap grpc-watch-15051
+	kill $gpid
+fi
