@@ -229,3 +229,31 @@ if want grpc-stream; then
 	stopcap grpc-watch-15051
 	kill $gpid
 fi
+
+if want h2-tls; then
+	# curl --http2 over TLS, three requests on one connection, IPv4 and IPv6, to nginx.
+	chmod 755 "$work"
+	openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -keyout "$work/key.pem" \
+		-out "$work/cert.pem" -days 2 -subj /CN=odd.test 2>/dev/null
+	cat >"$work/nginx.conf" <<NGX
+daemon off; pid $work/nginx.pid; error_log stderr crit;
+events {}
+http {
+	access_log off;
+	client_body_temp_path $work; proxy_temp_path $work; fastcgi_temp_path $work; uwsgi_temp_path $work; scgi_temp_path $work;
+	server {
+		listen $A:14443 ssl http2; listen [::1]:14443 ssl http2;
+		ssl_certificate $work/cert.pem; ssl_certificate_key $work/key.pem;
+		location / { return 200 "ok\n"; }
+	}
+}
+NGX
+	nginx -c "$work/nginx.conf" &
+	npid=$!
+	sleep 0.5
+	cap curl-h2-tls-14443 "tcp port 14443"
+	curl -sk --http2 -o /dev/null -o /dev/null -o /dev/null https://$A:14443/a https://$A:14443/b https://$A:14443/c
+	curl -sk --http2 -o /dev/null -o /dev/null "https://[::1]:14443/v6a" "https://[::1]:14443/v6b"
+	stopcap curl-h2-tls-14443
+	kill $npid
+fi
