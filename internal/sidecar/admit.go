@@ -66,10 +66,18 @@ var errPolicyDenied = errors.New("denied by policy")
 // send the client (nil: just cut).
 type policyDenial struct {
 	d     policy.Decision
+	why   string // overrides the decision's explanation (the request could not be decided)
 	reply []byte
 }
 
-func (e *policyDenial) Error() string        { return errPolicyDenied.Error() + ": " + e.d.String() }
+func (e *policyDenial) text() string {
+	if e.why != "" {
+		return e.why
+	}
+	return e.d.String()
+}
+
+func (e *policyDenial) Error() string        { return errPolicyDenied.Error() + ": " + e.text() }
 func (e *policyDenial) Is(target error) bool { return target == errPolicyDenied }
 func (e *policyDenial) Reply() []byte        { return e.reply }
 

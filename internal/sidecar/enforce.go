@@ -102,27 +102,36 @@ func (o *enforcer) FromClient(p []byte) error {
 		return err
 	}
 	if o.refused == 0 {
+		if o.decided && o.conn.Mode == policy.ModeProtect && l7Decided(o.app) && o.fl.Err() != nil {
+			// The parser gave up: later requests could not be decided, so fail closed.
+			o.cut = &policyDenial{d: o.conn, why: "request not understood (" + o.fl.Err().Error() + ") and group " + o.conn.Group + " is in protect mode"}
+			o.cut.reply = nativeRefusal(o.app, o.cut.text())
+			return o.cut
+		}
 		return nil
 	}
 	o.denied += o.refused
 	o.lastDenial = o.first
 	if o.app == "redis" && o.refused == o.reqs && wholeRESP(p) == o.reqs {
-		one := redisError(o.first)
+		one := redisError(o.first.String())
 		reply := make([]byte, 0, len(one)*o.refused)
 		for range o.refused {
 			reply = append(reply, one...)
 		}
 		return &Drop{Reply: reply, Reason: o.first.String()}
 	}
-	o.cut = &policyDenial{d: o.first, reply: nativeRefusal(o.app, o.first)}
+	o.cut = &policyDenial{d: o.first, reply: nativeRefusal(o.app, o.first.String())}
 	return o.cut
 }
 
 func (o *enforcer) FromServer(p []byte) error {
 	o.mu.Lock()
 	defer o.mu.Unlock()
-	if o.decided && o.app != "" && !l7Decided(o.app) && o.fed[dpi.ServerToClient] >= dpiBudget {
-		return nil // nothing left to decide: bulk downloads cost nothing
+	if o.decided && (l7Decided(o.app) || o.fed[dpi.ServerToClient] >= dpiBudget) {
+		// Requests are decided from the client's bytes alone; replies past detection only
+		// cost time and could stop the parser (a reply it cannot read), leaving the
+		// requests after it undecided.
+		return nil
 	}
 	o.fl.Feed(dpi.ServerToClient, p)
 	o.fed[dpi.ServerToClient] += len(p)
@@ -146,7 +155,7 @@ func (o *enforcer) connVerdict() error {
 		o.decideConn()
 	}
 	if o.conn.Verdict == policy.Deny {
-		o.cut = &policyDenial{d: o.conn, reply: nativeRefusal(o.app, o.conn)}
+		o.cut = &policyDenial{d: o.conn, reply: nativeRefusal(o.app, o.conn.String())}
 		return o.cut
 	}
 	return nil
@@ -177,6 +186,9 @@ func (o *enforcer) Annotate(r *ConnReport) {
 		d = o.lastDenial
 	}
 	r.Verdict, r.RuleID, r.Decision, r.DeniedRequests = "allow", d.RuleID, d.String(), o.denied
+	if o.cut != nil {
+		r.Decision = o.cut.text()
+	}
 	if d.Verdict == policy.Deny {
 		r.Verdict = "deny"
 	}
@@ -194,28 +206,28 @@ func (o *enforcer) Annotate(r *ConnReport) {
 }
 
 // refusalText is what a native refusal says: the rule or the reason, on one line.
-func refusalText(d policy.Decision) string {
+func refusalText(why string) string {
 	return "denied by meshguard: " + strings.Map(func(r rune) rune {
 		if r < ' ' || r == 0x7f {
 			return ' '
 		}
 		return r
-	}, d.String())
+	}, why)
 }
 
-func redisError(d policy.Decision) []byte { return []byte("-ERR " + refusalText(d) + "\r\n") }
+func redisError(why string) []byte { return []byte("-ERR " + refusalText(why) + "\r\n") }
 
 // nativeRefusal is the application's own way to say no; nil (just cut) where there is none
 // that fits a stream mid-way (gRPC and HTTP/2 get the stream reset).
-func nativeRefusal(app string, d policy.Decision) []byte {
-	msg := refusalText(d)
+func nativeRefusal(app, why string) []byte {
+	msg := refusalText(why)
 	switch app {
 	case "http":
 		body := msg + "\n"
 		return []byte("HTTP/1.1 403 Forbidden\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: " +
 			strconv.Itoa(len(body)) + "\r\nConnection: close\r\n\r\n" + body)
 	case "redis":
-		return redisError(d)
+		return redisError(why)
 	case "postgres", "postgresql":
 		// ErrorResponse: severity, SQLSTATE 42501 insufficient_privilege, message.
 		var f []byte

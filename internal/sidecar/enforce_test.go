@@ -136,6 +136,11 @@ func TestEnforcingRefusesRedisCommandAndKeepsTheConnection(t *testing.T) {
 	if got := cmd("SET", "k", "v"); got != "+OK\r\n" {
 		t.Fatalf("SET: %q", got)
 	}
+	// A big reply (redis-cli asks for it on start) must not stop requests being decided.
+	io.WriteString(s, "*2\r\n$7\r\nCOMMAND\r\n$4\r\nDOCS\r\n")
+	if err := skipRESP(r); err != nil {
+		t.Fatalf("COMMAND DOCS: %v", err)
+	}
 	if got := cmd("FLUSHALL"); !strings.HasPrefix(got, "-ERR denied by meshguard: ") || !strings.Contains(got, "web-to-cache") {
 		t.Fatalf("FLUSHALL answered %q, want a meshguard error naming the rule", got)
 	}
@@ -230,18 +235,45 @@ func TestWholeRESP(t *testing.T) {
 
 func TestNativeRefusals(t *testing.T) {
 	d := policy.Decision{Verdict: policy.Deny, Reason: policy.ReasonDenyRule, RuleID: "shop/no\r\nx"}
-	if got := string(nativeRefusal("redis", d)); got != "-ERR denied by meshguard: denied by rule shop/no  x\r\n" {
+	if got := string(nativeRefusal("redis", d.String())); got != "-ERR denied by meshguard: denied by rule shop/no  x\r\n" {
 		t.Errorf("redis: %q", got)
 	}
-	pg := nativeRefusal("postgresql", d)
+	pg := nativeRefusal("postgresql", d.String())
 	if pg[0] != 'E' || int(pg[1])<<24|int(pg[2])<<16|int(pg[3])<<8|int(pg[4]) != len(pg)-1 || !strings.Contains(string(pg), "C42501\x00") {
 		t.Errorf("postgres: %q", pg)
 	}
-	my := nativeRefusal("mysql", d)
+	my := nativeRefusal("mysql", d.String())
 	if int(my[0])|int(my[1])<<8|int(my[2])<<16 != len(my)-4 || my[4] != 0xff {
 		t.Errorf("mysql: %q", my)
 	}
-	if nativeRefusal("grpc", d) != nil {
+	if nativeRefusal("grpc", d.String()) != nil {
 		t.Error("grpc streams are reset, not answered")
 	}
+}
+
+// skipRESP reads one RESP value (any type, nested) and throws it away.
+func skipRESP(r *bufio.Reader) error {
+	line, err := r.ReadString('\n')
+	if err != nil || len(line) < 3 {
+		return fmt.Errorf("resp line %q: %v", line, err)
+	}
+	n, _ := strconv.Atoi(strings.TrimSpace(line[1:]))
+	switch line[0] {
+	case '$', '=', '!':
+		if n >= 0 {
+			_, err = io.CopyN(io.Discard, r, int64(n)+2)
+		}
+		return err
+	case '*', '~', '>':
+	case '%', '|':
+		n *= 2
+	default:
+		return nil
+	}
+	for range n {
+		if err := skipRESP(r); err != nil {
+			return err
+		}
+	}
+	return nil
 }

@@ -72,7 +72,7 @@ type ConnReport struct {
 func (r *ConnReport) noteDenial(err error) {
 	var pd *policyDenial
 	if errors.As(err, &pd) {
-		r.Verdict, r.RuleID, r.Decision = "deny", pd.d.RuleID, pd.d.String()
+		r.Verdict, r.RuleID, r.Decision = "deny", pd.d.RuleID, pd.text()
 	}
 }
 
