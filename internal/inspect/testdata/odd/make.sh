@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
-# Regenerates the odd-client captures of testdata/odd (root; loopback only; ~30 s).
-# Usage: internal/inspect/testdata/odd/make.sh [name...]
+# Regenerates the odd-client captures of testdata/odd (root; loopback and a throwaway netns only).
+# Usage: internal/inspect/testdata/odd/make.sh [name...]   (no name: all)
+# Names: websocket redis-midstream redis-pipeline openssl http10 dns-tcp ipv6 postgres fragments
+#        connect ssh grpc-stream h2-tls
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 work=$(mktemp -d); trap 'kill $(jobs -p) 2>/dev/null || true; rm -rf "$work"' EXIT
