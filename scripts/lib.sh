@@ -9,7 +9,7 @@ MESHGUARD_APT_PACKAGES=(
   memcached iodine dns2tcp python3 protobuf-compiler
   python3-aiosmtpd python3-pyftpdlib python3-pymongo python3-pika python3-kafka
   nats-server chrony snmpd snmp sipsak ldap-utils openvpn iputils-ping python3-cryptography
-  rsyslog
+  rsyslog jq
 )
 
 ensure_apt() {
