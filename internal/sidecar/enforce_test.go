@@ -2,6 +2,7 @@ package sidecar
 
 import (
 	"bufio"
+	"context"
 	"fmt"
 	"io"
 	"net"
@@ -13,6 +14,8 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
 
 	xdsv1 "github.com/meshguard/meshguard/api/xds/v1"
 	"github.com/meshguard/meshguard/internal/dpi"
@@ -74,6 +77,27 @@ func startRedis(t *testing.T) int {
 
 func enforcingMesh(t *testing.T, redisPort, httpPort int) *mesh {
 	t.Helper()
+	insp := enforcingInspector(t, redisPort, httpPort)
+	view, index := enforceView(t, redisPort, httpPort)
+	return newMesh(t, func(c *InboundConfig) {
+		c.Admit = policyAdmitter(view, index)
+		c.Inspect = insp
+	})
+}
+
+func enforcingInspector(t testing.TB, redisPort, httpPort int) Inspector {
+	t.Helper()
+	view, index := enforceView(t, redisPort, httpPort)
+	eng, err := dpi.New(dpi.Config{Protocols: dpi.DefaultProtocols()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return EnforcingInspector(eng, view, index)
+}
+
+// enforceView compiles enforcePolicy as the redis workload's sidecar would get it.
+func enforceView(t testing.TB, redisPort, httpPort int) (*atomic.Pointer[policyView], func() *xds.Index) {
+	t.Helper()
 	snap := &xdsv1.Snapshot{
 		Self: &xdsv1.Workload{Namespace: "shop", Name: "redis", SpiffeId: "spiffe://example.org/ns/shop/sa/redis", Ips: []string{"10.0.0.2"}, Groups: []string{"shop/redis"}},
 		Peers: []*xdsv1.Workload{
@@ -91,14 +115,43 @@ func enforcingMesh(t *testing.T, redisPort, httpPort int) *mesh {
 	}
 	var view atomic.Pointer[policyView]
 	view.Store(pv)
-	eng, err := dpi.New(dpi.Config{Protocols: dpi.DefaultProtocols()})
-	if err != nil {
-		t.Fatal(err)
+	return &view, func() *xds.Index { return x }
+}
+
+// BenchmarkEnforcerRedisCommand: deciding one Redis command on an open stream (DPI parse and
+// policy decision) allocates nothing.
+func BenchmarkEnforcerRedisCommand(b *testing.B) {
+	insp := enforcingInspector(b, 6379, 8080)
+	o := insp(context.Background(), StreamInfo{Direction: Inbound, Authenticated: true,
+		Source: spiffeid.RequireFromString("spiffe://example.org/ns/shop/sa/web"), DestPort: 6379})
+	defer o.Close()
+	get := []byte("*2\r\n$3\r\nGET\r\n$1\r\nk\r\n")
+	if err := o.FromClient(get); err != nil {
+		b.Fatal(err)
 	}
-	index := func() *xds.Index { return x }
-	return newMesh(t, func(c *InboundConfig) {
-		c.Admit = policyAdmitter(&view, index)
-		c.Inspect = EnforcingInspector(eng, &view, index)
+	b.ReportAllocs()
+	b.SetBytes(int64(len(get)))
+	for b.Loop() {
+		if err := o.FromClient(get); err != nil {
+			b.Fatal(err)
+		}
+	}
+	if r := (&ConnReport{}); true {
+		o.(Annotator).Annotate(r)
+		if r.Verdict != "allow" || r.RuleID != "shop/web-to-cache" {
+			b.Fatalf("report %+v", r)
+		}
+	}
+}
+
+func FuzzWholeRESP(f *testing.F) {
+	for _, s := range []string{"*1\r\n$4\r\nPING\r\n", "PING\r\n", "*2\r\n$3\r\nGET\r\n$-1\r\n", "*99999999999\r\n", "$"} {
+		f.Add([]byte(s))
+	}
+	f.Fuzz(func(t *testing.T, p []byte) {
+		if n := wholeRESP(p); n > len(p) {
+			t.Fatalf("%d commands in %d bytes", n, len(p))
+		}
 	})
 }
 
