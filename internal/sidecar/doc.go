@@ -27,4 +27,15 @@
 // config client (snapshots -> resolver index, inbound mode, L4 policy admission; fail-static),
 // connection reports with the DPI protocol and L7 summary, and /healthz, /readyz, /metrics on
 // 127.0.0.1:15020. It logs "sidecar ready" once it has identity and config.
+//
+// Enforcement (admit.go, enforce.go): admission decides each inbound stream on source groups,
+// destination groups and port. When some rule is application-scoped, a port-level refusal
+// (other than an explicit deny rule) is provisional: EnforcingInspector decides again once
+// DPI has named the application (failing closed while it has not), then decides every
+// request. A refusal answers natively where the protocol allows (HTTP/1 403 with Connection:
+// close, Redis -ERR, PostgreSQL ErrorResponse 42501, MySQL ERR 1142) and cuts the stream
+// (gRPC/HTTP/2 and other protocols: the stream ends, plaintext TCP is reset). A refused Redis
+// command that arrives as whole commands in its chunk is dropped instead (StreamObserver's
+// *Drop): the client gets the error and the connection carries on. Reports carry the verdict,
+// the deciding rule, the explanation (l7 "reason") and the count of refused requests.
 package sidecar
