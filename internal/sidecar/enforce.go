@@ -51,13 +51,14 @@ type enforcer struct {
 	conn    policy.Decision // connection-level decision with the application
 	app     string
 
-	reqs, refused int             // requests and refusals in the chunk being fed
-	first         policy.Decision // first refusal of the chunk
-	denied        int             // refused requests so far
-	lastDenial    policy.Decision
-	violation     bool // a request passed as a violation (monitor mode)
-	learn         bool
-	cut           *policyDenial // the stream was cut by the policy
+	reqs, refused  int             // requests and refusals in the chunk being fed
+	first          policy.Decision // first refusal of the chunk
+	denied         int             // refused requests so far
+	lastDenial     policy.Decision
+	violation      bool // a request passed as a violation (monitor mode)
+	firstViolation policy.Decision
+	learn          bool
+	cut            *policyDenial // the stream was cut by the policy
 }
 
 func (o *enforcer) decideConn() {
@@ -88,7 +89,9 @@ func (o *enforcer) onMessage(m *dpi.Message) {
 		o.refused++
 		return
 	}
-	o.violation = o.violation || d.Violation
+	if d.Violation && !o.violation {
+		o.violation, o.firstViolation = true, d
+	}
 	o.learn = o.learn || d.Learn
 }
 
@@ -184,6 +187,8 @@ func (o *enforcer) Annotate(r *ConnReport) {
 		d = o.cut.d
 	case o.denied > 0:
 		d = o.lastDenial
+	case o.violation:
+		d = o.firstViolation // names no rule: the controller records a violation
 	}
 	r.Verdict, r.RuleID, r.Decision, r.DeniedRequests = "allow", d.RuleID, d.String(), o.denied
 	if o.cut != nil {

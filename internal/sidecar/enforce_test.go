@@ -98,12 +98,17 @@ func enforcingInspector(t testing.TB, redisPort, httpPort int) Inspector {
 // enforceView compiles enforcePolicy as the redis workload's sidecar would get it.
 func enforceView(t testing.TB, redisPort, httpPort int) (*atomic.Pointer[policyView], func() *xds.Index) {
 	t.Helper()
+	return enforceViewOf(t, fmt.Sprintf(enforcePolicy, redisPort, httpPort))
+}
+
+func enforceViewOf(t testing.TB, pol string) (*atomic.Pointer[policyView], func() *xds.Index) {
+	t.Helper()
 	snap := &xdsv1.Snapshot{
 		Self: &xdsv1.Workload{Namespace: "shop", Name: "redis", SpiffeId: "spiffe://example.org/ns/shop/sa/redis", Ips: []string{"10.0.0.2"}, Groups: []string{"shop/redis"}},
 		Peers: []*xdsv1.Workload{
 			{Namespace: "shop", Name: "web", SpiffeId: "spiffe://example.org/ns/shop/sa/web", Ips: []string{"10.0.0.3"}, Groups: []string{"shop/web"}, TunnelPort: 15008},
 		},
-		Policy: fmt.Appendf(nil, enforcePolicy, redisPort, httpPort), PolicyFormat: "yaml", TrustDomain: "example.org",
+		Policy: []byte(pol), PolicyFormat: "yaml", TrustDomain: "example.org",
 	}
 	x, err := xds.NewIndex(snap)
 	if err != nil {
@@ -329,4 +334,25 @@ func skipRESP(r *bufio.Reader) error {
 		}
 	}
 	return nil
+}
+
+func TestEnforcingMonitorPassesWithViolation(t *testing.T) {
+	view, index := enforceViewOf(t, strings.Replace(fmt.Sprintf(enforcePolicy, 6379, 8080), "mode: protect", "mode: monitor", 1))
+	eng, err := dpi.New(dpi.Config{Protocols: dpi.DefaultProtocols()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	o := EnforcingInspector(eng, view, index)(context.Background(), StreamInfo{Direction: Inbound, Authenticated: true,
+		Source: spiffeid.RequireFromString("spiffe://example.org/ns/shop/sa/web"), DestPort: 6379})
+	for _, c := range []string{"*1\r\n$4\r\nPING\r\n", "*1\r\n$8\r\nFLUSHALL\r\n"} {
+		if err := o.FromClient([]byte(c)); err != nil {
+			t.Fatalf("monitor mode refused %q: %v", c, err)
+		}
+	}
+	o.Close()
+	var r ConnReport
+	o.(Annotator).Annotate(&r)
+	if r.Verdict != "allow" || r.RuleID != "" || r.L7["violation"] != "true" || !strings.Contains(r.Decision, "monitor") || r.DeniedRequests != 0 {
+		t.Fatalf("report %+v", r)
+	}
 }
