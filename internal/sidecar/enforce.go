@@ -78,6 +78,9 @@ func (o *enforcer) onMessage(m *dpi.Message) {
 	if !o.decided {
 		o.decideConn()
 	}
+	if !isRequest(m) {
+		return // handshakes, authentication, flow control: the connection's decision stands
+	}
 	o.in.L7 = m
 	d := o.pol.Decide(&o.in)
 	o.in.L7 = nil
@@ -162,6 +165,18 @@ func (o *enforcer) connVerdict() error {
 		return o.cut
 	}
 	return nil
+}
+
+// isRequest says whether a client message is one the l7 rules are about: it has what they
+// match on (HTTP method, gRPC service or method, Redis command, SQL verb, DNS name).
+func isRequest(m *dpi.Message) bool {
+	for _, a := range m.Attrs() {
+		switch a.Key {
+		case dpi.AttrMethod, dpi.AttrService, dpi.AttrRPC, dpi.AttrCommand, dpi.AttrVerb, dpi.AttrName:
+			return true
+		}
+	}
+	return false
 }
 
 // l7Decided says whether the policy has request rules for the application.

@@ -3,6 +3,8 @@ package sidecar
 import (
 	"bufio"
 	"context"
+	"encoding/binary"
+	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -354,5 +356,40 @@ func TestEnforcingMonitorPassesWithViolation(t *testing.T) {
 	o.(Annotator).Annotate(&r)
 	if r.Verdict != "allow" || r.RuleID != "" || r.L7["violation"] != "true" || !strings.Contains(r.Decision, "monitor") || r.DeniedRequests != 0 {
 		t.Fatalf("report %+v", r)
+	}
+}
+
+func TestEnforcingRefusesSQLVerbWithErrorResponse(t *testing.T) {
+	view, index := enforceViewOf(t, fmt.Sprintf(enforcePolicy, 6379, 8080)+`---
+apiVersion: meshguard.io/v1alpha1
+kind: NetworkRule
+metadata: {name: web-db, namespace: shop}
+spec: {from: {group: web}, to: {group: redis}, ports: [tcp/5432], applications: [postgres], action: allow,
+  l7: {sql: {denyVerbs: [DROP]}}}
+`)
+	eng, err := dpi.New(dpi.Config{Protocols: dpi.DefaultProtocols()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	o := EnforcingInspector(eng, view, index)(context.Background(), StreamInfo{Direction: Inbound, Authenticated: true,
+		Source: spiffeid.RequireFromString("spiffe://example.org/ns/shop/sa/web"), DestPort: 5432})
+	defer o.Close()
+	params := "user\x00web\x00database\x00shop\x00\x00"
+	startup := binary.BigEndian.AppendUint32(nil, uint32(8+len(params)))
+	startup = append(binary.BigEndian.AppendUint32(startup, 196608), params...)
+	if err := o.FromClient(startup); err != nil {
+		t.Fatalf("startup refused: %v", err)
+	}
+	query := func(q string) []byte {
+		return append(binary.BigEndian.AppendUint32([]byte{'Q'}, uint32(4+len(q)+1)), q+"\x00"...)
+	}
+	if err := o.FromClient(query("SELECT 1")); err != nil {
+		t.Fatalf("SELECT refused: %v", err)
+	}
+	err = o.FromClient(query("DROP TABLE items"))
+	var r Replier
+	if !errors.As(err, &r) || r.Reply()[0] != 'E' || !strings.Contains(string(r.Reply()), "C42501\x00") ||
+		!strings.Contains(string(r.Reply()), "denied by meshguard: ") || !strings.Contains(string(r.Reply()), "web-db") {
+		t.Fatalf("DROP: %v", err)
 	}
 }
