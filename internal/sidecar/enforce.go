@@ -102,7 +102,10 @@ func (o *enforcer) FromClient(p []byte) error {
 	o.mu.Lock()
 	defer o.mu.Unlock()
 	o.reqs, o.refused = 0, 0
-	o.fl.Feed(dpi.ClientToServer, p) // no budget: every request is decided
+	if o.decided && o.cut == nil && !l7Decided(o.app) && o.fed[dpi.ClientToServer] >= dpiBudget {
+		return nil // no requests to decide: bulk uploads cost nothing past the budget
+	}
+	o.fl.Feed(dpi.ClientToServer, p) // no budget for applications with request rules
 	o.fed[dpi.ClientToServer] += len(p)
 	if err := o.connVerdict(); err != nil {
 		return err
