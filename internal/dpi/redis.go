@@ -122,7 +122,7 @@ func redisInline(w []byte) bool {
 func (Redis) NewParser() Parser { return &redisParser{} }
 
 const (
-	redisMaxDepth   = 8
+	redisMaxDepth   = 32       // COMMAND DOCS replies nest maps about 8 deep
 	redisMaxLine    = 64 << 10 // redis' own inline and bulk-header limit
 	redisCapture    = 256      // bytes kept of the command name and first key
 	redisMaxElement = 1 << 24
@@ -268,10 +268,7 @@ func (p *redisParser) element(dir Direction, s *redisDir, emit func(*Message)) {
 		if s.stack[s.depth-1] > 0 {
 			return
 		}
-		s.depth--
-		if s.depth > 0 {
-			return // the closed aggregate is itself an element one level up
-		}
+		s.depth-- // the closed aggregate is itself an element one level up: count it there
 	}
 	if dir == ClientToServer && s.top == '*' && s.elem > 0 {
 		p.command(dir, s.capt[0][:s.captN[0]], s.capt[1][:s.captN[1]], s.elem-1, emit)

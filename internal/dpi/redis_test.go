@@ -57,3 +57,26 @@ func TestRedisGarbage(t *testing.T) {
 func FuzzRedis(f *testing.F) {
 	fuzzA(f, Redis{}, []byte("*3\r\n$3\r\nset\r\n$5\r\nuser1\r\n$5\r\na\r\nb!\r\n"), []byte("+OK\r\n*2\r\n*2\r\n$3\r\nget\r\n:2\r\n%1\r\n+a\r\n*0\r\n"), []byte("get k\r\n"))
 }
+
+// A nested aggregate counts as one element of its parent: after a nested reply the parser must
+// be back at the top level, so the next simple reply is seen as a reply of its own.
+func TestRedisNestedReplyKeepsFraming(t *testing.T) {
+	deep := ""
+	for range 12 { // deeper than a COMMAND DOCS reply
+		deep += "*1\r\n"
+	}
+	checkConv(t, Redis{}, []seg{
+		c2s("*1\r\n$7\r\nCOMMAND\r\n"),
+		s2c("*2\r\n*2\r\n$3\r\nget\r\n:2\r\n%1\r\n+a\r\n*0\r\n"),
+		c2s("*1\r\n$4\r\nPING\r\n"),
+		s2c("+PONG\r\n"),
+		c2s("*1\r\n$4\r\nPING\r\n"),
+		s2c(deep + ":1\r\n" + "+OK\r\n"),
+	}, []string{
+		"client command command=COMMAND keys=0",
+		"client command command=PING keys=0",
+		"server reply status=ok",
+		"client command command=PING keys=0",
+		"server reply status=ok",
+	})
+}
