@@ -34,6 +34,7 @@ type Directory interface {
 	ByIP(ip netip.Addr) (registry.Workload, bool)
 	BySPIFFEID(id string) (registry.Workload, bool)
 	GroupsOf(namespace, name string) []string
+	ServiceByVIP(ip netip.Addr) (registry.Service, bool)
 }
 
 // Observer takes learning observations (the learner).
@@ -121,6 +122,21 @@ func (c *Connections) resolve(id, addr string) side {
 	}
 	if !s.known && id != "" {
 		s.w, s.known = c.cfg.Directory.BySPIFFEID(id)
+	}
+	if !s.known {
+		// A service VIP (an outbound report to a pod without a sidecar carries the address the
+		// app dialled): with one endpoint, that is the workload reached.
+		ip, err := netip.ParseAddr(addr)
+		if ap, perr := netip.ParseAddrPort(addr); perr == nil {
+			ip, err = ap.Addr(), nil
+		}
+		if err == nil {
+			if svc, ok := c.cfg.Directory.ServiceByVIP(ip.Unmap()); ok && len(svc.Endpoints) == 1 {
+				if ns, name, ok := strings.Cut(svc.Endpoints[0], "/"); ok {
+					s.w, s.known = c.cfg.Directory.Workload(ns, name)
+				}
+			}
+		}
 	}
 	if s.known {
 		s.groups = c.cfg.Directory.GroupsOf(s.w.Namespace, s.w.Name)

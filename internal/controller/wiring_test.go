@@ -41,7 +41,8 @@ func TestSidecarGetsConfigAndReportsConnections(t *testing.T) {
 		{Pod: lab.Pod{Name: "web-0", Namespace: "shop", ServiceAccount: "web", Labels: map[string]string{"app": "web"}, Sidecar: true}, IP: "10.244.0.2"},
 		{Pod: lab.Pod{Name: "cache-0", Namespace: "shop", ServiceAccount: "cache", Labels: map[string]string{"app": "cache"}, Sidecar: true}, IP: "10.244.0.3"},
 		{Pod: lab.Pod{Name: "old-0", Namespace: "legacy", ServiceAccount: "old", Labels: map[string]string{"app": "old"}}, IP: "10.244.0.4"},
-	}}
+	}, Services: []lab.ServiceState{{Service: lab.Service{Name: "old", Namespace: "legacy", Selector: map[string]string{"app": "old"},
+		Ports: []lab.ServicePort{{Port: 80, TargetPort: 8080}}}, VIP: "10.96.0.9"}}}
 	b, _ := json.Marshal(st)
 	if err := os.WriteFile(lab.StatePath(labDir), b, 0o600); err != nil {
 		t.Fatal(err)
@@ -197,6 +198,9 @@ func TestSidecarGetsConfigAndReportsConnections(t *testing.T) {
 		{Direction: "inbound", Authenticated: true, SourceSpiffeId: "spiffe://example.org/ns/shop/sa/cache", SourceAddr: "10.244.0.3:5004",
 			DestinationSpiffeId: id.String(), DestinationAddr: "10.244.0.2:6379", DestinationPort: 6379, AppProtocol: "ssh",
 			Verdict: "deny", RuleId: "shop/no-ssh", L7: map[string]string{"mismatch": "true"}},
+		// web-0's sidecar calling the unmeshed legacy pod through its service VIP, directly.
+		{Direction: "outbound", SourceSpiffeId: id.String(), SourceAddr: "10.244.0.2", DestinationAddr: "10.96.0.9", DestinationPort: 80,
+			AppProtocol: "http", CloseReason: "closed"},
 	}, 0); err != nil {
 		t.Fatal(err)
 	}
@@ -225,6 +229,13 @@ func TestSidecarGetsConfigAndReportsConnections(t *testing.T) {
 				t.Errorf("sidecar deny with mismatch shown as %+v", x)
 			}
 		}
+	}
+	direct := false
+	for _, x := range conns {
+		direct = direct || (x.Source == "shop/web-0" && x.Destination == "legacy/old-0" && x.Port == 80 && !x.Authenticated)
+	}
+	if !direct {
+		t.Errorf("a call through a one-endpoint VIP is not attributed to its workload: %s", body)
 	}
 	if found != 3 {
 		t.Fatalf("want 3 reported flows, got %d: %s", found, body)
