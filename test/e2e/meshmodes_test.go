@@ -46,6 +46,12 @@ pods:
     command: ["NGINX", "8080"]
     user: www-data
     sidecar: false
+  - name: oddweb
+    namespace: shop
+    serviceAccount: oddweb
+    labels: {app: oddweb}
+    command: ["NGINX", "6379"]
+    user: www-data
 services:
   - name: web
     namespace: shop
@@ -59,11 +65,16 @@ services:
     namespace: shop
     selector: {app: bare}
     ports: [{port: 80, targetPort: 8080}]
+  - name: oddweb
+    namespace: shop
+    selector: {app: oddweb}
+    ports: [{port: 6379}]
 `
 
 // TestLabMeshModes: STRICT refuses plaintext, a PERMISSIVE namespace (set in the topology,
 // passed by lab up to its controller) accepts it and the connection is listed as
-// unauthenticated; a meshed client reaches a pod without a sidecar directly.
+// unauthenticated; a meshed client reaches a pod without a sidecar directly; HTTP on the Redis
+// port is flagged as a mismatch and raises a protocol-mismatch threat event.
 func TestLabMeshModes(t *testing.T) {
 	labRequire(t, "nginx", "curl")
 	ex, err := filepath.Abs("../../examples")
@@ -131,4 +142,21 @@ func TestLabMeshModes(t *testing.T) {
 		return permissive && strictDeny && meshed && direct
 	})
 	t.Logf("get connections:\n%s\n%s", MustRun(t, "get", "connections").Stdout, last)
+
+	labEventually(t, "client", "hello from oddweb", "curl", "-sS", "-m", "5", "http://oddweb.shop.svc.cluster.local:6379/")
+	waitFor(t, "the mismatch listed and a protocol-mismatch threat event", func() bool {
+		r := Run(t, "get", "connections", "-o", "json")
+		last = r.Stdout
+		var conns []api.Connection
+		if r.Code != 0 || json.Unmarshal([]byte(r.Stdout), &conns) != nil {
+			return false
+		}
+		flagged := false
+		for _, c := range conns {
+			flagged = flagged || (c.Destination == "shop/oddweb" && c.App == "http" && c.Mismatch)
+		}
+		ev := Run(t, "get", "events", "--kind", "threat", "-o", "json")
+		last += "\n" + ev.Stdout
+		return flagged && ev.Code == 0 && strings.Contains(ev.Stdout, "protocol-mismatch") && strings.Contains(ev.Stdout, "http on tcp/6379")
+	})
 }
