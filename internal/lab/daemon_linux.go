@@ -206,6 +206,13 @@ func (d *Daemon) build(ctx context.Context) error {
 	if err := installServices(d.st); err != nil {
 		return err
 	}
+	for i := range d.st.Pods {
+		if p := &d.st.Pods[i]; !p.Sidecar {
+			if err := installPodServices(d.st, p); err != nil {
+				return err
+			}
+		}
+	}
 	dnsSrv, err := NewDNSServer(DNSConfig{Addr: d.st.DNS, Records: ServiceRecords(d.st), Upstreams: HostUpstreams("/etc/resolv.conf"), Log: d.cfg.Log})
 	if err != nil {
 		return err

@@ -223,34 +223,8 @@ func installServices(s *State) error {
 			&expr.Verdict{Kind: expr.VerdictJump, Chain: svc.Name},
 		}})
 	}
-	for _, sv := range s.Services {
-		vip, err := netip.ParseAddr(sv.VIP)
-		if err != nil {
-			return fmt.Errorf("service %s vip %q: %w", sv.Key(), sv.VIP, err)
-		}
-		n := len(sv.Endpoints)
-		for _, sp := range sv.Ports {
-			for i, ep := range sv.Endpoints {
-				epIP, err := netip.ParseAddr(ep)
-				if err != nil {
-					return fmt.Errorf("service %s endpoint %q: %w", sv.Key(), ep, err)
-				}
-				ex := matchVIPPort(vip, sp.Port)
-				if remaining := n - i; remaining > 1 {
-					// Endpoint i wins with probability 1/remaining: uniform over endpoints.
-					ex = append(ex,
-						&expr.Numgen{Register: 1, Modulus: uint32(remaining), Type: unix.NFT_NG_RANDOM},
-						&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: binaryutil32(0)},
-					)
-				}
-				ex = append(ex,
-					&expr.Immediate{Register: 1, Data: epIP.AsSlice()},
-					&expr.Immediate{Register: 2, Data: binaryutil16(sp.TargetPort)},
-					&expr.NAT{Type: expr.NATTypeDestNAT, Family: unix.NFPROTO_IPV4, RegAddrMin: 1, RegProtoMin: 2, Specified: true},
-				)
-				c.AddRule(&nftables.Rule{Table: t, Chain: svc, Exprs: ex})
-			}
-		}
+	if err := addServiceDNAT(c, t, svc, s.Services); err != nil {
+		return err
 	}
 	// ct status dnat, oifname bridge, ip saddr podCIDR -> masquerade (hairpin).
 	mask := net.CIDRMask(podCIDR.Bits(), 32)
@@ -275,6 +249,67 @@ func installServices(s *State) error {
 	}
 	if err := c.Flush(); err != nil {
 		return fmt.Errorf("install nftables table %s: %w", s.NFTTable, err)
+	}
+	return nil
+}
+
+// addServiceDNAT adds to chain one DNAT rule per service port and endpoint.
+func addServiceDNAT(c *nftables.Conn, t *nftables.Table, chain *nftables.Chain, services []ServiceState) error {
+	for _, sv := range services {
+		vip, err := netip.ParseAddr(sv.VIP)
+		if err != nil {
+			return fmt.Errorf("service %s vip %q: %w", sv.Key(), sv.VIP, err)
+		}
+		n := len(sv.Endpoints)
+		for _, sp := range sv.Ports {
+			for i, ep := range sv.Endpoints {
+				epIP, err := netip.ParseAddr(ep)
+				if err != nil {
+					return fmt.Errorf("service %s endpoint %q: %w", sv.Key(), ep, err)
+				}
+				ex := matchVIPPort(vip, sp.Port)
+				if remaining := n - i; remaining > 1 {
+					// Endpoint i wins with probability 1/remaining: uniform over endpoints.
+					ex = append(ex,
+						&expr.Numgen{Register: 1, Modulus: uint32(remaining), Type: unix.NFT_NG_RANDOM},
+						&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: binaryutil32(0)},
+					)
+				}
+				ex = append(ex,
+					&expr.Immediate{Register: 1, Data: epIP.AsSlice()},
+					&expr.Immediate{Register: 2, Data: binaryutil16(sp.TargetPort)},
+					&expr.NAT{Type: expr.NATTypeDestNAT, Family: unix.NFPROTO_IPV4, RegAddrMin: 1, RegProtoMin: 2, Specified: true},
+				)
+				c.AddRule(&nftables.Rule{Table: t, Chain: chain, Exprs: ex})
+			}
+		}
+	}
+	return nil
+}
+
+// installPodServices gives a pod without a sidecar the service DNAT in its own netns (output
+// hook): its connections to a VIP then go straight to the endpoint with the pod's own source
+// address, instead of through the host, whose hairpin masquerade would hide the source from
+// the destination's sidecar (a PERMISSIVE pod could not say who sent the plaintext). The
+// table goes with the netns.
+func installPodServices(s *State, p *PodState) error {
+	ns, err := netns.GetFromPath(p.Netns)
+	if err != nil {
+		return fmt.Errorf("pod %s netns: %w", p.Key(), err)
+	}
+	defer ns.Close()
+	c, err := nftables.New(nftables.WithNetNSFd(int(ns)))
+	if err != nil {
+		return fmt.Errorf("pod %s nftables: %w", p.Key(), err)
+	}
+	t := c.AddTable(&nftables.Table{Family: nftables.TableFamilyIPv4, Name: s.NFTTable})
+	out := c.AddChain(&nftables.Chain{Name: "output", Table: t, Type: nftables.ChainTypeNAT,
+		Hooknum: nftables.ChainHookOutput, Priority: nftables.ChainPriorityNATDest})
+	if err := addServiceDNAT(c, t, out, s.Services); err != nil {
+		return err
+	}
+	if err := c.Flush(); err != nil {
+		return fmt.Errorf("pod %s: install nftables table %s: %w", p.Key(), s.NFTTable, err)
 	}
 	return nil
 }
