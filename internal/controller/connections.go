@@ -224,19 +224,30 @@ func (c *Connections) handle(ctx context.Context, from xds.Node, pol *policy.Pol
 		Source: srcEP, Destination: dstEP, Protocol: app, L7: l7, RuleID: rule, Action: verdict,
 		Severity: events.SeverityInfo, Reason: fmt.Sprintf("reported by %s; %d bytes sent, %d received", from.Key(), r.GetBytesSent(), r.GetBytesReceived())})
 
-	if verdict == "deny" || (rule == "" && d.Violation) {
+	// The sidecar's explanation of its decision and the single requests it refused on an
+	// otherwise allowed stream ride in the L7 map (kept out of the summary above).
+	sidecarWhy, deniedRequests := r.GetL7()["reason"], r.GetL7()["denied_requests"]
+	if verdict == "deny" || (rule == "" && d.Violation) || deniedRequests != "" {
 		why := d.String()
+		action := verdict
 		switch {
 		case refusal != "":
 			why = refusal
+		case deniedRequests != "" && verdict == "allow":
+			action, why = "deny", fmt.Sprintf("%s request(s) refused on an allowed connection", deniedRequests)
+			if sidecarWhy != "" {
+				why += ": " + sidecarWhy
+			}
+		case !unenforced && sidecarWhy != "":
+			why = sidecarWhy
 		case verdict == "deny" && rule != "":
 			why = "denied by rule " + rule
 		case unenforced && d.Verdict == policy.Deny:
 			why += " (not enforced: the sidecar made no decision)"
 		}
-		c.violations.WithLabelValues(d.Group, verdict).Inc()
+		c.violations.WithLabelValues(d.Group, action).Inc()
 		c.cfg.Events.Emit(ctx, events.Event{Kind: events.KindViolation, Time: start, Name: "policy.violation",
-			Source: srcEP, Destination: dstEP, Protocol: app, L7: l7, RuleID: rule, Action: verdict,
+			Source: srcEP, Destination: dstEP, Protocol: app, L7: l7, RuleID: rule, Action: action,
 			Severity: events.SeverityMedium, Reason: why})
 	}
 	mismatch := r.GetL7()["mismatch"] == "true"
@@ -326,7 +337,9 @@ func l7Summary(m map[string]string) string {
 	}
 	keys := make([]string, 0, len(m))
 	for k := range m {
-		keys = append(keys, k)
+		if k != "reason" && k != "denied_requests" { // the sidecar's decision, not traffic
+			keys = append(keys, k)
+		}
 	}
 	slices.Sort(keys)
 	parts := make([]string, 0, len(keys))

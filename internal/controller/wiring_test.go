@@ -198,6 +198,10 @@ func TestSidecarGetsConfigAndReportsConnections(t *testing.T) {
 		{Direction: "inbound", Authenticated: true, SourceSpiffeId: "spiffe://example.org/ns/shop/sa/cache", SourceAddr: "10.244.0.3:5004",
 			DestinationSpiffeId: id.String(), DestinationAddr: "10.244.0.2:6379", DestinationPort: 6379, AppProtocol: "ssh",
 			Verdict: "deny", RuleId: "shop/no-ssh", L7: map[string]string{"mismatch": "true"}},
+		// An allowed stream on which the sidecar refused one Redis command.
+		{Direction: "inbound", Authenticated: true, SourceSpiffeId: "spiffe://example.org/ns/shop/sa/cache", SourceAddr: "10.244.0.3:5006",
+			DestinationSpiffeId: id.String(), DestinationAddr: "10.244.0.2:6380", DestinationPort: 6380, AppProtocol: "redis", Verdict: "allow",
+			L7: map[string]string{"command": "FLUSHALL", "reason": "denied by rule shop/no-flush", "denied_requests": "1"}},
 		// web-0's sidecar calling the unmeshed legacy pod through its service VIP, directly.
 		{Direction: "outbound", SourceSpiffeId: id.String(), SourceAddr: "10.244.0.2", DestinationAddr: "10.96.0.9", DestinationPort: 80,
 			AppProtocol: "http", CloseReason: "closed"},
@@ -259,7 +263,10 @@ func TestSidecarGetsConfigAndReportsConnections(t *testing.T) {
 		}
 	}
 	eventually("/api/v1/events?kind=threat", `"name":"protocol-mismatch"`, `"severity":"medium"`, "ssh on tcp/6379")
-	eventually("/api/v1/events?kind=violation", "namespace is STRICT")
+	eventually("/api/v1/events?kind=violation", "namespace is STRICT", "1 request(s) refused on an allowed connection: denied by rule shop/no-flush")
+	if _, body := call("GET", "/api/v1/events?kind=connection", ""); strings.Contains(body, "denied_requests") || !strings.Contains(body, `"l7":"command=FLUSHALL"`) {
+		t.Errorf("the sidecar's decision leaked into (or the command is missing from) the L7 summary: %s", body)
+	}
 	_, body = call("GET", "/api/v1/graph", "")
 	if !strings.Contains(body, `"mismatch":true`) || !strings.Contains(body, `"unauthenticated":`) {
 		t.Fatalf("graph lacks mismatch/unauthenticated: %s", body)
