@@ -2,6 +2,9 @@ package e2e
 
 import (
 	"encoding/json"
+	"io"
+	"net"
+	"net/http"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -16,6 +19,7 @@ import (
 // meshed client calls.
 const meshModesTopology = `mesh:
   permissiveNamespaces: [legacy]
+  egress: allow-any
 pods:
   - name: client
     namespace: shop
@@ -74,7 +78,8 @@ services:
 // TestLabMeshModes: STRICT refuses plaintext, a PERMISSIVE namespace (set in the topology,
 // passed by lab up to its controller) accepts it and the connection is listed as
 // unauthenticated; a meshed client reaches a pod without a sidecar directly; HTTP on the Redis
-// port is flagged as a mismatch and raises a protocol-mismatch threat event.
+// port is flagged as a mismatch and raises a protocol-mismatch threat event; egress allow-any
+// lets a meshed pod reach an address the registry does not know.
 func TestLabMeshModes(t *testing.T) {
 	labRequire(t, "nginx", "curl")
 	ex, err := filepath.Abs("../../examples")
@@ -144,6 +149,16 @@ func TestLabMeshModes(t *testing.T) {
 		return permissive && strictDeny && meshed && direct
 	})
 	t.Logf("get connections:\n%s\n%s", MustRun(t, "get", "connections").Stdout, last)
+
+	// Egress allow-any: a server on the bridge gateway (host side, not registered) is reachable.
+	ln, err := net.Listen("tcp", net.JoinHostPort(st.Gateway, "0"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) { _, _ = io.WriteString(w, "hello from outside\n") })}
+	go func() { _ = srv.Serve(ln) }()
+	t.Cleanup(func() { _ = srv.Close() })
+	labEventually(t, "client", "hello from outside", "curl", "-sS", "-m", "5", "http://"+ln.Addr().String()+"/")
 
 	labEventually(t, "client", "hello from oddweb", "curl", "-sS", "-m", "5", "http://oddweb.shop.svc.cluster.local:6379/")
 	waitFor(t, "the mismatch listed and a protocol-mismatch threat event", func() bool {
