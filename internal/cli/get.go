@@ -91,7 +91,10 @@ func newGetCommand(g *globals) *cobra.Command {
   services     services with their virtual IPs and endpoints
   sidecars     connected sidecars and the config version each applied
   events       stored events (violations, connections, threats, audit); see --kind, --since, --follow
-  connections  flows seen in sidecars' connection reports (mesh system traffic hidden unless --include-system)
+  connections  flows seen in sidecars' connection reports (mesh system traffic hidden unless --include-system);
+               VERDICT is the sidecar's decision (a STRICT refusal of plaintext is a deny), MTLS "no" marks
+               plaintext (PERMISSIVE namespaces, pods without a sidecar), FLAGS "mismatch" a protocol on a
+               port registered to another (also a protocol-mismatch threat event)
 
 Every list supports -o table (default), -o json and -o yaml, and -n NAMESPACE.`,
 		Example: `  meshguard get workloads -n shop
