@@ -27,7 +27,9 @@ func newLabCommand(g *globals) *cobra.Command {
 		Long: `lab runs a local "cluster" on one Linux machine: each pod is a real process with its own
 network, PID, mount and UTS namespace, IP, hostname, labels and service account; services get a
 virtual IP and a DNS name <svc>.<ns>.svc.cluster.local. A background daemon owns the lab;
-'lab down' removes everything it made.
+'lab down' removes everything it made. The topology file's optional top-level
+'mesh: {permissiveNamespaces: [NS...], egress: allow-any|registry-only}' configures the lab's
+controller (see examples/shop.yaml); it is read at 'lab up', so change it with down + up.
 
   meshguard lab up -f examples/shop.yaml
   meshguard lab status
