@@ -6,11 +6,14 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"net/netip"
 	"strconv"
 	"time"
 
 	"github.com/miekg/dns"
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
 
+	"github.com/meshguard/meshguard/internal/dpi"
 	"github.com/meshguard/meshguard/internal/intercept"
 )
 
@@ -22,7 +25,43 @@ type dnsProxy struct {
 	log     *slog.Logger
 }
 
-func newDNSProxy(port uint16, upstream string, mark int, log *slog.Logger) (*dnsProxy, error) {
+// dnsInspection runs each forwarded exchange through DPI and reports it like a connection
+// (app "dns", qname/qtype/rcode in L7), so outbound DNS shows in reports and the graph.
+// A nil report turns it off.
+type dnsInspection struct {
+	eng    *dpi.Engine
+	self   spiffeid.ID
+	report func(ConnReport)
+}
+
+func (in *dnsInspection) observe(src net.Addr, upstream string, q, resp *dns.Msg, start time.Time, took time.Duration) {
+	if in == nil || in.report == nil {
+		return
+	}
+	qb, err := q.Pack()
+	if err != nil {
+		return
+	}
+	rb, _ := resp.Pack()
+	o := &dpiObserver{fl: in.eng.NewFlow(dpi.FlowInfo{Transport: dpi.UDP, ServerPort: 53}, nil)}
+	_ = o.FromClient(qb)
+	if len(rb) > 0 {
+		_ = o.FromServer(rb)
+	}
+	o.Close()
+	rep := ConnReport{Direction: Outbound, Source: in.self, Start: start, Duration: took,
+		BytesSent: int64(len(qb)), BytesReceived: int64(len(rb)), Reason: ReasonClosed}
+	if ap, err := netip.ParseAddrPort(src.String()); err == nil {
+		rep.SourceAddr = ap
+	}
+	if ap, err := netip.ParseAddrPort(upstream); err == nil {
+		rep.DestAddr = ap
+	}
+	o.Annotate(&rep)
+	in.report(rep)
+}
+
+func newDNSProxy(port uint16, upstream string, mark int, inspect *dnsInspection, log *slog.Logger) (*dnsProxy, error) {
 	if _, _, err := net.SplitHostPort(upstream); err != nil {
 		return nil, fmt.Errorf("sidecar: --upstream-dns %q: want host:port (%v)", upstream, err)
 	}
@@ -30,6 +69,7 @@ func newDNSProxy(port uint16, upstream string, mark int, log *slog.Logger) (*dns
 	handler := func(proto string) dns.HandlerFunc {
 		c := &dns.Client{Net: proto, Dialer: dialer, Timeout: 5 * time.Second}
 		return func(w dns.ResponseWriter, q *dns.Msg) {
+			start := time.Now()
 			resp, _, err := c.Exchange(q, upstream)
 			if err != nil {
 				log.Debug("dns upstream failed", "err", err)
@@ -38,6 +78,7 @@ func newDNSProxy(port uint16, upstream string, mark int, log *slog.Logger) (*dns
 				resp = m
 			}
 			_ = w.WriteMsg(resp)
+			inspect.observe(w.RemoteAddr(), upstream, q, resp, start, time.Since(start))
 		}
 	}
 	p := &dnsProxy{log: log}

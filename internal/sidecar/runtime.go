@@ -226,14 +226,6 @@ func (r *Runtime) Run(ctx context.Context) error {
 	}
 	spawn("admin", func(ctx context.Context) error { return r.serveAdmin(ctx, admin, reg, src) })
 
-	if cfg.UpstreamDNS != "" {
-		d, err := newDNSProxy(cfg.DNSPort, cfg.UpstreamDNS, mark, log.With("component", "dns"))
-		if err != nil {
-			return err
-		}
-		spawn("dns", d.run)
-	}
-
 	// The outbound listener is open from the start: the app's connections wait (bounded) for
 	// readiness instead of failing.
 	outLn, err := (&net.ListenConfig{}).Listen(ctx, "tcp", ":"+strconv.Itoa(int(cfg.OutboundPort)))
@@ -301,6 +293,16 @@ func (r *Runtime) Run(ctx context.Context) error {
 			r.ownDestination(&rep)
 		}
 		batcher.Add(rep.Proto())
+	}
+
+	if cfg.UpstreamDNS != "" {
+		d, err := newDNSProxy(cfg.DNSPort, cfg.UpstreamDNS, mark,
+			&dnsInspection{eng: eng, self: cfg.SPIFFEID, report: report}, log.With("component", "dns"))
+		if err != nil {
+			outLn.Close()
+			return err
+		}
+		spawn("dns", d.run)
 	}
 
 	client, err := NewTunnelClient(TunnelClientConfig{Creds: creds, Clock: cfg.Clock, Log: log.With("component", "tunnel"), Mark: mark})

@@ -105,7 +105,13 @@ func TestDNSProxyForwardsToUpstream(t *testing.T) {
 	upstreamAddr := ln.Addr().String()
 
 	port := freePort(t)
-	p, err := newDNSProxy(port, upstreamAddr, 0, quietLog())
+	eng, err := dpi.New(dpi.Config{Protocols: dpi.DefaultProtocols()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	reports := make(chan ConnReport, 4)
+	self := spiffeid.RequireFromString("spiffe://cluster.local/ns/shop/sa/client")
+	p, err := newDNSProxy(port, upstreamAddr, 0, &dnsInspection{eng: eng, self: self, report: func(r ConnReport) { reports <- r }}, quietLog())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -132,6 +138,16 @@ func TestDNSProxyForwardsToUpstream(t *testing.T) {
 		}
 		if len(resp.Answer) != 1 || !strings.Contains(resp.Answer[0].String(), "10.96.0.7") {
 			t.Fatalf("%s answer: %v", proto, resp.Answer)
+		}
+		// Each forwarded exchange is inspected and reported as outbound DNS.
+		select {
+		case r := <-reports:
+			if r.AppProtocol != "dns" || r.Direction != Outbound || r.Source != self ||
+				!strings.Contains(r.L7["name"], "web.shop.svc.cluster.local") || r.DestAddr.String() != upstreamAddr {
+				t.Fatalf("%s report: %+v", proto, r)
+			}
+		case <-time.After(5 * time.Second):
+			t.Fatalf("%s: no report for the DNS exchange", proto)
 		}
 	}
 }
