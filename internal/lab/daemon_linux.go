@@ -436,7 +436,11 @@ func (d *Daemon) startPod(ctx context.Context, i int) error {
 	defer readyR.Close()
 	args := []string{"lab", "pod-init", "--netns", p.Netns, "--hostname", p.Hostname, "--dir", p.Dir,
 		"--uid", strconv.FormatUint(uint64(p.UID), 10), "--gid", strconv.FormatUint(uint64(p.GID), 10), "--ready-fd", "3", "--"}
-	cmd := exec.Command(d.cfg.Self, append(args, p.Command...)...)
+	command, err := stagedCommand(p)
+	if err != nil {
+		return err
+	}
+	cmd := exec.Command(d.cfg.Self, append(args, command...)...)
 	cmd.Env = PodEnv(d.cfg.StateDir, p)
 	cmd.Dir = "/"
 	cmd.Stdout, cmd.Stderr = logf, logf
