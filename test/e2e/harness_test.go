@@ -182,6 +182,13 @@ func (s *syncBuffer) WriteString(v string) {
 	s.b.WriteString(v)
 }
 
+// Write makes it an io.Writer for a command's output read while the command runs.
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
 func (s *syncBuffer) String() string {
 	s.mu.Lock()
 	defer s.mu.Unlock()

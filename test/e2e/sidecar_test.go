@@ -131,7 +131,7 @@ func TestSidecarMesh(t *testing.T) {
 	// are switched between the bridge's veth ports and never reach the bridge device itself).
 	pcap := filepath.Join(t.TempDir(), "bridge.pcap")
 	dump := exec.Command("tcpdump", "-i", "any", "--immediate-mode", "-U", "-s", "0", "-w", pcap, "tcp and net "+st.PodCIDR)
-	var dumpErr bytes.Buffer
+	var dumpErr syncBuffer // tcpdump writes it while the test reads it
 	dump.Stderr = &dumpErr
 	if err := dump.Start(); err != nil {
 		t.Fatal(err)
@@ -519,7 +519,7 @@ services:
 	labEventually(t, "client", "PONG", "redis-cli", "-h", "redis", "ping")
 
 	stop := filepath.Join(t.TempDir(), "stop")
-	var out, errb bytes.Buffer
+	var out, errb syncBuffer
 	stream := exec.Command(bin, "lab", "exec", "client", "--", "python3", "-c", pingForever, stop)
 	stream.Stdout, stream.Stderr = &out, &errb
 	if err := stream.Start(); err != nil {
