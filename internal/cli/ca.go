@@ -1,8 +1,6 @@
 package cli
 
 import (
-	"fmt"
-
 	"github.com/spf13/cobra"
 
 	"github.com/meshguard/meshguard/internal/api"
@@ -16,16 +14,7 @@ func newCACommand(g *globals) *cobra.Command {
 		Short: "Issue a new intermediate (and with --root a new root); old roots stay trusted until they expire",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			c, err := g.apiClient()
-			if err != nil {
-				return err
-			}
-			var resp api.Status
-			if err := c.do(cmd.Context(), "POST", "/api/v1/ca/rotate", req, &resp); err != nil {
-				return fmt.Errorf("ca rotate: %w", err)
-			}
-			_, err = fmt.Fprintln(g.stdout, resp.Status)
-			return err
+			return g.postStatus(cmd.Context(), "ca rotate", "/api/v1/ca/rotate", req)
 		},
 	}
 	rotate.Flags().BoolVar(&req.Root, "root", false, "also replace the root CA (rotate at most once per SVID lifetime)")

@@ -118,3 +118,18 @@ func (c *apiClient) do(ctx context.Context, method, path string, in, out any) er
 	}
 	return json.Unmarshal(raw, out)
 }
+
+// postStatus POSTs req to path and prints the controller's one-line status; verb names the
+// command in errors.
+func (g *globals) postStatus(ctx context.Context, verb, path string, req any) error {
+	c, err := g.apiClient()
+	if err != nil {
+		return err
+	}
+	var resp api.Status
+	if err := c.do(ctx, "POST", path, req, &resp); err != nil {
+		return fmt.Errorf("%s: %w", verb, err)
+	}
+	_, err = fmt.Fprintln(g.stdout, resp.Status)
+	return err
+}

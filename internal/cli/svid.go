@@ -81,16 +81,7 @@ func newSVIDRevokeCommand(g *globals) *cobra.Command {
 		Short: "Refuse every renewal of the SVIDs issued so far for ID (it must attest again)",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			c, err := g.apiClient()
-			if err != nil {
-				return err
-			}
-			var resp api.Status
-			if err := c.do(cmd.Context(), "POST", "/api/v1/svids/revoke", req, &resp); err != nil {
-				return fmt.Errorf("svid revoke: %w", err)
-			}
-			_, err = fmt.Fprintln(g.stdout, resp.Status)
-			return err
+			return g.postStatus(cmd.Context(), "svid revoke", "/api/v1/svids/revoke", req)
 		},
 	}
 	cmd.Flags().StringVar(&req.SPIFFEID, "spiffe-id", "", "SPIFFE ID to revoke (required)")
