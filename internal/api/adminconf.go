@@ -6,6 +6,8 @@ import (
 	"os"
 
 	"sigs.k8s.io/yaml"
+
+	"github.com/meshguard/meshguard/internal/fileutil"
 )
 
 // AdminConfig is what the controller writes to DATA-DIR/admin.conf (mode 0600) and what CLI
@@ -28,14 +30,10 @@ func WriteAdminConfig(path string, c AdminConfig) error {
 	if err != nil {
 		return err
 	}
-	tmp := path + ".tmp"
-	if err := os.WriteFile(tmp, raw, 0o600); err != nil {
-		return fmt.Errorf("write %s: %w", tmp, err)
+	if err := fileutil.WriteAtomic(path, raw, 0o600); err != nil {
+		return fmt.Errorf("write %s: %w", path, err)
 	}
-	if err := os.Chmod(tmp, 0o600); err != nil { // WriteFile keeps an existing file's mode
-		return err
-	}
-	return os.Rename(tmp, path)
+	return nil
 }
 
 // LoadAdminConfig reads and checks an admin config.

@@ -25,6 +25,8 @@ import (
 
 	"github.com/jonboulle/clockwork"
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
+
+	"github.com/meshguard/meshguard/internal/fileutil"
 )
 
 // Lifetimes and limits of what the CA issues.
@@ -401,7 +403,7 @@ func (ca *CA) writeBundle() error {
 }
 
 func (ca *CA) writeBundleLocked() error {
-	return writeFileAtomic(ca.BundlePath(), certsPEM(ca.bundleLocked()), 0o644)
+	return fileutil.WriteAtomic(ca.BundlePath(), certsPEM(ca.bundleLocked()), 0o644)
 }
 
 // SVID is a signed workload certificate chain, DER, leaf first.
@@ -605,7 +607,7 @@ func (ca *CA) save() error {
 	if err != nil {
 		return err
 	}
-	return writeFileAtomic(ca.statePath(), raw, 0o600)
+	return fileutil.WriteAtomic(ca.statePath(), raw, 0o600)
 }
 
 func (ca *CA) decode(raw []byte) error {
@@ -787,29 +789,4 @@ func publicKeysEqual(a, b crypto.PublicKey) bool {
 	type eq interface{ Equal(crypto.PublicKey) bool }
 	e, ok := a.(eq)
 	return ok && e.Equal(b)
-}
-
-// writeFileAtomic writes via a temporary file and rename so readers never see half a file.
-func writeFileAtomic(path string, data []byte, mode os.FileMode) error {
-	tmp, err := os.CreateTemp(filepath.Dir(path), ".tmp-"+filepath.Base(path))
-	if err != nil {
-		return err
-	}
-	defer os.Remove(tmp.Name())
-	if err := tmp.Chmod(mode); err != nil {
-		tmp.Close()
-		return err
-	}
-	if _, err := tmp.Write(data); err != nil {
-		tmp.Close()
-		return err
-	}
-	if err := tmp.Sync(); err != nil {
-		tmp.Close()
-		return err
-	}
-	if err := tmp.Close(); err != nil {
-		return err
-	}
-	return os.Rename(tmp.Name(), path)
 }

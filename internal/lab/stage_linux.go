@@ -2,11 +2,12 @@ package lab
 
 import (
 	"fmt"
-	"io"
 	"os"
 	"path/filepath"
 	"strings"
 	"syscall"
+
+	"github.com/meshguard/meshguard/internal/fileutil"
 )
 
 // stagedCommand returns the command a pod runs. A program given by path that the pod's user
@@ -23,7 +24,11 @@ func stagedCommand(p *PodState) ([]string, error) {
 		return nil, fmt.Errorf("pod %s: stage %s: %w", p.Key(), prog, err)
 	}
 	dst := filepath.Join(dir, filepath.Base(prog))
-	if err := copyFile(prog, dst, 0o755); err != nil {
+	data, err := os.ReadFile(prog)
+	if err == nil {
+		err = fileutil.WriteAtomic(dst, data, 0o755)
+	}
+	if err != nil {
 		return nil, fmt.Errorf("pod %s: stage %s: %w", p.Key(), prog, err)
 	}
 	return append([]string{dst}, p.Command[1:]...), nil
@@ -67,25 +72,4 @@ func allows(fi os.FileInfo, uid, gid uint32, bits os.FileMode) bool {
 		}
 	}
 	return mode&bits == bits
-}
-
-func copyFile(src, dst string, mode os.FileMode) error {
-	in, err := os.Open(src)
-	if err != nil {
-		return err
-	}
-	defer in.Close()
-	tmp := dst + ".tmp"
-	out, err := os.OpenFile(tmp, os.O_CREATE|os.O_WRONLY|os.O_TRUNC, mode)
-	if err != nil {
-		return err
-	}
-	if _, err := io.Copy(out, in); err != nil {
-		out.Close()
-		return err
-	}
-	if err := out.Close(); err != nil {
-		return err
-	}
-	return os.Rename(tmp, dst)
 }

@@ -9,6 +9,8 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+
+	"github.com/meshguard/meshguard/internal/fileutil"
 )
 
 // Resource names. Everything the lab creates carries one of these prefixes, so cleanup can
@@ -130,11 +132,7 @@ func WriteState(dir string, s *State) error {
 	if err != nil {
 		return err
 	}
-	tmp := StatePath(dir) + ".tmp"
-	if err := os.WriteFile(tmp, b, 0o600); err != nil {
-		return fmt.Errorf("write lab state: %w", err)
-	}
-	if err := os.Rename(tmp, StatePath(dir)); err != nil {
+	if err := fileutil.WriteAtomic(StatePath(dir), b, 0o600); err != nil {
 		return fmt.Errorf("write lab state: %w", err)
 	}
 	return nil

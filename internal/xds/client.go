@@ -19,6 +19,7 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	xdsv1 "github.com/meshguard/meshguard/api/xds/v1"
+	"github.com/meshguard/meshguard/internal/fileutil"
 )
 
 // Applier installs a validated snapshot in the sidecar. A nil error ACKs the version; an
@@ -349,27 +350,7 @@ func (c *Client) saveState(resp *xdsv1.ConfigResponse) error {
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return err
 	}
-	tmp, err := os.CreateTemp(dir, ".xds-state-*")
-	if err != nil {
-		return err
-	}
-	defer os.Remove(tmp.Name())
-	if err := tmp.Chmod(0o600); err != nil {
-		tmp.Close()
-		return err
-	}
-	if _, err := tmp.Write(b); err != nil {
-		tmp.Close()
-		return err
-	}
-	if err := tmp.Sync(); err != nil {
-		tmp.Close()
-		return err
-	}
-	if err := tmp.Close(); err != nil {
-		return err
-	}
-	return os.Rename(tmp.Name(), c.cfg.StateFile)
+	return fileutil.WriteAtomic(c.cfg.StateFile, b, 0o600)
 }
 
 // ReportConnections sends one batch of reports to the controller; the Batcher calls it.
