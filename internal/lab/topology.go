@@ -430,43 +430,41 @@ func (p *parser) mesh(n *yaml.Node, field string) Mesh {
 	return m
 }
 
+// nameField reads m[key] into *dst, checked as a DNS label. A non-empty missing makes the key
+// required and is the advice given when it is absent. It returns false when the object should
+// not be built from what was read (a wrong type of an optional key was already reported and
+// leaves the object buildable, as the default stays in *dst).
+func (p *parser) nameField(n *yaml.Node, m map[string]*yaml.Node, field, key, missing string, dst *string) bool {
+	f := field + "." + key
+	v, has := m[key]
+	if !has {
+		if missing == "" {
+			return true
+		}
+		p.fail(n, f, "missing (%s)", missing)
+		return false
+	}
+	str, good := p.str(v, f)
+	if !good {
+		return missing == ""
+	}
+	*dst = str
+	if msg := nameProblem(str, 63); msg != "" {
+		p.fail(v, f, "%s", msg)
+		return false
+	}
+	return true
+}
+
 func (p *parser) pod(n *yaml.Node, field string) []Pod {
 	m := p.mapping(n, field, podKeys...)
 	if m == nil {
 		return nil
 	}
 	tmpl := Pod{Namespace: "default", ServiceAccount: "default", Sidecar: true, Line: n.Line, Field: field, Labels: map[string]string{}}
-	okAll := true
-	if v, ok := m["name"]; !ok {
-		p.fail(n, field+".name", "missing (every pod needs a name)")
-		okAll = false
-	} else if s, ok := p.str(v, field+".name"); ok {
-		if msg := nameProblem(s, 63); msg != "" {
-			p.fail(v, field+".name", "%s", msg)
-			okAll = false
-		}
-		tmpl.Name = s
-	} else {
-		okAll = false
-	}
-	if v, ok := m["namespace"]; ok {
-		if s, ok := p.str(v, field+".namespace"); ok {
-			if msg := nameProblem(s, 63); msg != "" {
-				p.fail(v, field+".namespace", "%s", msg)
-				okAll = false
-			}
-			tmpl.Namespace = s
-		}
-	}
-	if v, ok := m["serviceAccount"]; ok {
-		if s, ok := p.str(v, field+".serviceAccount"); ok {
-			if msg := nameProblem(s, 63); msg != "" {
-				p.fail(v, field+".serviceAccount", "%s", msg)
-				okAll = false
-			}
-			tmpl.ServiceAccount = s
-		}
-	}
+	okAll := p.nameField(n, m, field, "name", "every pod needs a name", &tmpl.Name)
+	okAll = p.nameField(n, m, field, "namespace", "", &tmpl.Namespace) && okAll
+	okAll = p.nameField(n, m, field, "serviceAccount", "", &tmpl.ServiceAccount) && okAll
 	if v, ok := m["labels"]; ok {
 		tmpl.Labels = p.stringMap(v, field+".labels", labelValueProblem)
 	}
@@ -558,28 +556,8 @@ func (p *parser) service(n *yaml.Node, field string) (Service, bool) {
 	if m == nil {
 		return s, false
 	}
-	ok := true
-	if v, has := m["name"]; !has {
-		p.fail(n, field+".name", "missing (every service needs a name)")
-		ok = false
-	} else if str, good := p.str(v, field+".name"); good {
-		if msg := nameProblem(str, 63); msg != "" {
-			p.fail(v, field+".name", "%s", msg)
-			ok = false
-		}
-		s.Name = str
-	} else {
-		ok = false
-	}
-	if v, has := m["namespace"]; has {
-		if str, good := p.str(v, field+".namespace"); good {
-			if msg := nameProblem(str, 63); msg != "" {
-				p.fail(v, field+".namespace", "%s", msg)
-				ok = false
-			}
-			s.Namespace = str
-		}
-	}
+	ok := p.nameField(n, m, field, "name", "every service needs a name", &s.Name)
+	ok = p.nameField(n, m, field, "namespace", "", &s.Namespace) && ok
 	if v, has := m["selector"]; !has {
 		p.fail(n, field+".selector", "missing (give the labels of the pods behind this service)")
 		ok = false
