@@ -6,7 +6,8 @@
 
 // Config distribution from the controller to sidecars: a bidirectional stream of versioned
 // snapshots (controller -> sidecar) and ACK/NACKs (sidecar -> controller), plus batched
-// connection reports. Each sidecar receives only what it needs: its own workload, the services
+// connection and threat reports, capture uploads and a command stream (controller -> sidecar
+// requests such as on-demand captures). Each sidecar receives only what it needs: its own workload, the services
 // and peers it may reach or be reached by, mTLS and egress modes, and the policy relevant to it.
 
 package xdsv1
@@ -1316,6 +1317,699 @@ func (x *ConnectionReport) GetError() string {
 	return ""
 }
 
+type ReportThreatsRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Who reports. With mTLS the TLS peer identity is authoritative and spiffe_id must match it.
+	SpiffeId  string         `protobuf:"bytes,1,opt,name=spiffe_id,json=spiffeId,proto3" json:"spiffe_id,omitempty"`
+	Namespace string         `protobuf:"bytes,2,opt,name=namespace,proto3" json:"namespace,omitempty"`
+	Workload  string         `protobuf:"bytes,3,opt,name=workload,proto3" json:"workload,omitempty"`
+	Threats   []*ThreatEvent `protobuf:"bytes,4,rep,name=threats,proto3" json:"threats,omitempty"`
+	// Threats the sidecar dropped since its previous batch because its queue was full.
+	Dropped       uint64 `protobuf:"varint,5,opt,name=dropped,proto3" json:"dropped,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ReportThreatsRequest) Reset() {
+	*x = ReportThreatsRequest{}
+	mi := &file_api_xds_v1_xds_proto_msgTypes[13]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ReportThreatsRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ReportThreatsRequest) ProtoMessage() {}
+
+func (x *ReportThreatsRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_api_xds_v1_xds_proto_msgTypes[13]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ReportThreatsRequest.ProtoReflect.Descriptor instead.
+func (*ReportThreatsRequest) Descriptor() ([]byte, []int) {
+	return file_api_xds_v1_xds_proto_rawDescGZIP(), []int{13}
+}
+
+func (x *ReportThreatsRequest) GetSpiffeId() string {
+	if x != nil {
+		return x.SpiffeId
+	}
+	return ""
+}
+
+func (x *ReportThreatsRequest) GetNamespace() string {
+	if x != nil {
+		return x.Namespace
+	}
+	return ""
+}
+
+func (x *ReportThreatsRequest) GetWorkload() string {
+	if x != nil {
+		return x.Workload
+	}
+	return ""
+}
+
+func (x *ReportThreatsRequest) GetThreats() []*ThreatEvent {
+	if x != nil {
+		return x.Threats
+	}
+	return nil
+}
+
+func (x *ReportThreatsRequest) GetDropped() uint64 {
+	if x != nil {
+		return x.Dropped
+	}
+	return 0
+}
+
+type ReportThreatsResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ReportThreatsResponse) Reset() {
+	*x = ReportThreatsResponse{}
+	mi := &file_api_xds_v1_xds_proto_msgTypes[14]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ReportThreatsResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ReportThreatsResponse) ProtoMessage() {}
+
+func (x *ReportThreatsResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_api_xds_v1_xds_proto_msgTypes[14]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ReportThreatsResponse.ProtoReflect.Descriptor instead.
+func (*ReportThreatsResponse) Descriptor() ([]byte, []int) {
+	return file_api_xds_v1_xds_proto_rawDescGZIP(), []int{14}
+}
+
+type ThreatEvent struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Detector name: "sqli", "xss", "dns-tunnel", "waf", "dlp"...
+	Name string `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	// threat.Category.
+	Category string `protobuf:"bytes,2,opt,name=category,proto3" json:"category,omitempty"`
+	// info|low|medium|high|critical.
+	Severity string `protobuf:"bytes,3,opt,name=severity,proto3" json:"severity,omitempty"`
+	// What the data path did: "block" or "alert".
+	Action string `protobuf:"bytes,4,opt,name=action,proto3" json:"action,omitempty"`
+	// The finding's message.
+	Reason string `protobuf:"bytes,5,opt,name=reason,proto3" json:"reason,omitempty"`
+	// The offending bytes, at most 4096.
+	Evidence []byte `protobuf:"bytes,6,opt,name=evidence,proto3" json:"evidence,omitempty"`
+	// ID of the capture the sidecar started, "" if none.
+	CaptureRef          string `protobuf:"bytes,7,opt,name=capture_ref,json=captureRef,proto3" json:"capture_ref,omitempty"`
+	ConnId              string `protobuf:"bytes,8,opt,name=conn_id,json=connId,proto3" json:"conn_id,omitempty"`
+	SourceSpiffeId      string `protobuf:"bytes,9,opt,name=source_spiffe_id,json=sourceSpiffeId,proto3" json:"source_spiffe_id,omitempty"`
+	DestinationSpiffeId string `protobuf:"bytes,10,opt,name=destination_spiffe_id,json=destinationSpiffeId,proto3" json:"destination_spiffe_id,omitempty"`
+	// ip:port.
+	SourceAddr      string `protobuf:"bytes,11,opt,name=source_addr,json=sourceAddr,proto3" json:"source_addr,omitempty"`
+	DestinationAddr string `protobuf:"bytes,12,opt,name=destination_addr,json=destinationAddr,proto3" json:"destination_addr,omitempty"`
+	// "namespace/name" when known.
+	SourceWorkload      string `protobuf:"bytes,13,opt,name=source_workload,json=sourceWorkload,proto3" json:"source_workload,omitempty"`
+	DestinationWorkload string `protobuf:"bytes,14,opt,name=destination_workload,json=destinationWorkload,proto3" json:"destination_workload,omitempty"`
+	SourceGroup         string `protobuf:"bytes,15,opt,name=source_group,json=sourceGroup,proto3" json:"source_group,omitempty"`
+	DestinationGroup    string `protobuf:"bytes,16,opt,name=destination_group,json=destinationGroup,proto3" json:"destination_group,omitempty"`
+	// Application protocol ("http", "dns", ...).
+	Protocol string `protobuf:"bytes,17,opt,name=protocol,proto3" json:"protocol,omitempty"`
+	// L7 summary, e.g. "GET /search".
+	L7           string `protobuf:"bytes,18,opt,name=l7,proto3" json:"l7,omitempty"`
+	TimeUnixNano int64  `protobuf:"varint,19,opt,name=time_unix_nano,json=timeUnixNano,proto3" json:"time_unix_nano,omitempty"`
+	// discover|monitor|protect: the mode the sidecar decided with.
+	Mode string `protobuf:"bytes,20,opt,name=mode,proto3" json:"mode,omitempty"`
+	// alert|block for sensor findings, "" for built-in detectors.
+	SensorAction string `protobuf:"bytes,21,opt,name=sensor_action,json=sensorAction,proto3" json:"sensor_action,omitempty"`
+	// Keys of the response rules that matched.
+	Rules         []string `protobuf:"bytes,22,rep,name=rules,proto3" json:"rules,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ThreatEvent) Reset() {
+	*x = ThreatEvent{}
+	mi := &file_api_xds_v1_xds_proto_msgTypes[15]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ThreatEvent) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ThreatEvent) ProtoMessage() {}
+
+func (x *ThreatEvent) ProtoReflect() protoreflect.Message {
+	mi := &file_api_xds_v1_xds_proto_msgTypes[15]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ThreatEvent.ProtoReflect.Descriptor instead.
+func (*ThreatEvent) Descriptor() ([]byte, []int) {
+	return file_api_xds_v1_xds_proto_rawDescGZIP(), []int{15}
+}
+
+func (x *ThreatEvent) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *ThreatEvent) GetCategory() string {
+	if x != nil {
+		return x.Category
+	}
+	return ""
+}
+
+func (x *ThreatEvent) GetSeverity() string {
+	if x != nil {
+		return x.Severity
+	}
+	return ""
+}
+
+func (x *ThreatEvent) GetAction() string {
+	if x != nil {
+		return x.Action
+	}
+	return ""
+}
+
+func (x *ThreatEvent) GetReason() string {
+	if x != nil {
+		return x.Reason
+	}
+	return ""
+}
+
+func (x *ThreatEvent) GetEvidence() []byte {
+	if x != nil {
+		return x.Evidence
+	}
+	return nil
+}
+
+func (x *ThreatEvent) GetCaptureRef() string {
+	if x != nil {
+		return x.CaptureRef
+	}
+	return ""
+}
+
+func (x *ThreatEvent) GetConnId() string {
+	if x != nil {
+		return x.ConnId
+	}
+	return ""
+}
+
+func (x *ThreatEvent) GetSourceSpiffeId() string {
+	if x != nil {
+		return x.SourceSpiffeId
+	}
+	return ""
+}
+
+func (x *ThreatEvent) GetDestinationSpiffeId() string {
+	if x != nil {
+		return x.DestinationSpiffeId
+	}
+	return ""
+}
+
+func (x *ThreatEvent) GetSourceAddr() string {
+	if x != nil {
+		return x.SourceAddr
+	}
+	return ""
+}
+
+func (x *ThreatEvent) GetDestinationAddr() string {
+	if x != nil {
+		return x.DestinationAddr
+	}
+	return ""
+}
+
+func (x *ThreatEvent) GetSourceWorkload() string {
+	if x != nil {
+		return x.SourceWorkload
+	}
+	return ""
+}
+
+func (x *ThreatEvent) GetDestinationWorkload() string {
+	if x != nil {
+		return x.DestinationWorkload
+	}
+	return ""
+}
+
+func (x *ThreatEvent) GetSourceGroup() string {
+	if x != nil {
+		return x.SourceGroup
+	}
+	return ""
+}
+
+func (x *ThreatEvent) GetDestinationGroup() string {
+	if x != nil {
+		return x.DestinationGroup
+	}
+	return ""
+}
+
+func (x *ThreatEvent) GetProtocol() string {
+	if x != nil {
+		return x.Protocol
+	}
+	return ""
+}
+
+func (x *ThreatEvent) GetL7() string {
+	if x != nil {
+		return x.L7
+	}
+	return ""
+}
+
+func (x *ThreatEvent) GetTimeUnixNano() int64 {
+	if x != nil {
+		return x.TimeUnixNano
+	}
+	return 0
+}
+
+func (x *ThreatEvent) GetMode() string {
+	if x != nil {
+		return x.Mode
+	}
+	return ""
+}
+
+func (x *ThreatEvent) GetSensorAction() string {
+	if x != nil {
+		return x.SensorAction
+	}
+	return ""
+}
+
+func (x *ThreatEvent) GetRules() []string {
+	if x != nil {
+		return x.Rules
+	}
+	return nil
+}
+
+type UploadCaptureRequest struct {
+	state     protoimpl.MessageState `protogen:"open.v1"`
+	SpiffeId  string                 `protobuf:"bytes,1,opt,name=spiffe_id,json=spiffeId,proto3" json:"spiffe_id,omitempty"`
+	Namespace string                 `protobuf:"bytes,2,opt,name=namespace,proto3" json:"namespace,omitempty"`
+	Workload  string                 `protobuf:"bytes,3,opt,name=workload,proto3" json:"workload,omitempty"`
+	// capture.ValidID.
+	CaptureId string `protobuf:"bytes,4,opt,name=capture_id,json=captureId,proto3" json:"capture_id,omitempty"`
+	// Command.id for on-demand captures, "" for triggered ones.
+	RequestId       string   `protobuf:"bytes,5,opt,name=request_id,json=requestId,proto3" json:"request_id,omitempty"`
+	Reason          string   `protobuf:"bytes,6,opt,name=reason,proto3" json:"reason,omitempty"`
+	CreatedUnixNano int64    `protobuf:"varint,7,opt,name=created_unix_nano,json=createdUnixNano,proto3" json:"created_unix_nano,omitempty"`
+	ConnIds         []string `protobuf:"bytes,8,rep,name=conn_ids,json=connIds,proto3" json:"conn_ids,omitempty"`
+	Connections     uint32   `protobuf:"varint,9,opt,name=connections,proto3" json:"connections,omitempty"`
+	Truncated       bool     `protobuf:"varint,10,opt,name=truncated,proto3" json:"truncated,omitempty"`
+	// At most 48 MiB; the server refuses larger (InvalidArgument).
+	Pcap []byte `protobuf:"bytes,11,opt,name=pcap,proto3" json:"pcap,omitempty"`
+	// Non-empty: the on-demand capture failed (pcap empty).
+	Error         string `protobuf:"bytes,12,opt,name=error,proto3" json:"error,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *UploadCaptureRequest) Reset() {
+	*x = UploadCaptureRequest{}
+	mi := &file_api_xds_v1_xds_proto_msgTypes[16]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *UploadCaptureRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*UploadCaptureRequest) ProtoMessage() {}
+
+func (x *UploadCaptureRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_api_xds_v1_xds_proto_msgTypes[16]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use UploadCaptureRequest.ProtoReflect.Descriptor instead.
+func (*UploadCaptureRequest) Descriptor() ([]byte, []int) {
+	return file_api_xds_v1_xds_proto_rawDescGZIP(), []int{16}
+}
+
+func (x *UploadCaptureRequest) GetSpiffeId() string {
+	if x != nil {
+		return x.SpiffeId
+	}
+	return ""
+}
+
+func (x *UploadCaptureRequest) GetNamespace() string {
+	if x != nil {
+		return x.Namespace
+	}
+	return ""
+}
+
+func (x *UploadCaptureRequest) GetWorkload() string {
+	if x != nil {
+		return x.Workload
+	}
+	return ""
+}
+
+func (x *UploadCaptureRequest) GetCaptureId() string {
+	if x != nil {
+		return x.CaptureId
+	}
+	return ""
+}
+
+func (x *UploadCaptureRequest) GetRequestId() string {
+	if x != nil {
+		return x.RequestId
+	}
+	return ""
+}
+
+func (x *UploadCaptureRequest) GetReason() string {
+	if x != nil {
+		return x.Reason
+	}
+	return ""
+}
+
+func (x *UploadCaptureRequest) GetCreatedUnixNano() int64 {
+	if x != nil {
+		return x.CreatedUnixNano
+	}
+	return 0
+}
+
+func (x *UploadCaptureRequest) GetConnIds() []string {
+	if x != nil {
+		return x.ConnIds
+	}
+	return nil
+}
+
+func (x *UploadCaptureRequest) GetConnections() uint32 {
+	if x != nil {
+		return x.Connections
+	}
+	return 0
+}
+
+func (x *UploadCaptureRequest) GetTruncated() bool {
+	if x != nil {
+		return x.Truncated
+	}
+	return false
+}
+
+func (x *UploadCaptureRequest) GetPcap() []byte {
+	if x != nil {
+		return x.Pcap
+	}
+	return nil
+}
+
+func (x *UploadCaptureRequest) GetError() string {
+	if x != nil {
+		return x.Error
+	}
+	return ""
+}
+
+type UploadCaptureResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *UploadCaptureResponse) Reset() {
+	*x = UploadCaptureResponse{}
+	mi := &file_api_xds_v1_xds_proto_msgTypes[17]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *UploadCaptureResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*UploadCaptureResponse) ProtoMessage() {}
+
+func (x *UploadCaptureResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_api_xds_v1_xds_proto_msgTypes[17]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use UploadCaptureResponse.ProtoReflect.Descriptor instead.
+func (*UploadCaptureResponse) Descriptor() ([]byte, []int) {
+	return file_api_xds_v1_xds_proto_rawDescGZIP(), []int{17}
+}
+
+type CommandsRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	SpiffeId      string                 `protobuf:"bytes,1,opt,name=spiffe_id,json=spiffeId,proto3" json:"spiffe_id,omitempty"`
+	Namespace     string                 `protobuf:"bytes,2,opt,name=namespace,proto3" json:"namespace,omitempty"`
+	Workload      string                 `protobuf:"bytes,3,opt,name=workload,proto3" json:"workload,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CommandsRequest) Reset() {
+	*x = CommandsRequest{}
+	mi := &file_api_xds_v1_xds_proto_msgTypes[18]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CommandsRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CommandsRequest) ProtoMessage() {}
+
+func (x *CommandsRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_api_xds_v1_xds_proto_msgTypes[18]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CommandsRequest.ProtoReflect.Descriptor instead.
+func (*CommandsRequest) Descriptor() ([]byte, []int) {
+	return file_api_xds_v1_xds_proto_rawDescGZIP(), []int{18}
+}
+
+func (x *CommandsRequest) GetSpiffeId() string {
+	if x != nil {
+		return x.SpiffeId
+	}
+	return ""
+}
+
+func (x *CommandsRequest) GetNamespace() string {
+	if x != nil {
+		return x.Namespace
+	}
+	return ""
+}
+
+func (x *CommandsRequest) GetWorkload() string {
+	if x != nil {
+		return x.Workload
+	}
+	return ""
+}
+
+// Command is one request from the controller to a sidecar.
+type Command struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Unique per request; echoed in the answer (UploadCaptureRequest.request_id).
+	Id string `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	// Types that are valid to be assigned to Cmd:
+	//
+	//	*Command_Capture
+	Cmd           isCommand_Cmd `protobuf_oneof:"cmd"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Command) Reset() {
+	*x = Command{}
+	mi := &file_api_xds_v1_xds_proto_msgTypes[19]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Command) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Command) ProtoMessage() {}
+
+func (x *Command) ProtoReflect() protoreflect.Message {
+	mi := &file_api_xds_v1_xds_proto_msgTypes[19]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Command.ProtoReflect.Descriptor instead.
+func (*Command) Descriptor() ([]byte, []int) {
+	return file_api_xds_v1_xds_proto_rawDescGZIP(), []int{19}
+}
+
+func (x *Command) GetId() string {
+	if x != nil {
+		return x.Id
+	}
+	return ""
+}
+
+func (x *Command) GetCmd() isCommand_Cmd {
+	if x != nil {
+		return x.Cmd
+	}
+	return nil
+}
+
+func (x *Command) GetCapture() *CaptureCommand {
+	if x != nil {
+		if x, ok := x.Cmd.(*Command_Capture); ok {
+			return x.Capture
+		}
+	}
+	return nil
+}
+
+type isCommand_Cmd interface {
+	isCommand_Cmd()
+}
+
+type Command_Capture struct {
+	Capture *CaptureCommand `protobuf:"bytes,2,opt,name=capture,proto3,oneof"`
+}
+
+func (*Command_Capture) isCommand_Cmd() {}
+
+// CaptureCommand asks the sidecar to capture its traffic for a while, then upload the pcap.
+type CaptureCommand struct {
+	state          protoimpl.MessageState `protogen:"open.v1"`
+	DurationMillis int64                  `protobuf:"varint,1,opt,name=duration_millis,json=durationMillis,proto3" json:"duration_millis,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
+}
+
+func (x *CaptureCommand) Reset() {
+	*x = CaptureCommand{}
+	mi := &file_api_xds_v1_xds_proto_msgTypes[20]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CaptureCommand) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CaptureCommand) ProtoMessage() {}
+
+func (x *CaptureCommand) ProtoReflect() protoreflect.Message {
+	mi := &file_api_xds_v1_xds_proto_msgTypes[20]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CaptureCommand.ProtoReflect.Descriptor instead.
+func (*CaptureCommand) Descriptor() ([]byte, []int) {
+	return file_api_xds_v1_xds_proto_rawDescGZIP(), []int{20}
+}
+
+func (x *CaptureCommand) GetDurationMillis() int64 {
+	if x != nil {
+		return x.DurationMillis
+	}
+	return 0
+}
+
 var File_api_xds_v1_xds_proto protoreflect.FileDescriptor
 
 const file_api_xds_v1_xds_proto_rawDesc = "" +
@@ -1427,7 +2121,67 @@ const file_api_xds_v1_xds_proto_rawDesc = "" +
 	"\x05error\x18\x11 \x01(\tR\x05error\x1a5\n" +
 	"\aL7Entry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01*U\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\xc0\x01\n" +
+	"\x14ReportThreatsRequest\x12\x1b\n" +
+	"\tspiffe_id\x18\x01 \x01(\tR\bspiffeId\x12\x1c\n" +
+	"\tnamespace\x18\x02 \x01(\tR\tnamespace\x12\x1a\n" +
+	"\bworkload\x18\x03 \x01(\tR\bworkload\x127\n" +
+	"\athreats\x18\x04 \x03(\v2\x1d.meshguard.xds.v1.ThreatEventR\athreats\x12\x18\n" +
+	"\adropped\x18\x05 \x01(\x04R\adropped\"\x17\n" +
+	"\x15ReportThreatsResponse\"\xd6\x05\n" +
+	"\vThreatEvent\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12\x1a\n" +
+	"\bcategory\x18\x02 \x01(\tR\bcategory\x12\x1a\n" +
+	"\bseverity\x18\x03 \x01(\tR\bseverity\x12\x16\n" +
+	"\x06action\x18\x04 \x01(\tR\x06action\x12\x16\n" +
+	"\x06reason\x18\x05 \x01(\tR\x06reason\x12\x1a\n" +
+	"\bevidence\x18\x06 \x01(\fR\bevidence\x12\x1f\n" +
+	"\vcapture_ref\x18\a \x01(\tR\n" +
+	"captureRef\x12\x17\n" +
+	"\aconn_id\x18\b \x01(\tR\x06connId\x12(\n" +
+	"\x10source_spiffe_id\x18\t \x01(\tR\x0esourceSpiffeId\x122\n" +
+	"\x15destination_spiffe_id\x18\n" +
+	" \x01(\tR\x13destinationSpiffeId\x12\x1f\n" +
+	"\vsource_addr\x18\v \x01(\tR\n" +
+	"sourceAddr\x12)\n" +
+	"\x10destination_addr\x18\f \x01(\tR\x0fdestinationAddr\x12'\n" +
+	"\x0fsource_workload\x18\r \x01(\tR\x0esourceWorkload\x121\n" +
+	"\x14destination_workload\x18\x0e \x01(\tR\x13destinationWorkload\x12!\n" +
+	"\fsource_group\x18\x0f \x01(\tR\vsourceGroup\x12+\n" +
+	"\x11destination_group\x18\x10 \x01(\tR\x10destinationGroup\x12\x1a\n" +
+	"\bprotocol\x18\x11 \x01(\tR\bprotocol\x12\x0e\n" +
+	"\x02l7\x18\x12 \x01(\tR\x02l7\x12$\n" +
+	"\x0etime_unix_nano\x18\x13 \x01(\x03R\ftimeUnixNano\x12\x12\n" +
+	"\x04mode\x18\x14 \x01(\tR\x04mode\x12#\n" +
+	"\rsensor_action\x18\x15 \x01(\tR\fsensorAction\x12\x14\n" +
+	"\x05rules\x18\x16 \x03(\tR\x05rules\"\xf4\x02\n" +
+	"\x14UploadCaptureRequest\x12\x1b\n" +
+	"\tspiffe_id\x18\x01 \x01(\tR\bspiffeId\x12\x1c\n" +
+	"\tnamespace\x18\x02 \x01(\tR\tnamespace\x12\x1a\n" +
+	"\bworkload\x18\x03 \x01(\tR\bworkload\x12\x1d\n" +
+	"\n" +
+	"capture_id\x18\x04 \x01(\tR\tcaptureId\x12\x1d\n" +
+	"\n" +
+	"request_id\x18\x05 \x01(\tR\trequestId\x12\x16\n" +
+	"\x06reason\x18\x06 \x01(\tR\x06reason\x12*\n" +
+	"\x11created_unix_nano\x18\a \x01(\x03R\x0fcreatedUnixNano\x12\x19\n" +
+	"\bconn_ids\x18\b \x03(\tR\aconnIds\x12 \n" +
+	"\vconnections\x18\t \x01(\rR\vconnections\x12\x1c\n" +
+	"\ttruncated\x18\n" +
+	" \x01(\bR\ttruncated\x12\x12\n" +
+	"\x04pcap\x18\v \x01(\fR\x04pcap\x12\x14\n" +
+	"\x05error\x18\f \x01(\tR\x05error\"\x17\n" +
+	"\x15UploadCaptureResponse\"h\n" +
+	"\x0fCommandsRequest\x12\x1b\n" +
+	"\tspiffe_id\x18\x01 \x01(\tR\bspiffeId\x12\x1c\n" +
+	"\tnamespace\x18\x02 \x01(\tR\tnamespace\x12\x1a\n" +
+	"\bworkload\x18\x03 \x01(\tR\bworkload\"^\n" +
+	"\aCommand\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\tR\x02id\x12<\n" +
+	"\acapture\x18\x02 \x01(\v2 .meshguard.xds.v1.CaptureCommandH\x00R\acaptureB\x05\n" +
+	"\x03cmd\"9\n" +
+	"\x0eCaptureCommand\x12'\n" +
+	"\x0fduration_millis\x18\x01 \x01(\x03R\x0edurationMillis*U\n" +
 	"\bMTLSMode\x12\x19\n" +
 	"\x15MTLS_MODE_UNSPECIFIED\x10\x00\x12\x14\n" +
 	"\x10MTLS_MODE_STRICT\x10\x01\x12\x18\n" +
@@ -1442,10 +2196,13 @@ const file_api_xds_v1_xds_proto_rawDesc = "" +
 	"\x17POLICY_MODE_UNSPECIFIED\x10\x00\x12\x18\n" +
 	"\x14POLICY_MODE_DISCOVER\x10\x01\x12\x17\n" +
 	"\x13POLICY_MODE_MONITOR\x10\x02\x12\x17\n" +
-	"\x13POLICY_MODE_PROTECT\x10\x032\xd7\x01\n" +
+	"\x13POLICY_MODE_PROTECT\x10\x032\xe7\x03\n" +
 	"\x0fConfigDiscovery\x12V\n" +
 	"\fStreamConfig\x12 .meshguard.xds.v1.SidecarMessage\x1a .meshguard.xds.v1.ConfigResponse(\x010\x01\x12l\n" +
-	"\x11ReportConnections\x12*.meshguard.xds.v1.ReportConnectionsRequest\x1a+.meshguard.xds.v1.ReportConnectionsResponseB1Z/github.com/meshguard/meshguard/api/xds/v1;xdsv1b\x06proto3"
+	"\x11ReportConnections\x12*.meshguard.xds.v1.ReportConnectionsRequest\x1a+.meshguard.xds.v1.ReportConnectionsResponse\x12`\n" +
+	"\rReportThreats\x12&.meshguard.xds.v1.ReportThreatsRequest\x1a'.meshguard.xds.v1.ReportThreatsResponse\x12`\n" +
+	"\rUploadCapture\x12&.meshguard.xds.v1.UploadCaptureRequest\x1a'.meshguard.xds.v1.UploadCaptureResponse\x12J\n" +
+	"\bCommands\x12!.meshguard.xds.v1.CommandsRequest\x1a\x19.meshguard.xds.v1.Command0\x01B1Z/github.com/meshguard/meshguard/api/xds/v1;xdsv1b\x06proto3"
 
 var (
 	file_api_xds_v1_xds_proto_rawDescOnce sync.Once
@@ -1460,7 +2217,7 @@ func file_api_xds_v1_xds_proto_rawDescGZIP() []byte {
 }
 
 var file_api_xds_v1_xds_proto_enumTypes = make([]protoimpl.EnumInfo, 3)
-var file_api_xds_v1_xds_proto_msgTypes = make([]protoimpl.MessageInfo, 16)
+var file_api_xds_v1_xds_proto_msgTypes = make([]protoimpl.MessageInfo, 24)
 var file_api_xds_v1_xds_proto_goTypes = []any{
 	(MTLSMode)(0),                     // 0: meshguard.xds.v1.MTLSMode
 	(EgressMode)(0),                   // 1: meshguard.xds.v1.EgressMode
@@ -1478,9 +2235,17 @@ var file_api_xds_v1_xds_proto_goTypes = []any{
 	(*ReportConnectionsRequest)(nil),  // 13: meshguard.xds.v1.ReportConnectionsRequest
 	(*ReportConnectionsResponse)(nil), // 14: meshguard.xds.v1.ReportConnectionsResponse
 	(*ConnectionReport)(nil),          // 15: meshguard.xds.v1.ConnectionReport
-	nil,                               // 16: meshguard.xds.v1.Snapshot.NamespaceMtlsEntry
-	nil,                               // 17: meshguard.xds.v1.Workload.LabelsEntry
-	nil,                               // 18: meshguard.xds.v1.ConnectionReport.L7Entry
+	(*ReportThreatsRequest)(nil),      // 16: meshguard.xds.v1.ReportThreatsRequest
+	(*ReportThreatsResponse)(nil),     // 17: meshguard.xds.v1.ReportThreatsResponse
+	(*ThreatEvent)(nil),               // 18: meshguard.xds.v1.ThreatEvent
+	(*UploadCaptureRequest)(nil),      // 19: meshguard.xds.v1.UploadCaptureRequest
+	(*UploadCaptureResponse)(nil),     // 20: meshguard.xds.v1.UploadCaptureResponse
+	(*CommandsRequest)(nil),           // 21: meshguard.xds.v1.CommandsRequest
+	(*Command)(nil),                   // 22: meshguard.xds.v1.Command
+	(*CaptureCommand)(nil),            // 23: meshguard.xds.v1.CaptureCommand
+	nil,                               // 24: meshguard.xds.v1.Snapshot.NamespaceMtlsEntry
+	nil,                               // 25: meshguard.xds.v1.Workload.LabelsEntry
+	nil,                               // 26: meshguard.xds.v1.ConnectionReport.L7Entry
 }
 var file_api_xds_v1_xds_proto_depIdxs = []int32{
 	4,  // 0: meshguard.xds.v1.SidecarMessage.hello:type_name -> meshguard.xds.v1.Hello
@@ -1489,26 +2254,34 @@ var file_api_xds_v1_xds_proto_depIdxs = []int32{
 	8,  // 3: meshguard.xds.v1.Snapshot.self:type_name -> meshguard.xds.v1.Workload
 	9,  // 4: meshguard.xds.v1.Snapshot.services:type_name -> meshguard.xds.v1.Service
 	8,  // 5: meshguard.xds.v1.Snapshot.peers:type_name -> meshguard.xds.v1.Workload
-	16, // 6: meshguard.xds.v1.Snapshot.namespace_mtls:type_name -> meshguard.xds.v1.Snapshot.NamespaceMtlsEntry
+	24, // 6: meshguard.xds.v1.Snapshot.namespace_mtls:type_name -> meshguard.xds.v1.Snapshot.NamespaceMtlsEntry
 	0,  // 7: meshguard.xds.v1.Snapshot.default_mtls:type_name -> meshguard.xds.v1.MTLSMode
 	1,  // 8: meshguard.xds.v1.Snapshot.egress_mode:type_name -> meshguard.xds.v1.EgressMode
 	12, // 9: meshguard.xds.v1.Snapshot.externals:type_name -> meshguard.xds.v1.External
 	2,  // 10: meshguard.xds.v1.Workload.mode:type_name -> meshguard.xds.v1.PolicyMode
-	17, // 11: meshguard.xds.v1.Workload.labels:type_name -> meshguard.xds.v1.Workload.LabelsEntry
+	25, // 11: meshguard.xds.v1.Workload.labels:type_name -> meshguard.xds.v1.Workload.LabelsEntry
 	10, // 12: meshguard.xds.v1.Service.ports:type_name -> meshguard.xds.v1.ServicePort
 	11, // 13: meshguard.xds.v1.Service.endpoints:type_name -> meshguard.xds.v1.Endpoint
 	15, // 14: meshguard.xds.v1.ReportConnectionsRequest.reports:type_name -> meshguard.xds.v1.ConnectionReport
-	18, // 15: meshguard.xds.v1.ConnectionReport.l7:type_name -> meshguard.xds.v1.ConnectionReport.L7Entry
-	0,  // 16: meshguard.xds.v1.Snapshot.NamespaceMtlsEntry.value:type_name -> meshguard.xds.v1.MTLSMode
-	3,  // 17: meshguard.xds.v1.ConfigDiscovery.StreamConfig:input_type -> meshguard.xds.v1.SidecarMessage
-	13, // 18: meshguard.xds.v1.ConfigDiscovery.ReportConnections:input_type -> meshguard.xds.v1.ReportConnectionsRequest
-	6,  // 19: meshguard.xds.v1.ConfigDiscovery.StreamConfig:output_type -> meshguard.xds.v1.ConfigResponse
-	14, // 20: meshguard.xds.v1.ConfigDiscovery.ReportConnections:output_type -> meshguard.xds.v1.ReportConnectionsResponse
-	19, // [19:21] is the sub-list for method output_type
-	17, // [17:19] is the sub-list for method input_type
-	17, // [17:17] is the sub-list for extension type_name
-	17, // [17:17] is the sub-list for extension extendee
-	0,  // [0:17] is the sub-list for field type_name
+	26, // 15: meshguard.xds.v1.ConnectionReport.l7:type_name -> meshguard.xds.v1.ConnectionReport.L7Entry
+	18, // 16: meshguard.xds.v1.ReportThreatsRequest.threats:type_name -> meshguard.xds.v1.ThreatEvent
+	23, // 17: meshguard.xds.v1.Command.capture:type_name -> meshguard.xds.v1.CaptureCommand
+	0,  // 18: meshguard.xds.v1.Snapshot.NamespaceMtlsEntry.value:type_name -> meshguard.xds.v1.MTLSMode
+	3,  // 19: meshguard.xds.v1.ConfigDiscovery.StreamConfig:input_type -> meshguard.xds.v1.SidecarMessage
+	13, // 20: meshguard.xds.v1.ConfigDiscovery.ReportConnections:input_type -> meshguard.xds.v1.ReportConnectionsRequest
+	16, // 21: meshguard.xds.v1.ConfigDiscovery.ReportThreats:input_type -> meshguard.xds.v1.ReportThreatsRequest
+	19, // 22: meshguard.xds.v1.ConfigDiscovery.UploadCapture:input_type -> meshguard.xds.v1.UploadCaptureRequest
+	21, // 23: meshguard.xds.v1.ConfigDiscovery.Commands:input_type -> meshguard.xds.v1.CommandsRequest
+	6,  // 24: meshguard.xds.v1.ConfigDiscovery.StreamConfig:output_type -> meshguard.xds.v1.ConfigResponse
+	14, // 25: meshguard.xds.v1.ConfigDiscovery.ReportConnections:output_type -> meshguard.xds.v1.ReportConnectionsResponse
+	17, // 26: meshguard.xds.v1.ConfigDiscovery.ReportThreats:output_type -> meshguard.xds.v1.ReportThreatsResponse
+	20, // 27: meshguard.xds.v1.ConfigDiscovery.UploadCapture:output_type -> meshguard.xds.v1.UploadCaptureResponse
+	22, // 28: meshguard.xds.v1.ConfigDiscovery.Commands:output_type -> meshguard.xds.v1.Command
+	24, // [24:29] is the sub-list for method output_type
+	19, // [19:24] is the sub-list for method input_type
+	19, // [19:19] is the sub-list for extension type_name
+	19, // [19:19] is the sub-list for extension extendee
+	0,  // [0:19] is the sub-list for field type_name
 }
 
 func init() { file_api_xds_v1_xds_proto_init() }
@@ -1520,13 +2293,16 @@ func file_api_xds_v1_xds_proto_init() {
 		(*SidecarMessage_Hello)(nil),
 		(*SidecarMessage_Ack)(nil),
 	}
+	file_api_xds_v1_xds_proto_msgTypes[19].OneofWrappers = []any{
+		(*Command_Capture)(nil),
+	}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_api_xds_v1_xds_proto_rawDesc), len(file_api_xds_v1_xds_proto_rawDesc)),
 			NumEnums:      3,
-			NumMessages:   16,
+			NumMessages:   24,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -6,7 +6,8 @@
 
 // Config distribution from the controller to sidecars: a bidirectional stream of versioned
 // snapshots (controller -> sidecar) and ACK/NACKs (sidecar -> controller), plus batched
-// connection reports. Each sidecar receives only what it needs: its own workload, the services
+// connection and threat reports, capture uploads and a command stream (controller -> sidecar
+// requests such as on-demand captures). Each sidecar receives only what it needs: its own workload, the services
 // and peers it may reach or be reached by, mTLS and egress modes, and the policy relevant to it.
 
 package xdsv1
@@ -26,6 +27,9 @@ const _ = grpc.SupportPackageIsVersion9
 const (
 	ConfigDiscovery_StreamConfig_FullMethodName      = "/meshguard.xds.v1.ConfigDiscovery/StreamConfig"
 	ConfigDiscovery_ReportConnections_FullMethodName = "/meshguard.xds.v1.ConfigDiscovery/ReportConnections"
+	ConfigDiscovery_ReportThreats_FullMethodName     = "/meshguard.xds.v1.ConfigDiscovery/ReportThreats"
+	ConfigDiscovery_UploadCapture_FullMethodName     = "/meshguard.xds.v1.ConfigDiscovery/UploadCapture"
+	ConfigDiscovery_Commands_FullMethodName          = "/meshguard.xds.v1.ConfigDiscovery/Commands"
 )
 
 // ConfigDiscoveryClient is the client API for ConfigDiscovery service.
@@ -39,6 +43,14 @@ type ConfigDiscoveryClient interface {
 	StreamConfig(ctx context.Context, opts ...grpc.CallOption) (grpc.BidiStreamingClient[SidecarMessage, ConfigResponse], error)
 	// ReportConnections delivers a batch of finished-connection summaries.
 	ReportConnections(ctx context.Context, in *ReportConnectionsRequest, opts ...grpc.CallOption) (*ReportConnectionsResponse, error)
+	// ReportThreats delivers a batch of threats the sidecar detected (and already acted on).
+	ReportThreats(ctx context.Context, in *ReportThreatsRequest, opts ...grpc.CallOption) (*ReportThreatsResponse, error)
+	// UploadCapture delivers one finished packet capture (triggered by a threat or requested
+	// by a Command).
+	UploadCapture(ctx context.Context, in *UploadCaptureRequest, opts ...grpc.CallOption) (*UploadCaptureResponse, error)
+	// Commands: the sidecar keeps this stream open; the controller sends requests on it
+	// (on-demand captures). A newer stream of the same workload replaces the older one.
+	Commands(ctx context.Context, in *CommandsRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[Command], error)
 }
 
 type configDiscoveryClient struct {
@@ -72,6 +84,45 @@ func (c *configDiscoveryClient) ReportConnections(ctx context.Context, in *Repor
 	return out, nil
 }
 
+func (c *configDiscoveryClient) ReportThreats(ctx context.Context, in *ReportThreatsRequest, opts ...grpc.CallOption) (*ReportThreatsResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ReportThreatsResponse)
+	err := c.cc.Invoke(ctx, ConfigDiscovery_ReportThreats_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *configDiscoveryClient) UploadCapture(ctx context.Context, in *UploadCaptureRequest, opts ...grpc.CallOption) (*UploadCaptureResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(UploadCaptureResponse)
+	err := c.cc.Invoke(ctx, ConfigDiscovery_UploadCapture_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *configDiscoveryClient) Commands(ctx context.Context, in *CommandsRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[Command], error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	stream, err := c.cc.NewStream(ctx, &ConfigDiscovery_ServiceDesc.Streams[1], ConfigDiscovery_Commands_FullMethodName, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	x := &grpc.GenericClientStream[CommandsRequest, Command]{ClientStream: stream}
+	if err := x.ClientStream.SendMsg(in); err != nil {
+		return nil, err
+	}
+	if err := x.ClientStream.CloseSend(); err != nil {
+		return nil, err
+	}
+	return x, nil
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type ConfigDiscovery_CommandsClient = grpc.ServerStreamingClient[Command]
+
 // ConfigDiscoveryServer is the server API for ConfigDiscovery service.
 // All implementations must embed UnimplementedConfigDiscoveryServer
 // for forward compatibility.
@@ -83,6 +134,14 @@ type ConfigDiscoveryServer interface {
 	StreamConfig(grpc.BidiStreamingServer[SidecarMessage, ConfigResponse]) error
 	// ReportConnections delivers a batch of finished-connection summaries.
 	ReportConnections(context.Context, *ReportConnectionsRequest) (*ReportConnectionsResponse, error)
+	// ReportThreats delivers a batch of threats the sidecar detected (and already acted on).
+	ReportThreats(context.Context, *ReportThreatsRequest) (*ReportThreatsResponse, error)
+	// UploadCapture delivers one finished packet capture (triggered by a threat or requested
+	// by a Command).
+	UploadCapture(context.Context, *UploadCaptureRequest) (*UploadCaptureResponse, error)
+	// Commands: the sidecar keeps this stream open; the controller sends requests on it
+	// (on-demand captures). A newer stream of the same workload replaces the older one.
+	Commands(*CommandsRequest, grpc.ServerStreamingServer[Command]) error
 	mustEmbedUnimplementedConfigDiscoveryServer()
 }
 
@@ -98,6 +157,15 @@ func (UnimplementedConfigDiscoveryServer) StreamConfig(grpc.BidiStreamingServer[
 }
 func (UnimplementedConfigDiscoveryServer) ReportConnections(context.Context, *ReportConnectionsRequest) (*ReportConnectionsResponse, error) {
 	return nil, status.Errorf(codes.Unimplemented, "method ReportConnections not implemented")
+}
+func (UnimplementedConfigDiscoveryServer) ReportThreats(context.Context, *ReportThreatsRequest) (*ReportThreatsResponse, error) {
+	return nil, status.Errorf(codes.Unimplemented, "method ReportThreats not implemented")
+}
+func (UnimplementedConfigDiscoveryServer) UploadCapture(context.Context, *UploadCaptureRequest) (*UploadCaptureResponse, error) {
+	return nil, status.Errorf(codes.Unimplemented, "method UploadCapture not implemented")
+}
+func (UnimplementedConfigDiscoveryServer) Commands(*CommandsRequest, grpc.ServerStreamingServer[Command]) error {
+	return status.Errorf(codes.Unimplemented, "method Commands not implemented")
 }
 func (UnimplementedConfigDiscoveryServer) mustEmbedUnimplementedConfigDiscoveryServer() {}
 func (UnimplementedConfigDiscoveryServer) testEmbeddedByValue()                         {}
@@ -145,6 +213,53 @@ func _ConfigDiscovery_ReportConnections_Handler(srv interface{}, ctx context.Con
 	return interceptor(ctx, in, info, handler)
 }
 
+func _ConfigDiscovery_ReportThreats_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ReportThreatsRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(ConfigDiscoveryServer).ReportThreats(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: ConfigDiscovery_ReportThreats_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(ConfigDiscoveryServer).ReportThreats(ctx, req.(*ReportThreatsRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _ConfigDiscovery_UploadCapture_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(UploadCaptureRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(ConfigDiscoveryServer).UploadCapture(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: ConfigDiscovery_UploadCapture_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(ConfigDiscoveryServer).UploadCapture(ctx, req.(*UploadCaptureRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _ConfigDiscovery_Commands_Handler(srv interface{}, stream grpc.ServerStream) error {
+	m := new(CommandsRequest)
+	if err := stream.RecvMsg(m); err != nil {
+		return err
+	}
+	return srv.(ConfigDiscoveryServer).Commands(m, &grpc.GenericServerStream[CommandsRequest, Command]{ServerStream: stream})
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type ConfigDiscovery_CommandsServer = grpc.ServerStreamingServer[Command]
+
 // ConfigDiscovery_ServiceDesc is the grpc.ServiceDesc for ConfigDiscovery service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -156,6 +271,14 @@ var ConfigDiscovery_ServiceDesc = grpc.ServiceDesc{
 			MethodName: "ReportConnections",
 			Handler:    _ConfigDiscovery_ReportConnections_Handler,
 		},
+		{
+			MethodName: "ReportThreats",
+			Handler:    _ConfigDiscovery_ReportThreats_Handler,
+		},
+		{
+			MethodName: "UploadCapture",
+			Handler:    _ConfigDiscovery_UploadCapture_Handler,
+		},
 	},
 	Streams: []grpc.StreamDesc{
 		{
@@ -163,6 +286,11 @@ var ConfigDiscovery_ServiceDesc = grpc.ServiceDesc{
 			Handler:       _ConfigDiscovery_StreamConfig_Handler,
 			ServerStreams: true,
 			ClientStreams: true,
+		},
+		{
+			StreamName:    "Commands",
+			Handler:       _ConfigDiscovery_Commands_Handler,
+			ServerStreams: true,
 		},
 	},
 	Metadata: "api/xds/v1/xds.proto",
