@@ -213,7 +213,7 @@ func (d *Daemon) build(ctx context.Context) error {
 			}
 		}
 	}
-	dnsSrv, err := NewDNSServer(DNSConfig{Addr: d.st.DNS, Records: ServiceRecords(d.st), Upstreams: HostUpstreams("/etc/resolv.conf"), Log: d.cfg.Log})
+	dnsSrv, err := NewDNSServer(DNSConfig{Addr: d.st.DNS, Records: ServiceRecords(d.st), Upstreams: HostUpstreams("/etc/resolv.conf"), Zones: d.st.DNSZones, Log: d.cfg.Log})
 	if err != nil {
 		return err
 	}

@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"net"
 	"net/netip"
+	"sort"
 	"strings"
 	"time"
 
@@ -18,7 +19,10 @@ type DNSConfig struct {
 	Addr      string                // host:port to listen on (UDP and TCP), the bridge gateway:53
 	Records   map[string]netip.Addr // FQDN (lower-case, trailing dot) → address
 	Upstreams []string              // host:port resolvers for names outside cluster.local; may be empty
-	Log       *slog.Logger
+	// Zones are delegated to their servers (longest match wins), over the transport the
+	// query came in on, before cluster.local and the upstreams are considered.
+	Zones []ForwardZone
+	Log   *slog.Logger
 }
 
 // ServiceRecords builds the A records of a lab: <svc>.<ns>.svc.cluster.local → VIP.
@@ -32,10 +36,13 @@ func ServiceRecords(s *State) map[string]netip.Addr {
 	return out
 }
 
-// DNSServer answers cluster.local names from Records and forwards other names upstream.
+// DNSServer answers cluster.local names from Records, forwards delegated zones to their
+// servers and other names upstream.
 type DNSServer struct {
 	cfg    DNSConfig
-	client *dns.Client
+	client *dns.Client // UDP
+	tcp    *dns.Client
+	zones  []ForwardZone // longest name first
 	pc     net.PacketConn
 }
 
@@ -47,7 +54,21 @@ func NewDNSServer(cfg DNSConfig) (*DNSServer, error) {
 	if _, err := netip.ParseAddrPort(cfg.Addr); err != nil {
 		return nil, fmt.Errorf("lab dns: addr %q: want ip:port: %w", cfg.Addr, err)
 	}
-	return &DNSServer{cfg: cfg, client: &dns.Client{Timeout: 2 * time.Second}}, nil
+	zones := make([]ForwardZone, 0, len(cfg.Zones))
+	for i, z := range cfg.Zones {
+		if _, ok := dns.IsDomainName(z.Name); !ok || !dns.IsFqdn(z.Name) || z.Name == "." {
+			return nil, fmt.Errorf("lab dns: zones[%d].name %q: want a domain with a trailing dot such as t.example.net.", i, z.Name)
+		}
+		if _, err := netip.ParseAddrPort(z.Server); err != nil {
+			return nil, fmt.Errorf("lab dns: zones[%d].server %q: want ip:port: %w", i, z.Server, err)
+		}
+		zones = append(zones, ForwardZone{Name: strings.ToLower(z.Name), Server: z.Server, Pod: z.Pod})
+	}
+	sort.SliceStable(zones, func(i, j int) bool { return dns.CountLabel(zones[i].Name) > dns.CountLabel(zones[j].Name) })
+	return &DNSServer{cfg: cfg, zones: zones,
+		client: &dns.Client{Timeout: 2 * time.Second},
+		tcp:    &dns.Client{Net: "tcp", Timeout: 2 * time.Second},
+	}, nil
 }
 
 // Listen binds the UDP and TCP sockets now (so bind errors surface before the lab is "ready")
@@ -57,10 +78,11 @@ func (d *DNSServer) Listen(ctx context.Context) (run func() error, err error) {
 	if err != nil {
 		return nil, fmt.Errorf("lab dns: listen udp %s: %w", d.cfg.Addr, err)
 	}
-	ln, err := net.Listen("tcp", d.cfg.Addr)
+	// TCP on the port UDP got (the same as Addr's unless Addr asked for port 0).
+	ln, err := net.Listen("tcp", pc.LocalAddr().String())
 	if err != nil {
 		pc.Close()
-		return nil, fmt.Errorf("lab dns: listen tcp %s: %w", d.cfg.Addr, err)
+		return nil, fmt.Errorf("lab dns: listen tcp %s: %w", pc.LocalAddr(), err)
 	}
 	d.pc = pc
 	return func() error {
@@ -80,21 +102,28 @@ func (d *DNSServer) Listen(ctx context.Context) (run func() error, err error) {
 	}, nil
 }
 
-// UDPAddr is the bound UDP address once Listen succeeded (useful with port 0).
+// UDPAddr is the bound address once Listen succeeded (useful with port 0); TCP listens on
+// the same port.
 func (d *DNSServer) UDPAddr() string { return d.pc.LocalAddr().String() }
 
 // ServeDNS implements dns.Handler.
 func (d *DNSServer) ServeDNS(w dns.ResponseWriter, req *dns.Msg) {
-	_ = w.WriteMsg(d.answer(req))
+	_, overTCP := w.RemoteAddr().(*net.TCPAddr)
+	_ = w.WriteMsg(d.answer(req, overTCP))
 }
 
-func (d *DNSServer) answer(req *dns.Msg) *dns.Msg {
+// answer builds the reply; overTCP says how the query came, so a delegated zone's server sees
+// the same transport (a TCP-only tunnel or a truncated answer keeps working).
+func (d *DNSServer) answer(req *dns.Msg, overTCP bool) *dns.Msg {
 	resp := new(dns.Msg)
 	if len(req.Question) != 1 {
 		return resp.SetRcode(req, dns.RcodeFormatError)
 	}
 	q := req.Question[0]
 	name := strings.ToLower(q.Name)
+	if z, ok := d.zoneOf(name); ok {
+		return d.delegate(req, z, overTCP)
+	}
 	if !dns.IsSubDomain("cluster.local.", name) {
 		return d.forward(req)
 	}
@@ -112,6 +141,29 @@ func (d *DNSServer) answer(req *dns.Msg) *dns.Msg {
 		})
 	}
 	return resp // AAAA and others: NOERROR, no data
+}
+
+// zoneOf finds the most specific delegated zone holding name (lower-case).
+func (d *DNSServer) zoneOf(name string) (ForwardZone, bool) {
+	for _, z := range d.zones {
+		if dns.IsSubDomain(z.Name, name) {
+			return z, true
+		}
+	}
+	return ForwardZone{}, false
+}
+
+func (d *DNSServer) delegate(req *dns.Msg, z ForwardZone, overTCP bool) *dns.Msg {
+	c := d.client
+	if overTCP {
+		c = d.tcp
+	}
+	in, _, err := c.Exchange(req, z.Server)
+	if err != nil || in == nil {
+		d.cfg.Log.Debug("lab dns: delegated zone server failed", "zone", z.Name, "server", z.Server, "err", err)
+		return new(dns.Msg).SetRcode(req, dns.RcodeServerFailure)
+	}
+	return in
 }
 
 func (d *DNSServer) forward(req *dns.Msg) *dns.Msg {

@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"net"
 	"net/netip"
 	"os"
 	"path/filepath"
@@ -58,6 +59,15 @@ type State struct {
 	System       []SystemProcess `json:"system,omitempty"` // controller, later agents: see Launcher
 	// Mesh is the topology's mesh-wide settings, for the controller the daemon starts.
 	Mesh Mesh `json:"mesh,omitempty"`
+	// DNSZones are the topology's delegated zones with their servers resolved to ip:port.
+	DNSZones []ForwardZone `json:"dnsZones,omitempty"`
+}
+
+// ForwardZone is a zone the lab DNS server forwards to Server (ip:port) instead of answering.
+type ForwardZone struct {
+	Name   string `json:"name"`          // FQDN, lower-case, with the trailing dot
+	Server string `json:"server"`        // ip:port
+	Pod    string `json:"pod,omitempty"` // "namespace/name" when the topology named a pod
 }
 
 // Proc is a process the lab started. Start is the start time in clock ticks since boot
@@ -253,6 +263,17 @@ func Plan(t *Topology, dir string, podCIDR, serviceCIDR netip.Prefix) (*State, e
 			}
 		}
 		s.Services = append(s.Services, ss)
+	}
+	for _, z := range t.DNS.Zones {
+		fz := ForwardZone{Name: z.Name, Server: z.Server}
+		if strings.Contains(z.Server, "/") {
+			p, err := s.FindPod(z.Server)
+			if err != nil {
+				return nil, fmt.Errorf("%s:%d: %s.server: %w", t.File, z.Line, z.Field, err)
+			}
+			fz.Pod, fz.Server = p.Key(), net.JoinHostPort(p.IP, "53")
+		}
+		s.DNSZones = append(s.DNSZones, fz)
 	}
 	return s, nil
 }

@@ -17,6 +17,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net/netip"
 	"regexp"
 	"sort"
 	"strconv"
@@ -37,6 +38,23 @@ type Topology struct {
 	Pods     []Pod
 	Services []Service
 	Mesh     Mesh
+	DNS      DNS
+}
+
+// DNS is the topology's optional lab DNS settings (top-level `dns:`).
+type DNS struct {
+	// Zones are delegated: queries for a zone and the names below it go to its server, the
+	// way a resolver forwards an attacker's domain to the attacker's authoritative server.
+	Zones []DNSZone `json:"zones,omitempty"`
+}
+
+// DNSZone forwards one zone. Server is either a pod of the topology ("namespace/name",
+// port 53 of its IP) or an address "ip:port".
+type DNSZone struct {
+	Name   string `json:"name"`   // FQDN, lower-case, with the trailing dot
+	Server string `json:"server"` // as written: "ns/name" or "ip:port"
+	Line   int    `json:"-"`
+	Field  string `json:"-"` // e.g. "dns.zones[0]", for error messages
 }
 
 // Mesh is the topology's optional mesh-wide settings (top-level `mesh:`), passed to the
@@ -354,8 +372,10 @@ func labelValueProblem(v string) string {
 }
 
 var (
-	topKeys     = []string{"pods", "services", "mesh"}
+	topKeys     = []string{"pods", "services", "mesh", "dns"}
 	meshKeys    = []string{"permissiveNamespaces", "egress"}
+	dnsKeys     = []string{"zones"}
+	zoneKeys    = []string{"name", "server"}
 	podKeys     = []string{"name", "namespace", "serviceAccount", "labels", "command", "user", "replicas", "sidecar"}
 	serviceKeys = []string{"name", "namespace", "selector", "ports"}
 	portKeys    = []string{"port", "targetPort"}
@@ -393,6 +413,9 @@ func (p *parser) topology(doc *yaml.Node) *Topology {
 	if n, ok := top["mesh"]; ok {
 		t.Mesh = p.mesh(n, "mesh")
 	}
+	if n, ok := top["dns"]; ok {
+		t.DNS = p.dns(n, "dns")
+	}
 	p.crossCheck(t)
 	return t
 }
@@ -428,6 +451,102 @@ func (p *parser) mesh(n *yaml.Node, field string) Mesh {
 		}
 	}
 	return m
+}
+
+func (p *parser) dns(n *yaml.Node, field string) DNS {
+	var d DNS
+	fields := p.mapping(n, field, dnsKeys...)
+	v, ok := fields["zones"]
+	if !ok {
+		return d
+	}
+	seen := map[string]int{}
+	for i, item := range p.sequence(v, field+".zones") {
+		sub := fmt.Sprintf("%s.zones[%d]", field, i)
+		m := p.mapping(item, sub, zoneKeys...)
+		if m == nil {
+			continue
+		}
+		z := DNSZone{Line: item.Line, Field: sub}
+		good := true
+		if nv, has := m["name"]; !has {
+			p.fail(item, sub+".name", "missing (the zone to delegate, e.g. t.example.net)")
+			good = false
+		} else if name, ok := p.str(nv, sub+".name"); !ok {
+			good = false
+		} else if msg := zoneProblem(name); msg != "" {
+			p.fail(nv, sub+".name", "%s", msg)
+			good = false
+		} else {
+			z.Name = dnsFQDN(name)
+			if first, dup := seen[z.Name]; dup {
+				p.fail(nv, sub+".name", "zone %q is listed twice (first at line %d; keep one)", name, first)
+				good = false
+			}
+			seen[z.Name] = nv.Line
+		}
+		if sv, has := m["server"]; !has {
+			p.fail(item, sub+".server", "missing (a pod \"namespace/name\" or an address \"ip:port\")")
+			good = false
+		} else if server, ok := p.str(sv, sub+".server"); !ok {
+			good = false
+		} else if msg := zoneServerProblem(server); msg != "" {
+			p.fail(sv, sub+".server", "%s", msg)
+			good = false
+		} else {
+			z.Server = server
+		}
+		if good {
+			d.Zones = append(d.Zones, z)
+		}
+	}
+	return d
+}
+
+// dnsFQDN lower-cases name and adds the trailing dot.
+func dnsFQDN(name string) string {
+	name = strings.ToLower(name)
+	if !strings.HasSuffix(name, ".") {
+		name += "."
+	}
+	return name
+}
+
+// zoneProblem says what is wrong with a zone to delegate, or "" when it is fine.
+func zoneProblem(name string) string {
+	n := strings.TrimSuffix(strings.ToLower(name), ".")
+	if n == "" {
+		return "must not be empty or the root (give a domain such as t.example.net)"
+	}
+	if len(n) > 253 {
+		return fmt.Sprintf("%q is %d characters, a DNS name holds at most 253 (shorten it)", name, len(n))
+	}
+	for _, l := range strings.Split(n, ".") {
+		if len(l) > 63 || !dnsZoneLabel.MatchString(l) {
+			return fmt.Sprintf("%q is not a DNS name (dot-separated labels of letters, digits, '-' and '_', at most 63 each)", name)
+		}
+	}
+	if n == "cluster.local" || strings.HasSuffix(n, ".cluster.local") || n == "local" {
+		return fmt.Sprintf("%q is inside cluster.local, which the lab answers itself (delegate another domain)", name)
+	}
+	return ""
+}
+
+var dnsZoneLabel = regexp.MustCompile(`^[a-z0-9_]([-a-z0-9_]*[a-z0-9_])?$`)
+
+// zoneServerProblem checks the form of a zone's server; that a pod exists is checked later.
+func zoneServerProblem(server string) string {
+	if ns, name, isPod := strings.Cut(server, "/"); isPod {
+		if nameProblem(ns, 63) != "" || nameProblem(name, 63) != "" {
+			return fmt.Sprintf("%q is not a pod reference (want \"namespace/name\" of a pod in this topology)", server)
+		}
+		return ""
+	}
+	ap, err := netip.ParseAddrPort(server)
+	if err != nil || !ap.Addr().Is4() || ap.Port() == 0 {
+		return fmt.Sprintf("%q is neither a pod \"namespace/name\" nor an IPv4 address with a port such as \"10.0.0.9:53\"", server)
+	}
+	return ""
 }
 
 // nameField reads m[key] into *dst, checked as a DNS label. A non-empty missing makes the key
@@ -630,6 +749,13 @@ func (p *parser) crossCheck(t *Topology) {
 	}
 	if len(t.Pods) > maxPods {
 		p.fail(&yaml.Node{Line: t.Pods[maxPods].Line}, t.Pods[maxPods].Field, "%d pods after replica expansion, the lab holds at most %d (lower replicas)", len(t.Pods), maxPods)
+	}
+	for _, z := range t.DNS.Zones {
+		if strings.Contains(z.Server, "/") {
+			if _, ok := pods[z.Server]; !ok {
+				p.fail(&yaml.Node{Line: z.Line}, z.Field+".server", "no pod %q in this topology (name a pod as \"namespace/name\" or give \"ip:port\")", z.Server)
+			}
+		}
 	}
 	services := map[string]int{}
 	for _, s := range t.Services {
