@@ -99,13 +99,18 @@ type Engine struct {
 	actions *prometheus.CounterVec
 
 	mu          sync.Mutex
-	quarantined map[string]time.Time     // "ns/pod" -> since
+	quarantined map[string]quarantine    // "ns/pod" -> since, why
 	captures    map[string]recentCapture // connID or workload -> last capture
 }
 
 type job struct {
 	in Input
 	d  Decision
+}
+
+type quarantine struct {
+	since  time.Time
+	reason string
 }
 
 type recentCapture struct {
@@ -135,7 +140,7 @@ func New(cfg Config) (*Engine, error) {
 			Name: "meshguard_response_actions_total",
 			Help: "Response actions carried out, by action and result.",
 		}, []string{"action", "result"}),
-		quarantined: map[string]time.Time{},
+		quarantined: map[string]quarantine{},
 		captures:    map[string]recentCapture{},
 	}
 	for _, c := range []prometheus.Collector{e.dropped, e.actions} {
@@ -228,7 +233,10 @@ func (e *Engine) Run(ctx context.Context) error {
 // capture still sees the connections quarantine is about to cut — and emits the event.
 func (e *Engine) respond(ctx context.Context, in Input, d Decision) {
 	ev, taken := e.reported(in, d)
-	if d.Has(Capture) {
+	if d.Has(Capture) && ev.CaptureRef != "" {
+		// The sidecar already captured (the plaintext lives only there): no second capture.
+		taken = append(taken, string(Capture))
+	} else if d.Has(Capture) {
 		if id, err := e.capture(ctx, in); err != nil {
 			e.cfg.Log.Warn("response capture failed", "event", ev.Name, "err", err)
 			e.actions.WithLabelValues(string(Capture), "error").Inc()
@@ -319,7 +327,7 @@ func (e *Engine) Quarantine(ctx context.Context, ns, pod, reason string) error {
 		return nil
 	}
 	// Marked before the call so concurrent triggers do not quarantine twice; unmarked on failure.
-	e.quarantined[key] = e.cfg.Clock.Now()
+	e.quarantined[key] = quarantine{since: e.cfg.Clock.Now(), reason: reason}
 	e.mu.Unlock()
 	if e.cfg.Quarantiner == nil {
 		e.unmark(key)
@@ -371,6 +379,7 @@ func (e *Engine) unmark(key string) {
 type QuarantineStatus struct {
 	Workload string    `json:"workload"`
 	Since    time.Time `json:"since"`
+	Reason   string    `json:"reason,omitempty"` // the event and rules, or the operator's reason
 }
 
 // Quarantined lists the quarantined workloads, sorted.
@@ -378,8 +387,8 @@ func (e *Engine) Quarantined() []QuarantineStatus {
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	out := make([]QuarantineStatus, 0, len(e.quarantined))
-	for w, t := range e.quarantined {
-		out = append(out, QuarantineStatus{Workload: w, Since: t})
+	for w, q := range e.quarantined {
+		out = append(out, QuarantineStatus{Workload: w, Since: q.since, Reason: q.reason})
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i].Workload < out[j].Workload })
 	return out

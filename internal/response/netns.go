@@ -14,7 +14,10 @@ import (
 type NetnsQuarantiner struct {
 	// NetnsPath resolves a pod to its network namespace path (the node agent knows it).
 	NetnsPath func(namespace, pod string) (string, error)
-	Log       *slog.Logger
+	// Options keep the pod's sidecar channel to the controller open (its mark and the
+	// controller's addresses); the zero value cuts everything.
+	Options intercept.QuarantineOptions
+	Log     *slog.Logger
 }
 
 // Quarantine implements Quarantiner.
@@ -23,7 +26,7 @@ func (q NetnsQuarantiner) Quarantine(_ context.Context, namespace, pod string) e
 	if err != nil {
 		return err
 	}
-	res, err := intercept.Quarantine(path)
+	res, err := intercept.QuarantineWith(path, q.Options)
 	if q.Log != nil {
 		q.Log.Info("quarantine", "workload", namespace+"/"+pod, "socketsKilled", res.SocketsKilled, "err", err)
 	}

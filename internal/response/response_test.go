@@ -184,8 +184,8 @@ func TestEngineDNSTunnelQuarantinesOnceAndCaptures(t *testing.T) {
 	if len(h.q.calls) != 1 || len(h.c.targets) != 1 {
 		t.Fatalf("quarantine calls %v captures %v", h.q.calls, h.c.targets)
 	}
-	if s := h.eng.Quarantined(); len(s) != 1 || s[0].Workload != "shop/web-1" {
-		t.Fatalf("status %+v", s)
+	if s := h.eng.Quarantined(); len(s) != 1 || s[0].Workload != "shop/web-1" || !strings.Contains(s[0].Reason, "dns-tunnel") {
+		t.Fatalf("status %+v (want the workload and a reason naming the threat)", s)
 	}
 	// After the cooldown a new capture is taken.
 	h.clk.Advance(31 * time.Second)
@@ -284,5 +284,24 @@ func TestEngineFullQueueNeverBlocks(t *testing.T) {
 	h.eng.SetRules([]policy.ResponseRule{rule("", "q", policy.EventMatch{Name: "sqli"}, "suppress")})
 	if d := h.eng.Handle(h.ctx, Input{Event: threatEvent("sqli", "high")}); d.Report {
 		t.Fatal("suppressed event reported")
+	}
+}
+
+// TestEngineKeepsSidecarCapture: an event the sidecar already captured (CaptureRef set) is
+// not captured again; the capture action is recorded as taken with the sidecar's reference.
+func TestEngineKeepsSidecarCapture(t *testing.T) {
+	h := newHarness(t, 16, true)
+	h.eng.SetRules([]policy.ResponseRule{rule("", "cap", policy.EventMatch{Kind: "threat"}, "capture")})
+	ev := threatEvent("sqli", "high")
+	ev.CaptureRef = "20260101T000000Z-0123456789ab"
+	h.eng.Handle(h.ctx, Input{Event: ev, ConnID: "c1"})
+	got := h.next(t)
+	if got.CaptureRef != ev.CaptureRef || !strings.Contains(got.Action, "capture") {
+		t.Fatalf("event action %q captureRef %q, want capture taken with the sidecar's ref", got.Action, got.CaptureRef)
+	}
+	h.c.mu.Lock()
+	defer h.c.mu.Unlock()
+	if len(h.c.targets) != 0 {
+		t.Fatalf("capturer called %v for an event the sidecar captured", h.c.targets)
 	}
 }
