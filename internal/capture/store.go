@@ -91,6 +91,42 @@ func (s *Store) Save(info Info, convs []Conversation) (Info, error) {
 	return info, s.prune()
 }
 
+// Put stores a pcap made elsewhere (a sidecar's upload) under info.ID: the pcap is copied to
+// a 0600 file, info.Bytes set from what was written, then retention applies as for Save. An
+// existing capture with the same ID is refused, so an upload cannot overwrite another.
+func (s *Store) Put(info Info, pcap io.Reader) (Info, error) {
+	if !ValidID(info.ID) {
+		return info, fmt.Errorf("capture: invalid capture id %q (want YYYYMMDDTHHMMSSZ-12 hex digits)", info.ID)
+	}
+	if _, err := os.Lstat(s.path(info.ID, ".json")); err == nil {
+		return info, fmt.Errorf("capture: %s already stored", info.ID)
+	}
+	tmp, err := os.CreateTemp(s.dir, ".tmp-*.pcap")
+	if err != nil {
+		return info, fmt.Errorf("capture: create pcap in %q: %w", s.dir, err)
+	}
+	defer os.Remove(tmp.Name())
+	n, werr := io.Copy(tmp, pcap)
+	cerr := tmp.Close()
+	if err := errors.Join(werr, cerr); err != nil {
+		return info, fmt.Errorf("capture: write %s: %w", info.ID, err)
+	}
+	info.Bytes = n
+	meta, err := json.Marshal(info)
+	if err != nil {
+		return info, err
+	}
+	if err := os.Rename(tmp.Name(), s.path(info.ID, ".pcap")); err != nil {
+		return info, fmt.Errorf("capture: store %s: %w", info.ID, err)
+	}
+	// Metadata last: List and Get only see a capture once its pcap is in place.
+	if err := os.WriteFile(s.path(info.ID, ".json"), meta, 0o600); err != nil {
+		_ = os.Remove(s.path(info.ID, ".pcap"))
+		return info, fmt.Errorf("capture: write %s metadata: %w", info.ID, err)
+	}
+	return info, s.prune()
+}
+
 func (s *Store) path(id, ext string) string { return filepath.Join(s.dir, id+ext) }
 
 // List returns the stored captures, oldest first.
