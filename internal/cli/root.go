@@ -87,6 +87,10 @@ Start a controller with 'meshguard controller --data-dir DIR'; other verbs find 
 		newGraphCommand(g),
 		newAPITokenCommand(g),
 		newSidecarCommand(g),
+		newQuarantineCommand(g),
+		newCaptureCommand(g),
+		newSensorCommand(g),
+		newStatusCommand(g),
 	)
 	return root
 }

@@ -1,0 +1,94 @@
+package cli
+
+import (
+	"encoding/json"
+	"fmt"
+	"io"
+	"text/tabwriter"
+
+	"github.com/spf13/cobra"
+
+	"github.com/meshguard/meshguard/internal/api"
+)
+
+// statusView is `meshguard status -o json`.
+type statusView struct {
+	Server          string             `json:"server"`
+	ConfigVersion   uint64             `json:"configVersion"`
+	Sidecars        int                `json:"sidecars"`
+	SidecarsCurrent int                `json:"sidecarsUpToDate"`
+	Quarantined     []quarantineStatus `json:"quarantined"`
+	// QuarantineUnknown: the controller predates quarantine (its API has no /quarantines).
+	QuarantineUnknown bool `json:"quarantineUnknown,omitempty"`
+}
+
+func newStatusCommand(g *globals) *cobra.Command {
+	var output string
+	cmd := &cobra.Command{
+		Use:   "status",
+		Short: "Summarise the mesh: controller, sidecars and quarantined workloads",
+		Long: `Ask the controller for a one-screen summary: the config version, how many sidecars are
+connected and up to date, and which workloads are quarantined (with why and since when).
+Details: 'meshguard get sidecars', 'meshguard quarantine list'.`,
+		Example: "  meshguard status\n  meshguard status -o json",
+		Args:    cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if err := checkFormat(output, "table", "json", "yaml"); err != nil {
+				return err
+			}
+			c, err := g.apiClient()
+			if err != nil {
+				return err
+			}
+			ctx := cmd.Context()
+			v := statusView{Server: c.base, Quarantined: []quarantineStatus{}}
+			var sc api.SidecarsResponse
+			if err := c.do(ctx, "GET", "/api/v1/sidecars", nil, &sc); err != nil {
+				return fmt.Errorf("status: %w", err)
+			}
+			v.ConfigVersion, v.Sidecars = sc.Version, len(sc.Sidecars)
+			for _, s := range sc.Sidecars {
+				if s.UpToDate(sc.Version) {
+					v.SidecarsCurrent++
+				}
+			}
+			raw, err := c.fetch(ctx, "GET", "/api/v1/quarantines", nil, 16<<20)
+			switch {
+			case isNotFound(err):
+				v.QuarantineUnknown = true // an older controller: say so rather than fail
+			case err != nil:
+				return fmt.Errorf("status: quarantines: %w", err)
+			default:
+				if err := json.Unmarshal(raw, &v.Quarantined); err != nil {
+					return fmt.Errorf("status: quarantines: %w", err)
+				}
+				if v.Quarantined == nil {
+					v.Quarantined = []quarantineStatus{}
+				}
+			}
+			if output != "table" {
+				return printOut(cmd.OutOrStdout(), output, v, nil)
+			}
+			return printStatus(cmd.OutOrStdout(), v)
+		},
+	}
+	cmd.Flags().StringVarP(&output, "output", "o", "table", "output format: table, json or yaml")
+	return cmd
+}
+
+func printStatus(w io.Writer, v statusView) error {
+	fmt.Fprintf(w, "Controller:  %s (config version %d)\n", v.Server, v.ConfigVersion)
+	fmt.Fprintf(w, "Sidecars:    %d connected, %d up to date\n", v.Sidecars, v.SidecarsCurrent)
+	switch {
+	case v.QuarantineUnknown:
+		fmt.Fprintln(w, "Quarantined: unknown (this controller has no quarantine API; upgrade it)")
+		return nil
+	case len(v.Quarantined) == 0:
+		fmt.Fprintln(w, "Quarantined: none")
+		return nil
+	}
+	fmt.Fprintf(w, "Quarantined: %d\n", len(v.Quarantined))
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	quarantineTable(tw, v.Quarantined, "  ")
+	return tw.Flush()
+}
