@@ -55,7 +55,50 @@ func eventRow(tw io.Writer, e events.Event) {
 
 const eventHeader = "TIME\tKIND\tNAME\tSOURCE\tDESTINATION\tPROTOCOL\tACTION\tREASON"
 
+// threatHeader is the table for --kind threat: what was detected, what the data path did and
+// the capture to download ('meshguard capture get ID'); --evidence adds the offending bytes.
+const threatHeader = "TIME\tNAME\tSEVERITY\tACTION\tSOURCE\tDESTINATION\tCAPTURE\tREASON"
+
+// maxEvidenceColumn bounds the evidence shown in a table cell; -o json has all of it.
+const maxEvidenceColumn = 200
+
+func threatRow(tw io.Writer, e events.Event, evidence bool) {
+	src, dst := e.Source.Workload, e.Destination.Workload
+	if src == "" {
+		src = e.Source.Identity
+	}
+	if dst == "" {
+		dst = e.Destination.Identity
+	}
+	fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s", e.Time.Local().Format(time.DateTime), dash(termSafe(e.Name)),
+		dash(string(e.Severity)), dash(e.Action), dash(termSafe(src)), dash(termSafe(dst)), dash(e.CaptureRef), dash(termSafe(e.Reason)))
+	if evidence {
+		ev := e.Evidence
+		more := ""
+		if len(ev) > maxEvidenceColumn {
+			ev, more = ev[:maxEvidenceColumn], fmt.Sprintf("... (%d bytes, -o json has all)", len(e.Evidence))
+		}
+		fmt.Fprintf(tw, "\t%s%s", dash(termSafe(string(ev))), more)
+	}
+	fmt.Fprintln(tw)
+}
+
+// eventTable picks the columns: threat columns when only threats are listed.
+func eventTable(o *getOptions) (header string, row func(io.Writer, events.Event)) {
+	if o.kind == string(events.KindThreat) {
+		header = threatHeader
+		if o.evidence {
+			header += "\tEVIDENCE"
+		}
+		return header, func(w io.Writer, e events.Event) { threatRow(w, e, o.evidence) }
+	}
+	return eventHeader, eventRow
+}
+
 func getEvents(ctx context.Context, c *apiClient, w io.Writer, o *getOptions) error {
+	if o.evidence && o.kind != string(events.KindThreat) {
+		return fmt.Errorf("--evidence shows threat evidence: add --kind threat (or use -o json)")
+	}
 	if o.follow {
 		return followEvents(ctx, c, w, o)
 	}
@@ -63,10 +106,11 @@ func getEvents(ctx context.Context, c *apiClient, w io.Writer, o *getOptions) er
 	if err := c.do(ctx, "GET", "/api/v1/events"+eventsQuery(o), nil, &out); err != nil {
 		return err
 	}
+	header, row := eventTable(o)
 	return printOut(w, o.output, out.Events, func(tw *tabwriter.Writer) {
-		fmt.Fprintln(tw, eventHeader)
+		fmt.Fprintln(tw, header)
 		for _, e := range out.Events {
-			eventRow(tw, e)
+			row(tw, e)
 		}
 	})
 }
@@ -100,8 +144,9 @@ func followEvents(ctx context.Context, c *apiClient, w io.Writer, o *getOptions)
 	sc := bufio.NewScanner(resp.Body)
 	sc.Buffer(make([]byte, 64<<10), 1<<20)
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	header, row := eventTable(o)
 	if o.output == "table" {
-		fmt.Fprintln(tw, eventHeader)
+		fmt.Fprintln(tw, header)
 	}
 	for sc.Scan() {
 		var e events.Event
@@ -116,7 +161,7 @@ func followEvents(ctx context.Context, c *apiClient, w io.Writer, o *getOptions)
 				return err
 			}
 		default:
-			eventRow(tw, e)
+			row(tw, e)
 			tw.Flush()
 		}
 	}

@@ -70,10 +70,11 @@ type getOptions struct {
 	namespace string
 	output    string
 	// events
-	kind   string
-	since  string
-	limit  int
-	follow bool
+	kind     string
+	since    string
+	limit    int
+	follow   bool
+	evidence bool
 	// connections
 	includeSystem bool
 }
@@ -90,7 +91,9 @@ func newGetCommand(g *globals) *cobra.Command {
   workloads    registered workloads with their groups
   services     services with their virtual IPs and endpoints
   sidecars     connected sidecars and the config version each applied
-  events       stored events (violations, connections, threats, audit); see --kind, --since, --follow
+  events       stored events (violations, connections, threats, audit); see --kind, --since, --follow;
+               --kind threat shows NAME SEVERITY ACTION (block or alert) SOURCE DESTINATION and CAPTURE
+               (the ID for 'meshguard capture get'); --evidence adds the offending bytes
   connections  flows seen in sidecars' connection reports (mesh system traffic hidden unless --include-system);
                VERDICT is the sidecar's decision (a STRICT refusal of plaintext is a deny), MTLS "no" marks
                plaintext (PERMISSIVE namespaces, pods without a sidecar), FLAGS "mismatch" a protocol on a
@@ -102,6 +105,7 @@ Every list supports -o table (default), -o json and -o yaml, and -n NAMESPACE.`,
   meshguard get rules -n shop -o json
   meshguard get events --kind violation --since 10m
   meshguard get events --kind audit -o json
+  meshguard get events --kind threat --since 1h --evidence
   meshguard get events --kind violation --follow
   meshguard get connections --include-system`,
 		Args:      cobra.ExactArgs(1),
@@ -143,6 +147,7 @@ Every list supports -o table (default), -o json and -o yaml, and -n NAMESPACE.`,
 	f.StringVar(&o.since, "since", "", "events: only newer than this duration (10m, 2h) or RFC 3339 time")
 	f.IntVar(&o.limit, "limit", 0, "events: only the newest N (0: all)")
 	f.BoolVarP(&o.follow, "follow", "f", false, "events: keep printing new events as they arrive (Ctrl-C stops)")
+	f.BoolVar(&o.evidence, "evidence", false, "events --kind threat: add an EVIDENCE column with the offending bytes (escaped; -o json/yaml always carry them)")
 	f.BoolVar(&o.includeSystem, "include-system", false, "connections: include mesh system traffic (controller, DNS)")
 	return cmd
 }
