@@ -91,13 +91,15 @@ type fixture struct {
 	reg   *registry.Registry
 	conns *controller.Connections
 	obs   *observations
+	quar  *fakeQuarantines
+	caps  *fakeCaptures
 }
 
 func newFixture(t *testing.T) *fixture {
 	t.Helper()
 	log := slog.New(slog.NewTextHandler(io.Discard, nil))
 	clock := clockwork.NewRealClock()
-	f := &fixture{st: &memPolicies{}, audit: events.NewRing(100), obs: &observations{}}
+	f := &fixture{st: &memPolicies{}, audit: events.NewRing(100), obs: &observations{}, quar: newFakeQuarantines(), caps: newFakeCaptures()}
 	var err error
 	f.reg, err = registry.New(registry.Config{Log: log, TrustDomain: "td"})
 	if err != nil {
@@ -154,6 +156,7 @@ func newFixture(t *testing.T) *fixture {
 	f.srv, err = api.New(api.Config{Listener: ln, GetCertificate: func(*tls.ClientHelloInfo) (*tls.Certificate, error) { return nil, nil }, AdminToken: admin, Identity: &fakeIdentity{},
 		Events: f.audit, Log: log, Policy: pol, Registry: f.reg, Connections: conns, EventStore: f.evs, Audit: sink,
 		Principals: &memPrincipals{tokens: map[[32]byte]api.Principal{}}, Sidecars: noSidecars{},
+		Quarantines: f.quar, Captures: f.caps, Sensors: pol,
 		Metrics: http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) { io.WriteString(w, "meshguard_up 1\n") })})
 	if err != nil {
 		t.Fatal(err)

@@ -45,6 +45,9 @@ type Config struct {
 	// applies); the certificate's SPIFFE ID must be a principal in Principals.
 	ClientRoots func() []*x509.Certificate
 	Metrics     http.Handler // served at /metrics to any authenticated principal
+	Quarantines Quarantines  // /api/v1/workloads/.../quarantine, /api/v1/quarantines
+	Captures    Captures     // /api/v1/captures..., on-demand workload captures
+	Sensors     SensorAdmin  // /api/v1/groups/.../sensors/{sensor}
 }
 
 func (c Config) validate() error {
@@ -97,6 +100,15 @@ func New(cfg Config) (*Server, error) {
 	}
 	if cfg.Connections != nil {
 		s.connectionRoutes()
+	}
+	if cfg.Quarantines != nil {
+		s.quarantineRoutes()
+	}
+	if cfg.Captures != nil {
+		s.captureRoutes()
+	}
+	if cfg.Sensors != nil {
+		s.sensorRoutes()
 	}
 	if cfg.Metrics != nil {
 		s.HandleRole("GET /metrics", RoleViewer, cfg.Metrics.ServeHTTP)

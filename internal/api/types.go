@@ -28,6 +28,9 @@ func Invalid(err error) error { return &StatusError{Status: http.StatusBadReques
 // NotFound marks err as naming something that does not exist (HTTP 404).
 func NotFound(err error) error { return &StatusError{Status: http.StatusNotFound, Err: err} }
 
+// Conflict marks err as a request the current state cannot serve (HTTP 409).
+func Conflict(err error) error { return &StatusError{Status: http.StatusConflict, Err: err} }
+
 // File is one policy file as the user wrote it; the server parses it so errors name the
 // user's file and line.
 type File struct {
