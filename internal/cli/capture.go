@@ -127,9 +127,11 @@ kept unless --force.`,
 			long.Timeout = duration + captureSlack
 			c.http = &long
 			fmt.Fprintf(g.stderr, "capturing %s/%s for %v...\n", ns, name, duration)
+			stop := captureProgress(g, duration)
 			var info capture.Info
 			raw, err := c.fetch(cmd.Context(), "POST", workloadPath(ns, name)+"/captures",
 				map[string]string{"duration": duration.String()}, 1<<20)
+			stop()
 			if err != nil {
 				return fmt.Errorf("capture %s: %w", args[0], err)
 			}
@@ -153,6 +155,37 @@ kept unless --force.`,
 	out.flags(cmd)
 	cmd.AddCommand(newCaptureGetCommand(g), newCaptureListCommand(g))
 	return cmd
+}
+
+// captureProgress prints the elapsed time every progressEvery on stderr while the controller
+// holds the request, so a long capture does not look hung; the returned func stops it.
+func captureProgress(g *globals, d time.Duration) (stop func()) {
+	const progressEvery = 10 * time.Second
+	if d <= progressEvery {
+		return func() {}
+	}
+	done := make(chan struct{})
+	finished := make(chan struct{})
+	go func() {
+		defer close(finished)
+		t := time.NewTicker(progressEvery)
+		defer t.Stop()
+		start := time.Now()
+		for {
+			select {
+			case <-done:
+				return
+			case now := <-t.C:
+				el := now.Sub(start).Round(time.Second)
+				if el < d {
+					fmt.Fprintf(g.stderr, "  %v of %v\n", el, d)
+				} else {
+					fmt.Fprintf(g.stderr, "  %v: waiting for the sidecar's upload\n", el)
+				}
+			}
+		}
+	}()
+	return func() { close(done); <-finished }
 }
 
 func downloadCapture(ctx context.Context, g *globals, cmd *cobra.Command, c *apiClient, id string, out *captureOutput) error {

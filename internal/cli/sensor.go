@@ -202,9 +202,10 @@ DLP flags: --patterns a,b (built-in: ` + strings.Join(policy.DLPPatterns(), ", "
 		},
 	}
 	fl := cmd.Flags()
-	fl.IntVar(&f.paranoia, "paranoia-level", 1, "waf: CRS paranoia level 1..4")
-	fl.IntVar(&f.threshold, "anomaly-threshold", 5, "waf: inbound anomaly score that counts as an attack")
-	fl.IntVar(&f.bodyLimit, "body-limit", 0, "waf: request body bytes inspected")
+	// Zero defaults: an unset flag is not sent, and the controller's default applies.
+	fl.IntVar(&f.paranoia, "paranoia-level", 0, "waf: CRS paranoia level 1..4 (controller default 1)")
+	fl.IntVar(&f.threshold, "anomaly-threshold", 0, "waf: inbound anomaly score that counts as an attack (controller default 5)")
+	fl.IntVar(&f.bodyLimit, "body-limit", 0, "waf: request body bytes inspected (controller default)")
 	fl.StringVar(&f.action, "action", "", "alert or block (default: the group's mode decides)")
 	fl.StringSliceVar(&f.patterns, "patterns", nil, "dlp: built-in pattern names, comma-separated")
 	fl.StringArrayVar(&f.custom, "custom", nil, "dlp: NAME=REGEX custom pattern (repeatable)")
