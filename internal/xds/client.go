@@ -97,6 +97,8 @@ type Client struct {
 	readyOnce sync.Once
 	connected atomic.Bool
 
+	randMu sync.Mutex // cfg.Rand: Run and RunCommands back off concurrently
+
 	mu         sync.Mutex
 	version    uint64
 	snapshot   *xdsv1.Snapshot
@@ -181,26 +183,40 @@ func (c *Client) Run(ctx context.Context) error {
 			c.cfg.Log.Warn("ignoring persisted sidecar config", "file", c.cfg.StateFile, "err", err)
 		}
 	}
+	c.redial(ctx, "config stream", c.stream, func() {
+		c.mu.Lock()
+		c.reconnects++
+		c.mu.Unlock()
+	})
+	return nil
+}
+
+// redial runs once until ctx ends, waiting the jittered backoff between attempts; the
+// backoff starts over after an attempt that progressed. onRetry, if set, is called before
+// each wait.
+func (c *Client) redial(ctx context.Context, what string, once func(context.Context) (progressed bool, err error), onRetry func()) {
 	attempt := 0
 	for {
-		progressed, err := c.stream(ctx)
+		progressed, err := once(ctx)
 		if ctx.Err() != nil {
-			return nil
+			return
 		}
 		if progressed {
 			attempt = 0
 		}
+		c.randMu.Lock()
 		d := backoffDelay(attempt, c.cfg.BackoffMin, c.cfg.BackoffMax, c.cfg.Rand)
+		c.randMu.Unlock()
 		attempt++
-		c.mu.Lock()
-		c.reconnects++
-		c.mu.Unlock()
-		c.cfg.Log.Info("config stream ended; reconnecting", "err", err, "in", d)
+		if onRetry != nil {
+			onRetry()
+		}
+		c.cfg.Log.Info(what+" ended; reconnecting", "err", err, "in", d)
 		t := c.cfg.Clock.NewTimer(d)
 		select {
 		case <-ctx.Done():
 			t.Stop()
-			return nil
+			return
 		case <-t.Chan():
 		}
 	}

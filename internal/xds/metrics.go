@@ -16,6 +16,9 @@ type serverMetrics struct {
 	pushLatency    prometheus.Histogram
 	reports        prometheus.Counter
 	reportsDropped prometheus.Counter
+	threats        prometheus.Counter
+	threatsDropped prometheus.Counter
+	captures       prometheus.Counter
 }
 
 func newServerMetrics(reg prometheus.Registerer, s *Server) (*serverMetrics, error) {
@@ -49,10 +52,20 @@ func newServerMetrics(reg prometheus.Registerer, s *Server) (*serverMetrics, err
 		reportsDropped: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "meshguard_xds_connection_reports_dropped_total", Help: "Connection reports sidecars dropped (queue full), as they reported.",
 		}),
+		threats: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "meshguard_xds_threats_received_total", Help: "Threat events received from sidecars.",
+		}),
+		threatsDropped: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "meshguard_xds_threats_dropped_total", Help: "Threat events sidecars dropped (queue full or controller unreachable), as they reported.",
+		}),
+		captures: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "meshguard_xds_captures_received_total", Help: "Packet captures sidecars uploaded (accepted for the sink).",
+		}),
 	}
 	m.version.Set(float64(s.version))
 	cs := []prometheus.Collector{
 		m.connected, m.version, m.pushes, m.unchanged, m.nacks, m.generateErrors, m.pushLatency, m.reports, m.reportsDropped,
+		m.threats, m.threatsDropped, m.captures,
 		sidecarCollector{s},
 	}
 	for _, c := range cs {

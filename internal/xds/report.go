@@ -66,8 +66,8 @@ func (c *BatcherConfig) validate() error {
 type BatcherStats struct {
 	Queued  int    // waiting now
 	Sent    uint64 // delivered to the controller
-	Dropped uint64 // dropped because the queue was full
-	Failed  uint64 // batch sends that failed (their reports were kept while room allowed)
+	Dropped uint64 // dropped because the queue was full (or, for threats, retries ran out)
+	Failed  uint64 // batch sends that failed (their items were kept while room allowed)
 }
 
 // Batcher queues connection reports and sends them in batches. Add never blocks: the data
@@ -75,13 +75,7 @@ type BatcherStats struct {
 // connections down, so a full queue drops the report and counts it (the count reaches the
 // controller with the next batch).
 type Batcher struct {
-	cfg  BatcherConfig
-	kick chan struct{}
-
-	mu             sync.Mutex
-	queue          []*xdsv1.ConnectionReport
-	pendingDropped uint64 // drops not yet told to the controller
-	stats          BatcherStats
+	q *batchQueue[*xdsv1.ConnectionReport]
 }
 
 // NewBatcher validates cfg.
@@ -89,43 +83,117 @@ func NewBatcher(cfg BatcherConfig) (*Batcher, error) {
 	if err := cfg.validate(); err != nil {
 		return nil, err
 	}
-	b := &Batcher{cfg: cfg, kick: make(chan struct{}, 1), queue: make([]*xdsv1.ConnectionReport, 0, cfg.BatchSize)}
+	q := newBatchQueue(queueConfig[*xdsv1.ConnectionReport]{
+		send: cfg.Sender.ReportConnections, clock: cfg.Clock, log: cfg.Log,
+		size: cfg.QueueSize, flushAt: cfg.BatchSize, maxBatch: cfg.BatchSize,
+		interval: cfg.FlushInterval, timeout: cfg.SendTimeout,
+	})
 	if cfg.Metrics != nil {
-		// Read at scrape time: Add stays a queue append under a short lock.
-		stat := func(f func(BatcherStats) float64) func() float64 { return func() float64 { return f(b.Stats()) } }
-		for _, col := range []prometheus.Collector{
-			prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "meshguard_sidecar_reports_sent_total", Help: "Connection reports delivered to the controller."},
-				stat(func(s BatcherStats) float64 { return float64(s.Sent) })),
-			prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "meshguard_sidecar_reports_dropped_total", Help: "Connection reports dropped because the queue was full."},
-				stat(func(s BatcherStats) float64 { return float64(s.Dropped) })),
-			prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "meshguard_sidecar_reports_send_failures_total", Help: "Report batches the controller did not accept."},
-				stat(func(s BatcherStats) float64 { return float64(s.Failed) })),
-			prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "meshguard_sidecar_reports_queued", Help: "Connection reports waiting to be sent."},
-				stat(func(s BatcherStats) float64 { return float64(s.Queued) })),
-		} {
-			if err := cfg.Metrics.Register(col); err != nil {
-				return nil, fmt.Errorf("report batcher: register metrics: %w (one Batcher per registry)", err)
-			}
+		err := q.register(cfg.Metrics, queueMetrics{
+			prefix:  "meshguard_sidecar_reports_",
+			sent:    "Connection reports delivered to the controller.",
+			dropped: "Connection reports dropped because the queue was full.",
+			failed:  "Report batches the controller did not accept.",
+			queued:  "Connection reports waiting to be sent.",
+		})
+		if err != nil {
+			return nil, fmt.Errorf("report batcher: register metrics: %w (one Batcher per registry)", err)
 		}
 	}
-	return b, nil
+	return &Batcher{q: q}, nil
 }
 
 // Add queues r; false means the queue was full and r was dropped.
-func (b *Batcher) Add(r *xdsv1.ConnectionReport) bool {
-	b.mu.Lock()
-	if len(b.queue) >= b.cfg.QueueSize {
-		b.pendingDropped++
-		b.stats.Dropped++
-		b.mu.Unlock()
+func (b *Batcher) Add(r *xdsv1.ConnectionReport) bool { return b.q.add(r) }
+
+// Stats returns the counters.
+func (b *Batcher) Stats() BatcherStats { return b.q.Stats() }
+
+// Run flushes on size and interval until ctx ends, then tries one last flush bounded by
+// SendTimeout.
+func (b *Batcher) Run(ctx context.Context) error { return b.q.run(ctx) }
+
+// queueConfig is what the batching core shared by Batcher and ThreatBatcher needs.
+type queueConfig[T any] struct {
+	send     func(ctx context.Context, batch []T, dropped uint64) error
+	clock    clockwork.Clock
+	log      *slog.Logger
+	size     int           // items waiting at most; Add drops beyond
+	flushAt  int           // flush as soon as this many wait
+	maxBatch int           // items per send at most
+	interval time.Duration // flush whatever waits at least this often
+	timeout  time.Duration // bounds one send
+	// attempts bounds the sends of one item: after that many failures it is dropped and
+	// counted. 0 keeps failed items as long as the queue has room.
+	attempts int
+	// retryMax, if above interval, spaces retries after failures: interval doubling up to
+	// retryMax (sends resume at the normal pace after a success). 0 retries on the next tick.
+	retryMax time.Duration
+}
+
+// queued is one waiting item and how many sends of it failed.
+type queued[T any] struct {
+	v      T
+	failed int
+}
+
+// batchQueue is the bounded, never-blocking queue with batched sends behind Batcher and
+// ThreatBatcher.
+type batchQueue[T any] struct {
+	cfg  queueConfig[T]
+	kick chan struct{}
+
+	mu             sync.Mutex
+	queue          []queued[T]
+	pendingDropped uint64 // drops not yet told to the controller
+	stats          BatcherStats
+	failures       int       // consecutive failed sends
+	retryAt        time.Time // no send before this after failures (retryMax only)
+}
+
+func newBatchQueue[T any](cfg queueConfig[T]) *batchQueue[T] {
+	return &batchQueue[T]{cfg: cfg, kick: make(chan struct{}, 1), queue: make([]queued[T], 0, cfg.flushAt)}
+}
+
+// queueMetrics names a queue's collectors.
+type queueMetrics struct{ prefix, sent, dropped, failed, queued string }
+
+// register exposes the counters, read at scrape time: add stays a queue append under a short
+// lock.
+func (q *batchQueue[T]) register(reg prometheus.Registerer, m queueMetrics) error {
+	stat := func(f func(BatcherStats) float64) func() float64 { return func() float64 { return f(q.Stats()) } }
+	for _, col := range []prometheus.Collector{
+		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: m.prefix + "sent_total", Help: m.sent},
+			stat(func(s BatcherStats) float64 { return float64(s.Sent) })),
+		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: m.prefix + "dropped_total", Help: m.dropped},
+			stat(func(s BatcherStats) float64 { return float64(s.Dropped) })),
+		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: m.prefix + "send_failures_total", Help: m.failed},
+			stat(func(s BatcherStats) float64 { return float64(s.Failed) })),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: m.prefix + "queued", Help: m.queued},
+			stat(func(s BatcherStats) float64 { return float64(s.Queued) })),
+	} {
+		if err := reg.Register(col); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// add queues v; false means the queue was full and v was dropped.
+func (q *batchQueue[T]) add(v T) bool {
+	q.mu.Lock()
+	if len(q.queue) >= q.cfg.size {
+		q.pendingDropped++
+		q.stats.Dropped++
+		q.mu.Unlock()
 		return false
 	}
-	b.queue = append(b.queue, r)
-	full := len(b.queue) >= b.cfg.BatchSize
-	b.mu.Unlock()
+	q.queue = append(q.queue, queued[T]{v: v})
+	full := len(q.queue) >= q.cfg.flushAt
+	q.mu.Unlock()
 	if full {
 		select {
-		case b.kick <- struct{}{}:
+		case q.kick <- struct{}{}:
 		default:
 		}
 	}
@@ -133,78 +201,98 @@ func (b *Batcher) Add(r *xdsv1.ConnectionReport) bool {
 }
 
 // Stats returns the counters.
-func (b *Batcher) Stats() BatcherStats {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	s := b.stats
-	s.Queued = len(b.queue)
+func (q *batchQueue[T]) Stats() BatcherStats {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	s := q.stats
+	s.Queued = len(q.queue)
 	return s
 }
 
-// Run flushes on size and interval until ctx ends, then tries one last flush bounded by
-// SendTimeout.
-func (b *Batcher) Run(ctx context.Context) error {
-	t := b.cfg.Clock.NewTicker(b.cfg.FlushInterval)
+// run flushes on size and interval until ctx ends, then tries one last flush bounded by
+// the send timeout.
+func (q *batchQueue[T]) run(ctx context.Context) error {
+	t := q.cfg.clock.NewTicker(q.cfg.interval)
 	defer t.Stop()
 	for {
 		select {
 		case <-ctx.Done():
-			fctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), b.cfg.SendTimeout)
-			b.flush(fctx)
+			fctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), q.cfg.timeout)
+			q.flush(fctx, true)
 			cancel()
 			return nil
 		case <-t.Chan():
-		case <-b.kick:
+		case <-q.kick:
 		}
-		b.flush(ctx)
+		q.flush(ctx, false)
 	}
 }
 
-// flush sends batches until the queue is empty or a send fails.
-func (b *Batcher) flush(ctx context.Context) {
+// flush sends batches until the queue is empty or a send fails; unless final, it waits out
+// the retry delay after failures.
+func (q *batchQueue[T]) flush(ctx context.Context, final bool) {
 	for {
-		b.mu.Lock()
-		n := min(len(b.queue), b.cfg.BatchSize)
-		dropped := b.pendingDropped
-		if n == 0 && dropped == 0 {
-			b.mu.Unlock()
+		q.mu.Lock()
+		n := min(len(q.queue), q.cfg.maxBatch)
+		dropped := q.pendingDropped
+		if (n == 0 && dropped == 0) || (!final && q.cfg.clock.Now().Before(q.retryAt)) {
+			q.mu.Unlock()
 			return
 		}
-		batch := make([]*xdsv1.ConnectionReport, n)
-		copy(batch, b.queue[:n])
-		rest := copy(b.queue, b.queue[n:])
-		clear(b.queue[rest:])
-		b.queue = b.queue[:rest]
-		b.pendingDropped = 0
-		b.mu.Unlock()
+		taken := make([]queued[T], n)
+		copy(taken, q.queue[:n])
+		rest := copy(q.queue, q.queue[n:])
+		clear(q.queue[rest:])
+		q.queue = q.queue[:rest]
+		q.pendingDropped = 0
+		q.mu.Unlock()
 
-		sctx, cancel := context.WithTimeout(ctx, b.cfg.SendTimeout)
-		err := b.cfg.Sender.ReportConnections(sctx, batch, dropped)
+		batch := make([]T, n)
+		for i, e := range taken {
+			batch[i] = e.v
+		}
+		sctx, cancel := context.WithTimeout(ctx, q.cfg.timeout)
+		err := q.cfg.send(sctx, batch, dropped)
 		cancel()
 
-		b.mu.Lock()
+		q.mu.Lock()
 		if err != nil {
-			b.stats.Failed++
-			b.pendingDropped += dropped
-			// Put the batch back in front while room allows; what does not fit is dropped.
-			room := b.cfg.QueueSize - len(b.queue)
-			keep := min(room, len(batch))
-			lost := len(batch) - keep
-			b.queue = append(batch[lost:], b.queue...)
-			b.pendingDropped += uint64(lost)
-			b.stats.Dropped += uint64(lost)
-			b.mu.Unlock()
-			// Retry on the next tick, not on the next full batch: the controller is struggling.
+			q.stats.Failed++
+			q.pendingDropped += dropped
+			// Put the batch back in front while room allows and attempts remain; the rest is
+			// dropped (the oldest first when room is short).
+			retry := taken[:0]
+			for _, e := range taken {
+				if e.failed++; q.cfg.attempts == 0 || e.failed < q.cfg.attempts {
+					retry = append(retry, e)
+				}
+			}
+			keep := min(q.cfg.size-len(q.queue), len(retry))
+			lost := n - keep
+			q.queue = append(retry[len(retry)-keep:], q.queue...)
+			q.pendingDropped += uint64(lost)
+			q.stats.Dropped += uint64(lost)
+			q.failures++
+			if q.cfg.retryMax > q.cfg.interval {
+				d := q.cfg.interval
+				for i := 1; i < q.failures && d < q.cfg.retryMax; i++ {
+					d *= 2
+				}
+				q.retryAt = q.cfg.clock.Now().Add(min(d, q.cfg.retryMax))
+			}
+			q.mu.Unlock()
+			// Retry on a later tick, not on the next full batch: the controller is struggling.
 			select {
-			case <-b.kick:
+			case <-q.kick:
 			default:
 			}
-			b.cfg.Log.Debug("sending connection reports failed; will retry", "reports", n, "err", err)
+			q.cfg.log.Debug("sending batch to the controller failed; will retry", "items", n, "dropped", lost, "err", err)
 			return
 		}
-		b.stats.Sent += uint64(n)
-		more := len(b.queue) >= b.cfg.BatchSize
-		b.mu.Unlock()
+		q.stats.Sent += uint64(n)
+		q.failures, q.retryAt = 0, time.Time{}
+		more := len(q.queue) >= q.cfg.flushAt
+		q.mu.Unlock()
 		if !more {
 			return
 		}

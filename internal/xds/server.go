@@ -5,7 +5,9 @@
 // what each sidecar ACKed or NACKed. The Client receives snapshots, validates and applies them
 // through an Applier, ACKs or NACKs, reconnects with backoff and keeps its last config when the
 // controller is gone (fail-static, optionally persisted to a file). The Batcher queues
-// connection reports without ever blocking the data path.
+// connection reports and the ThreatBatcher threat events without ever blocking the data path.
+// Sidecars upload packet captures, and keep a command stream open on which the controller
+// sends requests (on-demand captures) through Server.SendCommand.
 package xds
 
 import (
@@ -88,6 +90,10 @@ type ServerConfig struct {
 	Metrics prometheus.Registerer
 	// Reports receives connection reports; nil discards them (they are still counted).
 	Reports ReportSink
+	// Threats receives threat reports; nil discards them (they are still counted).
+	Threats ThreatSink
+	// Captures receives capture uploads; nil refuses them (Unimplemented).
+	Captures CaptureSink
 	// AllowInsecure accepts sidecars that present no TLS client certificate and trusts the
 	// SPIFFE ID in their Hello. For tests and the local lab without identity only.
 	AllowInsecure bool
@@ -101,8 +107,10 @@ type ServerConfig struct {
 	// HelloTimeout bounds how long a new stream may take to send its Hello; default 10s.
 	HelloTimeout time.Duration
 	// Listener and ServerOptions: if Listener is set, Run serves a gRPC server on it with
-	// ServerOptions (TLS credentials go there). Otherwise register the service on your own
-	// gRPC server with Register, and Run only tracks ctx.
+	// ServerOptions (TLS credentials go there), raising the receive limit to MaxMessageSize
+	// for capture uploads. Otherwise register the service on your own gRPC server with
+	// Register, and Run only tracks ctx; that server needs grpc.MaxRecvMsgSize(MaxMessageSize)
+	// or uploads above gRPC's 4 MiB default fail.
 	Listener      net.Listener
 	ServerOptions []grpc.ServerOption
 }
@@ -159,6 +167,8 @@ type Server struct {
 	closed    bool
 	closeDone chan struct{}
 	changed   chan struct{} // closed and replaced on every status change
+	// commands holds each workload's open command stream, by Node.Key.
+	commands map[string]*commandStream
 }
 
 // sidecarConn is one connected stream. Its fields are guarded by Server.mu. wake has room for
@@ -185,6 +195,7 @@ func NewServer(cfg ServerConfig) (*Server, error) {
 		version:   cfg.InitialVersion,
 		bumpedAt:  cfg.Clock.Now(),
 		conns:     map[uint64]*sidecarConn{},
+		commands:  map[string]*commandStream{},
 		closeDone: make(chan struct{}),
 		changed:   make(chan struct{}),
 	}
@@ -209,6 +220,7 @@ func (s *Server) Run(ctx context.Context) error {
 		opts := append([]grpc.ServerOption{
 			grpc.KeepaliveParams(keepalive.ServerParameters{Time: 30 * time.Second, Timeout: 10 * time.Second}),
 			grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 10 * time.Second, PermitWithoutStream: true}),
+			grpc.MaxRecvMsgSize(MaxMessageSize),
 		}, s.cfg.ServerOptions...)
 		gs = grpc.NewServer(opts...)
 		s.Register(gs)
@@ -292,7 +304,7 @@ func (s *Server) BumpOn(ctx context.Context, sources ...func() <-chan struct{}) 
 }
 
 // Changed returns a channel that is closed at the next change of any sidecar's status
-// (connect, disconnect, push, ACK, NACK) or of the version. Read the state after taking the
+// (connect, disconnect, push, ACK, NACK, command stream opened or closed) or of the version. Read the state after taking the
 // channel, so no change is missed.
 func (s *Server) Changed() <-chan struct{} {
 	s.mu.Lock()
