@@ -13,13 +13,12 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/meshguard/meshguard/internal/api"
 	"github.com/meshguard/meshguard/internal/capture"
 	"github.com/meshguard/meshguard/internal/fileutil"
 )
 
 const (
-	minCaptureDuration = time.Second
-	maxCaptureDuration = 5 * time.Minute
 	// captureSlack is added to the capture's duration for the HTTP timeout: the controller
 	// waits up to duration+30s for the sidecar's upload, and the answer must still arrive.
 	captureSlack = 60 * time.Second
@@ -113,8 +112,8 @@ kept unless --force.`,
 			if err != nil {
 				return err
 			}
-			if duration < minCaptureDuration || duration > maxCaptureDuration {
-				return fmt.Errorf("--duration %v: want between %v and %v", duration, minCaptureDuration, maxCaptureDuration)
+			if duration < api.MinCaptureDuration || duration > api.MaxCaptureDuration {
+				return fmt.Errorf("--duration %v: want between %v and %v", duration, api.MinCaptureDuration, api.MaxCaptureDuration)
 			}
 			if err := out.checkFree(out.file); err != nil {
 				return err
@@ -130,7 +129,7 @@ kept unless --force.`,
 			stop := captureProgress(g, duration)
 			var info capture.Info
 			raw, err := c.fetch(cmd.Context(), "POST", workloadPath(ns, name)+"/captures",
-				map[string]string{"duration": duration.String()}, 1<<20)
+				api.CaptureRequest{Duration: duration.String()}, 1<<20)
 			stop()
 			if err != nil {
 				return fmt.Errorf("capture %s: %w", args[0], err)

@@ -18,18 +18,6 @@ import (
 	"github.com/meshguard/meshguard/internal/api"
 )
 
-// quarantineStatus is one entry of GET /api/v1/quarantines and the answer to a quarantine POST.
-type quarantineStatus struct {
-	Workload string    `json:"workload"`
-	Since    time.Time `json:"since"`
-	Reason   string    `json:"reason,omitempty"`
-}
-
-// quarantineRequest is the POST body; the controller records who asked next to the reason.
-type quarantineRequest struct {
-	Reason string `json:"reason,omitempty"`
-}
-
 // splitNSName parses "namespace/name"; what names the argument in the error ("NS/POD").
 func splitNSName(arg, what, example string) (ns, name string, err error) {
 	ns, name, ok := strings.Cut(arg, "/")
@@ -140,8 +128,8 @@ it by hand. --release lifts the quarantine and connections can be made again.
 				_, err = fmt.Fprintf(cmd.OutOrStdout(), "released %s/%s\n", ns, name)
 				return err
 			}
-			var st quarantineStatus
-			if err := c.do(cmd.Context(), "POST", path, quarantineRequest{Reason: reason}, &st); err != nil {
+			var st api.QuarantineStatus
+			if err := c.do(cmd.Context(), "POST", path, api.QuarantineRequest{Reason: reason}, &st); err != nil {
 				return fmt.Errorf("quarantine %s: %w", args[0], err)
 			}
 			_, err = fmt.Fprintf(cmd.OutOrStdout(), "quarantined %s/%s\n", ns, name)
@@ -170,12 +158,12 @@ func newQuarantineListCommand(g *globals) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			var out []quarantineStatus
+			var out []api.QuarantineStatus
 			if err := c.do(cmd.Context(), "GET", "/api/v1/quarantines", nil, &out); err != nil {
 				return fmt.Errorf("quarantine list: %w", err)
 			}
 			if out == nil {
-				out = []quarantineStatus{}
+				out = []api.QuarantineStatus{}
 			}
 			return printOut(cmd.OutOrStdout(), output, out, func(tw *tabwriter.Writer) {
 				quarantineTable(tw, out, "")
@@ -186,7 +174,7 @@ func newQuarantineListCommand(g *globals) *cobra.Command {
 	return cmd
 }
 
-func quarantineTable(tw *tabwriter.Writer, qs []quarantineStatus, indent string) {
+func quarantineTable(tw *tabwriter.Writer, qs []api.QuarantineStatus, indent string) {
 	fmt.Fprintln(tw, indent+"WORKLOAD\tSINCE\tREASON")
 	for _, q := range qs {
 		fmt.Fprintf(tw, "%s%s\t%s\t%s\n", indent, q.Workload, q.Since.Local().Format(time.DateTime), dash(termSafe(q.Reason)))

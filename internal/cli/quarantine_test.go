@@ -6,11 +6,13 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/meshguard/meshguard/internal/api"
 )
 
 func TestQuarantineAndRelease(t *testing.T) {
 	f := newFakeAPI(t, map[string]http.HandlerFunc{
-		"POST /api/v1/workloads/shop/web-0/quarantine":   replyJSON(200, quarantineStatus{Workload: "shop/web-0", Since: time.Now(), Reason: "x"}),
+		"POST /api/v1/workloads/shop/web-0/quarantine":   replyJSON(200, api.QuarantineStatus{Workload: "shop/web-0", Since: time.Now(), Reason: "x"}),
 		"DELETE /api/v1/workloads/shop/web-0/quarantine": replyJSON(200, map[string]any{"workload": "shop/web-0", "released": true}),
 		"POST /api/v1/workloads/shop/ghost/quarantine":   replyJSON(404, map[string]string{"error": `workload "shop/ghost" is not registered`}),
 	})
@@ -66,7 +68,7 @@ func TestQuarantineArgumentErrors(t *testing.T) {
 func TestQuarantineList(t *testing.T) {
 	since := time.Date(2026, 11, 25, 4, 0, 0, 0, time.UTC)
 	f := newFakeAPI(t, map[string]http.HandlerFunc{
-		"GET /api/v1/quarantines": replyJSON(200, []quarantineStatus{
+		"GET /api/v1/quarantines": replyJSON(200, []api.QuarantineStatus{
 			{Workload: "shop/web-0", Since: since, Reason: "dns-tunnel\x1b[31m"},
 		}),
 	})
@@ -86,7 +88,7 @@ func TestQuarantineList(t *testing.T) {
 	}
 
 	code, out, _ = f.run("quarantine", "list", "-o", "json")
-	var got []quarantineStatus
+	var got []api.QuarantineStatus
 	if code != 0 || json.Unmarshal([]byte(out), &got) != nil || len(got) != 1 || got[0].Workload != "shop/web-0" || !got[0].Since.Equal(since) {
 		t.Errorf("json: code %d out %q", code, out)
 	}

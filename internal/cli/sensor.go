@@ -1,6 +1,7 @@
 package cli
 
 import (
+	"errors"
 	"fmt"
 	"net/url"
 	"regexp"
@@ -9,11 +10,12 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/meshguard/meshguard/internal/api"
 	"github.com/meshguard/meshguard/internal/policy"
 )
 
-// sensorFlags holds enable's flags; only those the user gave are sent, so the controller keeps
-// its defaults (or the group's current values) for the rest.
+// sensorFlags holds enable's flags; only those the user gave are sent. The controller replaces
+// the group's sensor with what it receives, so an unset flag means the controller's default.
 type sensorFlags struct {
 	paranoia  int
 	threshold int
@@ -104,6 +106,12 @@ func sensorBody(cmd *cobra.Command, sensor string, f *sensorFlags) (map[string]a
 			}
 			body["custom"] = custom
 		}
+		if body["patterns"] == nil && body["custom"] == nil {
+			return nil, fmt.Errorf("the dlp sensor needs --patterns (%s) or --custom NAME=REGEX", strings.Join(policy.DLPPatterns(), ","))
+		}
+		if p, ok := body["patterns"].([]string); ok && len(p) == 0 && body["custom"] == nil {
+			return nil, errors.New("--patterns: give at least one pattern name")
+		}
 	}
 	return body, nil
 }
@@ -190,9 +198,7 @@ DLP flags: --patterns a,b (built-in: ` + strings.Join(policy.DLPPatterns(), ", "
 			if err != nil {
 				return err
 			}
-			var out struct {
-				Version uint64 `json:"version"`
-			}
+			var out api.VersionResponse
 			if err := c.do(cmd.Context(), "PUT", sensorPath(ns, group, sensor), body, &out); err != nil {
 				return fmt.Errorf("sensor enable %s %s: %w", args[0], sensor, err)
 			}
@@ -230,9 +236,7 @@ func newSensorDisableCommand(g *globals) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			var out struct {
-				Version uint64 `json:"version"`
-			}
+			var out api.VersionResponse
 			if err := c.do(cmd.Context(), "DELETE", sensorPath(ns, group, args[1]), nil, &out); err != nil {
 				return fmt.Errorf("sensor disable %s %s: %w", args[0], args[1], err)
 			}

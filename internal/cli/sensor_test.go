@@ -76,6 +76,8 @@ func TestSensorFlagValidation(t *testing.T) {
 		{[]string{"sensor", "enable", "shop/web", "waf", "--patterns", "credit-card"}, "--patterns does not apply to the waf sensor"},
 		{[]string{"sensor", "enable", "shop/web", "dlp", "--paranoia-level", "2"}, "--paranoia-level does not apply to the dlp sensor"},
 		{[]string{"sensor", "enable", "shop/web", "dlp", "--patterns", "credit-card,ssn"}, `unknown pattern "ssn" (known: credit-card, aws-access-key`},
+		{[]string{"sensor", "enable", "shop/web", "dlp"}, "the dlp sensor needs --patterns"},
+		{[]string{"sensor", "enable", "shop/web", "dlp", "--patterns", ""}, "--patterns: give at least one pattern name"},
 		{[]string{"sensor", "enable", "shop/web", "dlp", "--custom", "x"}, `--custom "x": want NAME=REGEX`},
 		{[]string{"sensor", "enable", "shop/web", "dlp", "--custom", "x=a("}, "--custom x: regex"},
 	} {

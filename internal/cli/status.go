@@ -13,11 +13,11 @@ import (
 
 // statusView is `meshguard status -o json`.
 type statusView struct {
-	Server          string             `json:"server"`
-	ConfigVersion   uint64             `json:"configVersion"`
-	Sidecars        int                `json:"sidecars"`
-	SidecarsCurrent int                `json:"sidecarsUpToDate"`
-	Quarantined     []quarantineStatus `json:"quarantined"`
+	Server          string                 `json:"server"`
+	ConfigVersion   uint64                 `json:"configVersion"`
+	Sidecars        int                    `json:"sidecars"`
+	SidecarsCurrent int                    `json:"sidecarsUpToDate"`
+	Quarantined     []api.QuarantineStatus `json:"quarantined"`
 	// QuarantineUnknown: the controller predates quarantine (its API has no /quarantines).
 	QuarantineUnknown bool `json:"quarantineUnknown,omitempty"`
 }
@@ -41,7 +41,7 @@ Details: 'meshguard get sidecars', 'meshguard quarantine list'.`,
 				return err
 			}
 			ctx := cmd.Context()
-			v := statusView{Server: c.base, Quarantined: []quarantineStatus{}}
+			v := statusView{Server: c.base, Quarantined: []api.QuarantineStatus{}}
 			var sc api.SidecarsResponse
 			if err := c.do(ctx, "GET", "/api/v1/sidecars", nil, &sc); err != nil {
 				return fmt.Errorf("status: %w", err)
@@ -63,7 +63,7 @@ Details: 'meshguard get sidecars', 'meshguard quarantine list'.`,
 					return fmt.Errorf("status: quarantines: %w", err)
 				}
 				if v.Quarantined == nil {
-					v.Quarantined = []quarantineStatus{}
+					v.Quarantined = []api.QuarantineStatus{}
 				}
 			}
 			if output != "table" {

@@ -14,7 +14,7 @@ import (
 func TestStatusShowsQuarantined(t *testing.T) {
 	f := newFakeAPI(t, map[string]http.HandlerFunc{
 		"GET /api/v1/sidecars": replyJSON(200, api.SidecarsResponse{Version: 4}),
-		"GET /api/v1/quarantines": replyJSON(200, []quarantineStatus{{Workload: "shop/web-0", Since: time.Now(),
+		"GET /api/v1/quarantines": replyJSON(200, []api.QuarantineStatus{{Workload: "shop/web-0", Since: time.Now(),
 			Reason: "response rule dns-tunnel"}}),
 	})
 	code, out, errs := f.run("status")
