@@ -25,6 +25,8 @@ import (
 const (
 	// MaxCaptureBytes bounds one uploaded pcap; the server refuses larger uploads.
 	MaxCaptureBytes = 48 << 20
+	// MaxEvidence bounds ThreatEvent.evidence; the server truncates longer evidence.
+	MaxEvidence = 4096
 	// MaxMessageSize is the largest gRPC message of the service (a snapshot or a capture
 	// upload), far above gRPC's 4 MiB default. A gRPC server built outside Server.Run needs
 	// grpc.MaxRecvMsgSize(MaxMessageSize).
@@ -66,6 +68,11 @@ func (s *Server) ReportThreats(ctx context.Context, req *xdsv1.ReportThreatsRequ
 	s.m.threatsDropped.Add(float64(req.GetDropped()))
 	if s.cfg.Threats == nil {
 		return &xdsv1.ReportThreatsResponse{}, nil
+	}
+	for _, ev := range req.GetThreats() {
+		if len(ev.GetEvidence()) > MaxEvidence { // what the contract allows, whatever a sidecar sends
+			ev.Evidence = ev.Evidence[:MaxEvidence]
+		}
 	}
 	if err := s.cfg.Threats.HandleThreats(ctx, n, req); err != nil {
 		return nil, sinkError("storing threats", err)
@@ -204,7 +211,7 @@ func (c *Client) UploadCapture(ctx context.Context, req *xdsv1.UploadCaptureRequ
 // RunCommands keeps a command stream to the controller open until ctx ends (then it returns
 // nil), reconnecting with the client's jittered backoff, and calls handle for each command
 // on the stream's goroutine: handle must return quickly (start long work on its own
-// goroutine, bounded by the ctx it gets).
+// goroutine, bounded by the ctx it gets, which is ctx: work outlives a reconnect).
 func (c *Client) RunCommands(ctx context.Context, handle func(context.Context, *xdsv1.Command)) error {
 	c.redial(ctx, "command stream", func(ctx context.Context) (bool, error) { return c.commandStream(ctx, handle) }, nil)
 	return nil
@@ -212,8 +219,8 @@ func (c *Client) RunCommands(ctx context.Context, handle func(context.Context, *
 
 // commandStream runs one command stream; progressed reports whether the controller accepted
 // it (which resets the backoff).
-func (c *Client) commandStream(ctx context.Context, handle func(context.Context, *xdsv1.Command)) (progressed bool, err error) {
-	ctx, cancel := context.WithCancel(ctx)
+func (c *Client) commandStream(parent context.Context, handle func(context.Context, *xdsv1.Command)) (progressed bool, err error) {
+	ctx, cancel := context.WithCancel(parent)
 	defer cancel()
 	st, err := c.client.Commands(ctx, &xdsv1.CommandsRequest{SpiffeId: c.cfg.SpiffeID, Namespace: c.cfg.Namespace, Workload: c.cfg.Workload},
 		grpc.WaitForReady(true))
@@ -233,7 +240,7 @@ func (c *Client) commandStream(ctx context.Context, handle func(context.Context,
 			return progressed, err
 		}
 		progressed = true
-		handle(ctx, cmd)
+		handle(parent, cmd)
 	}
 }
 

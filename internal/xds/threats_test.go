@@ -93,7 +93,7 @@ func TestThreatsReachTheSinkWithTheAuthenticatedNode(t *testing.T) {
 
 	b.Add(&xdsv1.ThreatEvent{Name: "sqli", Category: "injection", Severity: "high", Action: "block", Evidence: []byte("' OR 1=1--"),
 		CaptureRef: captureID, SourceWorkload: "shop/web-0", DestinationWorkload: "shop/db-0", Mode: "protect", Rules: []string{"shop/block-sqli"}})
-	b.Add(&xdsv1.ThreatEvent{Name: "dns-tunnel", Action: "alert"})
+	b.Add(&xdsv1.ThreatEvent{Name: "dns-tunnel", Action: "alert", Evidence: bytes.Repeat([]byte("a"), 5000)})
 	var got []*xdsv1.ThreatEvent
 	for len(got) < 2 { // one batch on the 200ms tick, or two if the tick split them
 		select {
@@ -109,7 +109,7 @@ func TestThreatsReachTheSinkWithTheAuthenticatedNode(t *testing.T) {
 		sink.mu.Unlock()
 	}
 	if got[0].GetName() != "sqli" || !bytes.Equal(got[0].GetEvidence(), []byte("' OR 1=1--")) || got[0].GetCaptureRef() != captureID ||
-		got[0].GetRules()[0] != "shop/block-sqli" || got[1].GetName() != "dns-tunnel" {
+		got[0].GetRules()[0] != "shop/block-sqli" || got[1].GetName() != "dns-tunnel" || len(got[1].GetEvidence()) != MaxEvidence {
 		t.Fatalf("received %v", got)
 	}
 	sink.mu.Lock()
@@ -294,10 +294,11 @@ func TestCommandsReachTheSidecarAcrossReconnects(t *testing.T) {
 	cl := newTestClient(t, ClientConfig{Conn: dial(t, addr, nil), Clock: clk, SpiffeID: webID(0), Namespace: "shop", Workload: "web-0",
 		BackoffMin: time.Second, BackoffMax: 4 * time.Second})
 	got := make(chan *xdsv1.Command, 10)
+	handleCtx := make(chan context.Context, 10)
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() {
-		done <- cl.RunCommands(ctx, func(_ context.Context, c *xdsv1.Command) { got <- c })
+		done <- cl.RunCommands(ctx, func(hctx context.Context, c *xdsv1.Command) { handleCtx <- hctx; got <- c })
 	}()
 	defer func() { cancel(); <-done }()
 
@@ -305,6 +306,7 @@ func TestCommandsReachTheSidecarAcrossReconnects(t *testing.T) {
 	if c := recvCommand(t, got); c.GetId() != "c1" || c.GetCapture().GetDurationMillis() != 30000 {
 		t.Fatalf("handler got %v", c)
 	}
+	firstCtx := <-handleCtx
 
 	// The controller restarts: the client waits on its backoff (the injected clock), then
 	// reconnects to the new server, which reaches it.
@@ -325,6 +327,9 @@ func TestCommandsReachTheSidecarAcrossReconnects(t *testing.T) {
 	sendWhenConnected(t, srv2.Server, "shop", "web-0", &xdsv1.Command{Id: "c2"})
 	if c := recvCommand(t, got); c.GetId() != "c2" {
 		t.Fatalf("after reconnect handler got %v", c)
+	}
+	if firstCtx.Err() != nil { // a capture started by c1 must not end with the old stream
+		t.Fatal("the ctx given to the handler ended with the stream it came on")
 	}
 	wcancel()
 	<-advance
