@@ -121,6 +121,10 @@ func newLabStatusCommand(g *globals, o *labOptions) *cobra.Command {
 			if len(st.System) > 0 {
 				fmt.Fprintln(g.stdout)
 			}
+			if lab.DaemonAlive(st) {
+				fmt.Fprintln(g.stdout)
+				labPrintQuarantined(cmd.Context(), g, g.stdout, filepath.Join(st.StateDir, "controller", "admin.conf"))
+			}
 			return nil
 		},
 	}

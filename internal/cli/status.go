@@ -1,10 +1,12 @@
 package cli
 
 import (
+	"context"
 	"encoding/json"
 	"fmt"
 	"io"
 	"text/tabwriter"
+	"time"
 
 	"github.com/spf13/cobra"
 
@@ -52,19 +54,13 @@ Details: 'meshguard get sidecars', 'meshguard quarantine list'.`,
 					v.SidecarsCurrent++
 				}
 			}
-			raw, err := c.fetch(ctx, "GET", "/api/v1/quarantines", nil, 16<<20)
-			switch {
-			case isNotFound(err):
-				v.QuarantineUnknown = true // an older controller: say so rather than fail
-			case err != nil:
+			qs, unknown, err := fetchQuarantined(ctx, c)
+			if err != nil {
 				return fmt.Errorf("status: quarantines: %w", err)
-			default:
-				if err := json.Unmarshal(raw, &v.Quarantined); err != nil {
-					return fmt.Errorf("status: quarantines: %w", err)
-				}
-				if v.Quarantined == nil {
-					v.Quarantined = []api.QuarantineStatus{}
-				}
+			}
+			v.QuarantineUnknown = unknown // an older controller: say so rather than fail
+			if qs != nil {
+				v.Quarantined = qs
 			}
 			if output != "table" {
 				return printOut(cmd.OutOrStdout(), output, v, nil)
@@ -79,16 +75,55 @@ Details: 'meshguard get sidecars', 'meshguard quarantine list'.`,
 func printStatus(w io.Writer, v statusView) error {
 	fmt.Fprintf(w, "Controller:  %s (config version %d)\n", v.Server, v.ConfigVersion)
 	fmt.Fprintf(w, "Sidecars:    %d connected, %d up to date\n", v.Sidecars, v.SidecarsCurrent)
-	switch {
-	case v.QuarantineUnknown:
-		fmt.Fprintln(w, "Quarantined: unknown (this controller has no quarantine API; upgrade it)")
-		return nil
-	case len(v.Quarantined) == 0:
-		fmt.Fprintln(w, "Quarantined: none")
-		return nil
+	printQuarantined(w, v.Quarantined, v.QuarantineUnknown)
+	return nil
+}
+
+// fetchQuarantined asks the API for the quarantined workloads; unknown is true when the
+// controller predates quarantine (404) rather than an error.
+func fetchQuarantined(ctx context.Context, c *apiClient) (qs []api.QuarantineStatus, unknown bool, err error) {
+	raw, err := c.fetch(ctx, "GET", "/api/v1/quarantines", nil, 16<<20)
+	if isNotFound(err) {
+		return nil, true, nil
 	}
-	fmt.Fprintf(w, "Quarantined: %d\n", len(v.Quarantined))
+	if err != nil {
+		return nil, false, err
+	}
+	if err := json.Unmarshal(raw, &qs); err != nil {
+		return nil, false, fmt.Errorf("quarantines: %w", err)
+	}
+	return qs, false, nil
+}
+
+// labPrintQuarantined adds the Quarantined section to `lab status`, asking the lab's
+// controller (its admin.conf) briefly; a controller that does not answer is reported, not fatal.
+func labPrintQuarantined(ctx context.Context, g *globals, w io.Writer, adminConf string) {
+	lg := *g
+	lg.configPath = adminConf
+	c, err := lg.apiClient()
+	if err == nil {
+		c.http.Timeout = 3 * time.Second
+		var qs []api.QuarantineStatus
+		var unknown bool
+		if qs, unknown, err = fetchQuarantined(ctx, c); err == nil {
+			printQuarantined(w, qs, unknown)
+			return
+		}
+	}
+	fmt.Fprintf(w, "Quarantined: unknown (controller: %v)\n", err)
+}
+
+func printQuarantined(w io.Writer, qs []api.QuarantineStatus, unknown bool) {
+	switch {
+	case unknown:
+		fmt.Fprintln(w, "Quarantined: unknown (this controller has no quarantine API; upgrade it)")
+		return
+	case len(qs) == 0:
+		fmt.Fprintln(w, "Quarantined: none")
+		return
+	}
+	fmt.Fprintf(w, "Quarantined: %d\n", len(qs))
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
-	quarantineTable(tw, v.Quarantined, "  ")
-	return tw.Flush()
+	quarantineTable(tw, qs, "  ")
+	tw.Flush()
 }

@@ -1,8 +1,10 @@
 package cli
 
 import (
+	"context"
 	"encoding/json"
 	"net/http"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -94,5 +96,22 @@ func TestGetThreatEvents(t *testing.T) {
 
 	if code, _, errs = f.run("get", "events", "--evidence"); code == 0 || !strings.Contains(errs, "add --kind threat") {
 		t.Errorf("--evidence without --kind threat: code %d err %q", code, errs)
+	}
+}
+
+func TestLabStatusQuarantinedSection(t *testing.T) {
+	f := newFakeAPI(t, map[string]http.HandlerFunc{
+		"GET /api/v1/quarantines": replyJSON(200, []api.QuarantineStatus{{Workload: "shop/dns-client", Since: time.Now(), Reason: "dns-tunnel"}}),
+	})
+	var buf strings.Builder
+	labPrintQuarantined(context.Background(), &globals{}, &buf, f.conf)
+	if out := buf.String(); !strings.HasPrefix(out, "Quarantined: 1\n") || !strings.Contains(out, "shop/dns-client") {
+		t.Errorf("lab status section = %q", out)
+	}
+
+	buf.Reset()
+	labPrintQuarantined(context.Background(), &globals{}, &buf, filepath.Join(t.TempDir(), "missing.conf"))
+	if out := buf.String(); !strings.HasPrefix(out, "Quarantined: unknown (controller: ") {
+		t.Errorf("a missing controller must be reported, not fatal: %q", out)
 	}
 }
