@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"io/fs"
 	"net/url"
 	"os"
@@ -12,6 +13,7 @@ import (
 	"time"
 
 	"github.com/spf13/cobra"
+	"golang.org/x/sys/unix"
 
 	"github.com/meshguard/meshguard/internal/api"
 	"github.com/meshguard/meshguard/internal/capture"
@@ -38,9 +40,18 @@ func (o *captureOutput) flags(cmd *cobra.Command) {
 	cmd.Flags().BoolVar(&o.force, "force", false, "overwrite the output file if it exists")
 }
 
-// checkFree refuses an existing output file before any work starts, unless --force.
-func (o *captureOutput) checkFree(path string) error {
-	if path == "" || path == "-" || o.force {
+// checkFree refuses an existing output file before any work starts, unless --force, and
+// binary output to a terminal.
+func (o *captureOutput) checkFree(path string, stdout io.Writer) error {
+	if path == "-" {
+		if f, ok := stdout.(*os.File); ok {
+			if _, err := unix.IoctlGetTermios(int(f.Fd()), unix.TCGETS); err == nil {
+				return errors.New("-o -: stdout is a terminal and a pcap is binary; pipe it (| tshark -r -) or give a file name")
+			}
+		}
+		return nil
+	}
+	if path == "" || o.force {
 		return nil
 	}
 	if _, err := os.Lstat(path); err == nil {
@@ -65,7 +76,7 @@ func (o *captureOutput) write(g *globals, cmd *cobra.Command, id string, pcap []
 		return nil
 	}
 	// Checked again: the capture took a while and a file may have appeared meanwhile.
-	if err := o.checkFree(path); err != nil {
+	if err := o.checkFree(path, nil); err != nil {
 		return err
 	}
 	if err := fileutil.WriteAtomic(path, pcap, 0o600); err != nil {
@@ -115,7 +126,7 @@ kept unless --force.`,
 			if duration < api.MinCaptureDuration || duration > api.MaxCaptureDuration {
 				return fmt.Errorf("--duration %v: want between %v and %v", duration, api.MinCaptureDuration, api.MaxCaptureDuration)
 			}
-			if err := out.checkFree(out.file); err != nil {
+			if err := out.checkFree(out.file, cmd.OutOrStdout()); err != nil {
 				return err
 			}
 			c, err := g.apiClient()
@@ -213,7 +224,7 @@ func newCaptureGetCommand(g *globals) *cobra.Command {
 			if path == "" {
 				path = id + ".pcap"
 			}
-			if err := out.checkFree(path); err != nil {
+			if err := out.checkFree(path, cmd.OutOrStdout()); err != nil {
 				return err
 			}
 			c, err := g.apiClient()

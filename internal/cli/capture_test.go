@@ -2,6 +2,7 @@ package cli
 
 import (
 	"bytes"
+	"context"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -167,5 +168,22 @@ func assertMode0600(t *testing.T, path string) {
 	}
 	if m := st.Mode().Perm(); m != 0o600 {
 		t.Errorf("%s mode = %o, want 600 (a capture holds plaintext application data)", path, m)
+	}
+}
+
+func TestCaptureRefusesPCAPToTerminal(t *testing.T) {
+	tty, err := os.OpenFile("/dev/ptmx", os.O_RDWR, 0)
+	if err != nil {
+		t.Skipf("no pseudo-terminal to stand in for a terminal: %v", err)
+	}
+	defer tty.Close()
+	f := newFakeAPI(t, captureRoutes())
+	var errb bytes.Buffer
+	code := Execute(context.Background(), []string{"--config", f.conf, "capture", "get", testCaptureID, "-o", "-"}, tty, &errb)
+	if code == 0 || !strings.Contains(errb.String(), "stdout is a terminal") {
+		t.Errorf("code %d stderr %q", code, errb.String())
+	}
+	if n := len(f.Calls()); n != 0 {
+		t.Errorf("refused before downloading; %d calls", n)
 	}
 }
