@@ -119,6 +119,12 @@ var phpFunctions = [...]string{"system", "passthru", "shell_exec", "exec", "pope
 func findPHP(v []byte) ([]byte, bool) {
 	for _, m := range [...]string{"<?php", "<?=", "php://", "phar://", "expect://", "zip://", "data://text/plain;base64"} {
 		if i := indexFold(v, m); i >= 0 {
+			if m[0] == '<' && wordy(v) && !bytes.ContainsAny(v, "();$`") {
+				continue // "<?php tags in wordpress themes": a phrase about the tag
+			}
+			if m[0] == '<' && !shortLine(v) && !phpDangerousCall(v) {
+				continue // a multi-line code snippet posted to a developer API
+			}
 			return v[i:], true
 		}
 	}
@@ -156,6 +162,24 @@ func findPHP(v []byte) ([]byte, bool) {
 		}
 	}
 	return nil, false
+}
+
+// phpDangerousCall: a multi-line PHP text that runs commands or code.
+func phpDangerousCall(v []byte) bool {
+	for _, f := range [...]string{"system", "passthru", "shell_exec", "exec", "eval", "assert", "popen", "proc_open", "pcntl_exec", "create_function"} {
+		for from := 0; from < len(v); {
+			i := indexFold(v[from:], f)
+			if i < 0 {
+				break
+			}
+			i += from
+			from = i + len(f)
+			if (i == 0 || !isIdentByte(v[i-1])) && len(skipPHPBlanks(v[from:])) > 0 && skipPHPBlanks(v[from:])[0] == '(' {
+				return true
+			}
+		}
+	}
+	return bytes.IndexByte(v, '`') >= 0
 }
 
 func isIdentByte(c byte) bool {

@@ -39,7 +39,46 @@ func isSQLi(v []byte) (string, bool) {
 		// is often a sentence that merely mentions SQL.
 		return "", false
 	}
+	if ok && bareExpression(v) {
+		// No quote, comment, statement break or SQL keyword: a formula or a phrase with a call
+		// ("sin(x) + cos(x)", "sleep(5) vs usleep(5000000)"); it needs a SQL-only marker.
+		if _, frag := findSQLFragment(v, false); !frag {
+			return "", false
+		}
+	}
 	return fp, ok
+}
+
+// SQL keywords an injection without quotes or comments still needs to do anything.
+var sqlKeywords = [...]string{"select", "union", "and", "or", "xor", "where", "from", "having", "order", "group", "exec",
+	"execute", "waitfor", "insert", "update", "delete", "drop", "like", "case", "when", "limit", "null", "procedure", "into", "rlike", "regexp", "div", "mod", "not", "is"}
+
+// bareExpression: no quote, backtick, comment, ';', '@' or SQL keyword token in v.
+func bareExpression(v []byte) bool {
+	if bytes.ContainsAny(v, "'\"`;#@") || bytes.Contains(v, []byte("--")) || bytes.Contains(v, []byte("/*")) {
+		return false
+	}
+	for i := 0; i < len(v); {
+		for i < len(v) && !('a' <= v[i]|0x20 && v[i]|0x20 <= 'z') {
+			i++
+		}
+		j := i
+		for j < len(v) && ('a' <= v[j]|0x20 && v[j]|0x20 <= 'z' || v[j] == '_') {
+			j++
+		}
+		if j > i && (i == 0 || !isIdentByte(v[i-1])) && (j == len(v) || !isIdentByte(v[j])) {
+			for _, k := range sqlKeywords {
+				if j-i == len(k) && bytes.EqualFold(v[i:j], []byte(k)) {
+					return false
+				}
+			}
+		}
+		if j == i {
+			j++
+		}
+		i = j
+	}
+	return true
 }
 
 // quoteThenComment: a quote closed and the rest of the query commented out (admin' #,

@@ -197,7 +197,7 @@ func NewHTTP(cfg HTTPConfig) (*HTTPDetectors, error) {
 }
 
 // detMask is a set of HTTP detectors.
-type detMask uint16
+type detMask uint32
 
 const (
 	mSQLi detMask = 1 << iota
@@ -216,8 +216,11 @@ const (
 	mNoSQL
 	mLDAP
 	mCRLF
+	mJava
+	mNode
+	mUpload
 	maskAll = mSQLi | mXSS | mCmd | mTraversal | mLog4Shell | mShellshock | mSmuggling | mMalformed | mOversized |
-		mXXE | mSSTI | mSSRF | mPHP | mNoSQL | mLDAP | mCRLF
+		mXXE | mSSTI | mSSRF | mPHP | mNoSQL | mLDAP | mCRLF | mJava | mNode | mUpload
 )
 
 func maskOf(name string) detMask {
@@ -254,6 +257,12 @@ func maskOf(name string) detMask {
 		return mLDAP
 	case CRLFInjection:
 		return mCRLF
+	case JavaInjection:
+		return mJava
+	case NodeInjection:
+		return mNode
+	case ScriptUpload:
+		return mUpload
 	}
 	return 0
 }
@@ -261,17 +270,19 @@ func maskOf(name string) detMask {
 // Which detectors look at which part of a request (following where each attack is delivered
 // and what a server interprets; see docs/threats.md).
 const (
-	argChecks    = mSQLi | mXSS | mCmd | mTraversal | mLog4Shell | mShellshock | mXXE | mSSTI | mSSRF | mPHP | mLDAP
-	cookieChecks = mSQLi | mXSS | mCmd | mTraversal | mLog4Shell | mShellshock | mSSTI | mPHP | mCRLF
+	argChecks    = mSQLi | mXSS | mCmd | mTraversal | mLog4Shell | mShellshock | mXXE | mSSTI | mSSRF | mPHP | mLDAP | mJava | mNode
+	cookieChecks = mSQLi | mXSS | mCmd | mTraversal | mLog4Shell | mShellshock | mSSTI | mPHP | mCRLF | mJava | mNode
+	// Names are attacker-chosen too (CRS ARGS_NAMES).
+	nameChecks = mSQLi | mXSS | mLog4Shell | mJava | mNode
 	// Only where a value can reach a response header (redirect targets, cookies); bodies carry
 	// multi-line text legitimately.
 	queryChecks = argChecks | mCRLF
 	pathChecks  = mXSS | mTraversal | mLog4Shell
 	// Headers a web app commonly logs or reflects.
-	appHeaderChecks = mSQLi | mXSS | mLog4Shell | mShellshock | mCmd
-	anyHeaderChecks = mLog4Shell | mShellshock
+	appHeaderChecks = mSQLi | mXSS | mLog4Shell | mShellshock | mCmd | mJava
+	anyHeaderChecks = mLog4Shell | mShellshock | mJava
 	fileNameChecks  = mXSS | mTraversal | mCmd | mLog4Shell
-	bodyTextChecks  = mLog4Shell | mXXE
+	bodyTextChecks  = mLog4Shell | mXXE | mJava
 )
 
 // Inspect appends the findings for r to dst (at most one per detector) and returns it.
@@ -318,6 +329,11 @@ func (h *HTTPDetectors) inspect(s *scratch, r *HTTPRequest) {
 			}
 		}
 		h.checkValue(s, m, "path", nil, fullDecode(s, path, false))
+		if h.want(s, mSQLi) != 0 {
+			if ev, ok := findSQLFragment(fullDecode(s, path, false), true); ok {
+				h.report(s, mSQLi, SQLi, "path", nil, ev, "SQL function in the path")
+			}
+		}
 	}
 	// Query arguments (names and values).
 	walkPairs(r.Query(), func(name, value []byte) { h.checkArg(s, queryChecks, "query", name, value, true) })
@@ -331,6 +347,9 @@ func (h *HTTPDetectors) inspect(s *scratch, r *HTTPRequest) {
 		case isAppHeader(hd.Name):
 			h.checkValue(s, h.want(s, appHeaderChecks), "header", hd.Name, fullDecode(s, hd.Value, false))
 		default:
+			if h.want(s, mUpload) != 0 && isUploadNameHeader(hd.Name) && isScriptUpload(hd.Value) {
+				h.report(s, mUpload, ScriptUpload, "header", hd.Name, hd.Value, "")
+			}
 			h.checkValue(s, h.want(s, anyHeaderChecks), "header", hd.Name, hd.Value)
 		}
 	}
@@ -360,7 +379,10 @@ func (h *HTTPDetectors) checkArg(s *scratch, checks detMask, kind string, name, 
 		if h.on&mNoSQL != 0 && s.found&mNoSQL == 0 && mongoOperatorInName(s.n) {
 			h.report(s, mNoSQL, NoSQLInjection, kind, s.n, s.n, "query operator in a parameter name")
 		}
-		h.checkValue(s, m&(mSQLi|mXSS|mLog4Shell), kind, s.n, s.n)
+		if h.on&mNode != 0 && s.found&mNode == 0 && isProtoKey(s.n) {
+			h.report(s, mNode, NodeInjection, kind, s.n, s.n, "prototype pollution in a parameter name")
+		}
+		h.checkValue(s, m&nameChecks, kind, s.n, s.n)
 		m = h.want(s, checks)
 		name = s.n
 	}
@@ -388,6 +410,8 @@ func (h *HTTPDetectors) checkValue(s *scratch, m detMask, kind string, key, v []
 	if m&mCmd != 0 {
 		if ev, ok := findCmdInjection(s, v); ok {
 			h.report(s, mCmd, CmdInjection, kind, key, ev, "")
+		} else if ev, ok := findWindowsCmd(v); ok {
+			h.report(s, mCmd, CmdInjection, kind, key, ev, "Windows cmd/PowerShell")
 		}
 	}
 	if m&mCRLF != 0 {
@@ -414,11 +438,25 @@ func (h *HTTPDetectors) checkValue(s *scratch, m detMask, kind string, key, v []
 	if m&mPHP != 0 {
 		if ev, ok := findPHP(v); ok {
 			h.report(s, mPHP, PHPInjection, kind, key, ev, "")
+		} else if ev, ok := findPHPMore(v); ok {
+			h.report(s, mPHP, PHPInjection, kind, key, ev, "")
+		}
+	}
+	if m&mJava != 0 {
+		if ev, ok := findJava(v); ok {
+			h.report(s, mJava, JavaInjection, kind, key, ev, "")
+		}
+	}
+	if m&mNode != 0 {
+		if ev, ok := findNode(v); ok {
+			h.report(s, mNode, NodeInjection, kind, key, ev, "")
 		}
 	}
 	if m&mSQLi != 0 {
 		if fp, ok := isSQLi(v); ok {
 			h.report(s, mSQLi, SQLi, kind, key, v, "libinjection fingerprint "+fp)
+		} else if ev, ok := findSQLFragment(v, false); ok {
+			h.report(s, mSQLi, SQLi, kind, key, ev, "SQL-only function or catalog")
 		}
 	}
 	if m&mXSS != 0 && isXSS(s, v, kind != "path") {
@@ -449,6 +487,9 @@ func (h *HTTPDetectors) checkBody(s *scratch, r *HTTPRequest) {
 	case hasPrefixFold(ct, "multipart/form-data"):
 		walkMultipart(body, headerParam(ct, "boundary"), func(p *multipartPart) {
 			if len(p.filename) > 0 {
+				if h.want(s, mUpload) != 0 && isScriptUpload(p.filename) {
+					h.report(s, mUpload, ScriptUpload, "filename", p.name, p.filename, "")
+				}
 				h.checkValue(s, h.want(s, fileNameChecks), "filename", p.name, p.filename)
 				v := p.value
 				if len(v) > maxFileInspect {
@@ -465,7 +506,10 @@ func (h *HTTPDetectors) checkBody(s *scratch, r *HTTPRequest) {
 				if h.on&mNoSQL != 0 && s.found&mNoSQL == 0 && mongoCodeOperator(value) {
 					h.report(s, mNoSQL, NoSQLInjection, "json", value, value, "server-side JavaScript operator")
 				}
-				h.checkValue(s, h.want(s, mSQLi|mXSS|mLog4Shell), "json", value, fullDecode(s, value, false))
+				if h.on&mNode != 0 && s.found&mNode == 0 && isProtoKey(value) {
+					h.report(s, mNode, NodeInjection, "json", value, value, "prototype pollution key")
+				}
+				h.checkValue(s, h.want(s, nameChecks), "json", value, fullDecode(s, value, false))
 				return
 			}
 			h.checkValue(s, h.want(s, argChecks), "json", key, fullDecode(s, value, false))

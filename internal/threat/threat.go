@@ -95,6 +95,9 @@ const (
 	NoSQLInjection        = "nosql-injection"
 	LDAPInjection         = "ldap-injection"
 	CRLFInjection         = "crlf-injection"
+	JavaInjection         = "java-injection"
+	NodeInjection         = "nodejs-injection"
+	ScriptUpload          = "script-upload"
 	WAFAnomaly            = "waf"
 	DLPMatch              = "dlp"
 )
@@ -114,6 +117,9 @@ func DefaultDetectors() []Detector {
 		{PHPInjection, High, CatInjection, "PHP code in parameters: <?php tags, system/passthru/eval/assert calls, php:// wrappers"},
 		{NoSQLInjection, High, CatInjection, "MongoDB query operators smuggled into parameters (user[$ne]=, $where)"},
 		{LDAPInjection, High, CatInjection, "LDAP filter break-outs in parameters: *)(uid=*))(|(uid=*"},
+		{JavaInjection, Critical, CatInjection, "Java code/deserialization payloads: Runtime/ProcessBuilder, gadget classes, OGNL, serialized objects (rO0AB)"},
+		{NodeInjection, High, CatInjection, "Node.js code injection and prototype pollution: __proto__ / constructor.prototype, child_process, _$$ND_FUNC$$_"},
+		{ScriptUpload, High, CatInjection, "uploads a server would execute or obey: .php/.phtml/.jsp/.jspx/.asp(x) file names, .htaccess, .user.ini"},
 		{CRLFInjection, High, CatProtocol, "CR/LF followed by a header line in URL parameters or cookies (response splitting)"},
 		{HTTPSmuggling, Critical, CatProtocol, "conflicting or obfuscated Content-Length/Transfer-Encoding, bad chunking"},
 		{MalformedHeader, Medium, CatProtocol, "header lines a strict server rejects: no colon, spaces in names, control bytes"},

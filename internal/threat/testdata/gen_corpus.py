@@ -305,6 +305,73 @@ for p in PHRASES:
     benign.append(req("GET", "/find?q=" + q(p)))
     benign.append(req("POST", "/api/v1/notes", body=json.dumps({"text": p}), ctype="application/json"))
 
+# More benign variety (added with the java/node/upload/PHP/SQL-fragment/Windows detectors):
+# prose that names SQL, shell, Java, PHP and JavaScript things, developer-API bodies carrying
+# code snippets and stack traces, Windows paths, file names with dots. Each as a query
+# parameter, a form field and a JSON value.
+DEV_PHRASES = [
+    "how do I select from two tables with a union in postgres?", "union select vs union all performance",
+    "Union Station to Select Comfort store directions", "information schema views in sql server explained",
+    "what does sleep() do in php", "sleep(5) vs usleep(5000000)", "benchmark your laptop", "mysql version() returns 8.0.36",
+    "convert java.lang.String to int", "java.lang.NullPointerException when calling getName()", "java.util.List vs ArrayList",
+    "what is java.io.File", "Class.forName and the ClassLoader explained", "ProcessBuilder vs Runtime.exec in Java",
+    "org.apache.commons.lang3.StringUtils isBlank", "com.example.orders.OrderService", "src/main/java/com/acme/io/FileStore.java",
+    "process.env.NODE_ENV is undefined", "require is not defined in ES module scope", "module.exports vs exports",
+    "what is __proto__ in javascript", "Object.prototype explained simply", "constructor functions and prototypes",
+    "$_GET and $_POST in php for beginners", "php echo vs print", "<?php tags in wordpress themes", "base64 decode online",
+    "str_replace in php", "array_map vs foreach", "preg_replace examples", "file_get_contents returns false",
+    "for loop in batch file", "if exist in batch scripts", "powershell get-childitem recurse", "Invoke-WebRequest returns 403",
+    "C:\\Program Files\\Common Files\\system", "D:\\Projects\\app\\src\\index.php", "C:\\Users\\ana\\Documents\\report.v2.final.docx",
+    "\\\\fileserver\\share\\Finance\\Q3 2024.xlsx", "~/Downloads/invoice_2024-06.pdf", "backup.2024-06-01.tar.gz",
+    "index.php?page=about", "photo.jpeg.png", "resume (1).pdf", "archive.v1.2.3.zip", "notes.txt.bak? no, notes.txt",
+    "Price: $25 (incl. VAT)", "Total $ 120 (2 items)", "cost $5 (five dollars)", "$HOME/.config is where settings go",
+    "O:3 is the hardest level", "a:1:{ not php }", "if (a == b) then c", "for (let i = 0; i < n; i++)",
+    "SELECT name FROM users WHERE id = ? is a prepared statement", "COUNT(*) per day", "rand() in excel",
+    "sin(x) + cos(x)", "md5 checksum of the iso", "hex(255) = FF", "database design course", "my database() call failed",
+    "The Process is the product", "runtime error on startup", "Runtime: 2h 15min", "Processing... please wait",
+    "classloader leak in tomcat", "spring framework 6 release notes", "Struts and bolts hardware store",
+    "I/O error: java.net.SocketTimeoutException: Read timed out", "Caused by: java.io.FileNotFoundException: /tmp/x (No such file)",
+    "com.sun.mail smtp settings", "Tom & Jerry; cat and mouse", "ls -la output explained", "cmd /c explained",
+    "iex is the investors exchange", "iwr cricket scores", "irm church events", "exec summary: Q3 up 10%",
+    "x => x * 2", "() => {}", "${name} template literal", "#{ruby} interpolation", "{{ user.name }}",
+    "constructor.name", "Object.keys(obj)", "JSON.parse(str)", "e.g. sleep(8) hours a night", "1; 2; 3 go",
+    "pg_dump nightly", "user_tables? no, user tables", "schema name", "elt tutorial", "exp. date 12/26",
+]
+for p in DEV_PHRASES:
+    benign.append(req("GET", "/search?q=" + q(p) + "&lang=en"))
+    benign.append(req("POST", "/feedback", body=form({"name": "Sam", "message": p}), ctype="application/x-www-form-urlencoded"))
+    benign.append(req("POST", "/api/v1/snippets", body=json.dumps({"title": p, "public": True}), ctype="application/json"))
+
+# Developer-API bodies: code snippets and error reports in JSON fields.
+DEV_BODIES = [
+    {"language": "javascript", "code": "const cp = require('child_process');\ncp.execSync('ls');\nmodule.exports = run;\n"},
+    {"language": "php", "code": "<?php\n$name = $_GET['name'] ?? 'world';\necho htmlspecialchars($name);\n"},
+    {"language": "java", "code": "ProcessBuilder pb = new ProcessBuilder(\"ls\", \"-l\");\nProcess p = pb.start();\n"},
+    {"language": "sql", "code": "SELECT o.id, c.name\nFROM orders o\nJOIN customers c ON c.id = o.customer_id\nWHERE o.created_at > now() - interval '7 days';\n"},
+    {"language": "powershell", "code": "Get-ChildItem -Recurse C:\\logs |\n  Where-Object { $_.Length -gt 1MB }\n"},
+    {"event": "error", "platform": "java", "stacktrace": "java.lang.IllegalStateException: closed\n\tat java.base/java.lang.reflect.Method.invoke(Method.java:568)\n\tat org.apache.catalina.core.ApplicationFilterChain.doFilter(ApplicationFilterChain.java:166)\n\tat java.base/java.lang.Thread.run(Thread.java:833)\n"},
+    {"event": "error", "platform": "node", "stack": "TypeError: Cannot read properties of undefined (reading 'id')\n    at Object.<anonymous> (/app/server.js:10:5)\n    at Module._compile (node:internal/modules/cjs/loader:1256:14)\n"},
+    {"type": "com.acme.events.OrderCreated", "schema": "io.confluent.connect.avro.AvroConverter", "payload": {"id": 7}},
+    {"connector.class": "io.debezium.connector.postgresql.PostgresConnector", "database.dbname": "shop", "table.include.list": "public.orders"},
+    {"jvmArgs": "-Xmx2g -XX:+UseG1GC -Djava.io.tmpdir=/var/tmp", "mainClass": "com.acme.Main"},
+    {"log": "2024-06-01 12:00:00 INFO  c.a.OrderService - created order 42 for O'Brien"},
+    {"filename": "setup.ps1", "size": 2048, "sha256": "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08"},
+    {"query": "union of sets A and B", "select": ["id", "name"], "from": "2024-01-01", "where": {"status": "open"}},
+    {"settings": {"theme": "dark", "editor.fontFamily": "'Fira Code', monospace", "files.exclude": {"**/.git": True}}},
+]
+for i, b in enumerate(DEV_BODIES):
+    benign.append(req("POST", f"/api/v2/dev/{i}", body=json.dumps(b), ctype="application/json"))
+
+# Uploads of ordinary files, also through XHR uploaders that name the file in a header.
+for i, fn in enumerate(["holiday.photo.2024.jpg", "Q3 report (final).pdf", "data.export.csv", "logo@2x.png", "setup.v2.tar.gz",
+                        "notes.md", "invoice #42.pdf", "résumé.docx", "index.html", "styles.min.css"]):
+    mb, mct = multipart([("album", "summer")], [("file", fn, "application/octet-stream", "hello world")])
+    benign.append(req("POST", "/upload", body=mb, ctype=mct))
+    benign.append(req("PUT", f"/files/{i}", headers=[f"X-File-Name: {fn}"], body="hello world", ctype="application/octet-stream"))
+for p in ["/.well-known/openid-configuration", "/.well-known/security.txt", "/static/js/vendor.min.js", "/docs/information_schema.html",
+          "/blog/2024/06/union-select-is-not-a-query", "/api/v1/version", "/downloads/app-1.2.3.tar.gz", "/java/lang/String.html"]:
+    benign.append(req("GET", p))
+
 def write(path, rows, labelled):
     with open(path, "w", encoding="utf-8", newline="\n") as f:
         f.write("# generated by gen_corpus.py; format: README.md\n")

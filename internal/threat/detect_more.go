@@ -1,0 +1,618 @@
+package threat
+
+import (
+	"bytes"
+	"strings"
+)
+
+// Detectors for payload families the libinjection-based ones miss: Java class and
+// deserialization payloads, Node.js code and prototype pollution, server-executable uploads,
+// and sharper PHP, SQL, PowerShell and Windows cmd patterns. Each works on one decoded value
+// and allocates nothing.
+
+// Java gadget classes and OGNL/EL idioms that mean object or code injection wherever they
+// appear, multi-line values included (XStream and XMLDecoder bodies are multi-line XML).
+var javaGadgets = [...]string{"java.beans.xmldecoder", "com.sun.rowset", "com.sun.org.apache.xalan", "com.sun.jndi",
+	"#_memberaccess", "@java.lang.", "t(java.", "getruntime().exec", "class.module.classloader", "ognlcontext", "ognlutil",
+	"org.apache.commons.collections", "org.apache.commons.beanutils", "org.codehaus.groovy.runtime", "bsh.interpreter",
+	"com.mchange.v2.c3p0", "freemarker.template.utility", "org.springframework.context.support", "invokertransformer",
+	"chainedtransformer", "constanttransformer", "instantiatetransformer", "instantiatefactory", "clonetransformer",
+	"prototypeclonefactory", "prototypeserializationfactory", "whileclosure", "forclosure", "templatesimpl", "jdbcrowsetimpl",
+	"<java.lang.processbuilder", "<java.lang.runtime", "class=\"java.lang.processbuilder", "class=\"java.lang.runtime"}
+
+// Java classes whose name in a single-line parameter means code or object injection
+// (expression languages, Jackson/fastjson polymorphic typing); in multi-line text they are
+// ordinary frames of a stack trace or lines of a code snippet. Matched case-insensitively at a
+// token start; names ending in Exception or Error are skipped.
+var javaStrong = [...]string{"java.lang.runtime", "java.lang.processbuilder", "java.lang.process", "java.lang.reflect",
+	"java.lang.system", "java.lang.class", "java.lang.classloader", "javax.naming.initialcontext",
+	"javax.script.scriptenginemanager", "javax.management.", "java.io.objectinputstream", "java.io.objectoutputstream",
+	"java.net.urlclassloader", "com.sun.org.apache", "sun.misc.unsafe", "sun.reflect", "com.opensymphony.xwork2",
+	"org.apache.xalan", "groovy.lang.", "javassist", "getruntime()", "processbuilder", "propertyutilsbean",
+	"org.omg.corba", "java.rmi.", "sun.rmi."}
+
+// Java packages and classes that count only as the whole token of a short parameter (a class
+// name sent where data belongs); a trailing '.' matches any class in the package.
+var javaWeak = [...]string{"java.io.", "java.lang.", "java.net.", "java.nio.file", "javax.xml.", "javax.naming", "javax.script",
+	"org.apache.commons", "org.apache.struts", "org.apache.struts2", "freemarker.core", "freemarker.template", "freemarker.ext.rhino",
+	"org.dom4j.io.saxreader", "org.jdom2.input.saxbuilder", "org.xml.sax", "classloader", "declaredclass"}
+
+// findJava reports Java class/gadget names and serialized Java objects (binary, base64 "rO0AB"
+// or hex "aced0005") in v.
+func findJava(v []byte) ([]byte, bool) {
+	if i := serializedJava(v); i >= 0 {
+		return v[i:], true
+	}
+	if !hasJavaChar(v) {
+		return nil, false
+	}
+	for _, m := range javaGadgets {
+		if i := javaToken(v, m, false); i >= 0 {
+			return v[i:], true
+		}
+	}
+	if !shortLine(v) && (len(v) > 4<<10 || bytes.IndexByte(v, '\n') >= 0) {
+		return nil, false
+	}
+	words := wordy(v)
+	for _, m := range javaStrong {
+		if words && !javaCodeMarker(m) {
+			continue // "ProcessBuilder vs Runtime.exec in Java": a question about the class
+		}
+		if i := javaToken(v, m, false); i >= 0 {
+			return v[i:], true
+		}
+	}
+	if words || isProse(v) {
+		return nil, false
+	}
+	for _, m := range javaWeak {
+		if i := javaToken(v, m, m[len(m)-1] != '.'); i >= 0 {
+			return v[i:], true
+		}
+	}
+	return nil, false
+}
+
+// javaCodeMarker: markers that are code by their punctuation, whatever surrounds them.
+func javaCodeMarker(m string) bool {
+	return strings.ContainsAny(m, "()#@")
+}
+
+// wordy: a phrase — at least three space-separated tokens, most of them plain words — as
+// typed into a search box or a message ("java.lang.String to int", "if exist in batch
+// scripts"), not code.
+func wordy(v []byte) bool {
+	tokens, plain := 0, 0
+	for _, t := range bytes.Fields(v) {
+		tokens++
+		t = bytes.TrimRight(t, "?!.,:")
+		ok := len(t) > 0
+		for _, c := range t {
+			if !('a' <= c|0x20 && c|0x20 <= 'z' || c >= 0x80) {
+				ok = false
+				break
+			}
+		}
+		if ok {
+			plain++
+		}
+	}
+	return tokens >= 3 && plain*2 > tokens
+}
+
+// hasJavaChar is a cheap pre-filter: every marker contains a '.', '_' or one of the gadget
+// words' letters in sequence; values without a dot, '_' or '(' cannot match.
+func hasJavaChar(v []byte) bool {
+	return bytes.IndexByte(v, '.') >= 0 || containsFold(v, "processbuilder") || containsFold(v, "transformer") ||
+		containsFold(v, "factory") || containsFold(v, "closure") || containsFold(v, "impl") || containsFold(v, "ognl") ||
+		containsFold(v, "javassist") || containsFold(v, "classloader") || containsFold(v, "declaredclass") || containsFold(v, "propertyutilsbean")
+}
+
+// javaToken is the index of marker m in v where it starts a token (not preceded by a letter,
+// digit or dot) and does not name an exception or error class, or -1. exact: the class name
+// must end with m (org.apache.commons, not org.apache.commons.lang3.StringUtils).
+func javaToken(v []byte, m string, exact bool) int {
+	for from := 0; from < len(v); {
+		i := indexFold(v[from:], m)
+		if i < 0 {
+			return -1
+		}
+		i += from
+		from = i + 1
+		if i > 0 && (isIdentByte(v[i-1]) && m[0] != '@' && m[0] != '#' && !isGadgetWord(m) || v[i-1] == '.' && m[len(m)-1] == '.') {
+			continue
+		}
+		end := i + len(m)
+		for end < len(v) && (isIdentByte(v[end]) || v[end] == '.' || v[end] == '$') {
+			end++
+		}
+		cls := v[i:end]
+		if exact && end != i+len(m) {
+			continue
+		}
+		if hasSuffixFold(cls, "exception") || hasSuffixFold(cls, "error") || containsFold(cls, "exception.") {
+			continue
+		}
+		return i
+	}
+	return -1
+}
+
+// isGadgetWord: markers that are class simple names, matched inside longer identifiers too
+// (ProcessBuilder.evil.clonetransformer, org...functors.InvokerTransformer).
+func isGadgetWord(m string) bool { return strings.IndexByte(m, '.') < 0 }
+
+func hasSuffixFold(b []byte, s string) bool {
+	return len(b) >= len(s) && bytes.EqualFold(b[len(b)-len(s):], []byte(s))
+}
+
+// serializedJava is the index of a Java serialization stream header in v, or -1: the magic
+// AC ED 00 05 raw, base64 ("rO0AB") or hex ("aced0005") at the start of a token.
+func serializedJava(v []byte) int {
+	if bytes.HasPrefix(v, []byte{0xac, 0xed, 0x00, 0x05}) {
+		return 0
+	}
+	for _, m := range [...]string{"rO0AB", "aced0005", "ACED0005"} {
+		for from := 0; from < len(v); {
+			i := bytes.Index(v[from:], []byte(m))
+			if i < 0 {
+				break
+			}
+			i += from
+			from = i + 1
+			if i == 0 || !isIdentByte(v[i-1]) && v[i-1] != '+' && v[i-1] != '/' {
+				return i
+			}
+		}
+	}
+	return -1
+}
+
+// findNode reports Node.js code injection and prototype pollution: node-serialize function
+// markers, child_process, require('...'), process.mainModule/binding, and __proto__ or
+// constructor.prototype paths.
+func findNode(v []byte) ([]byte, bool) {
+	if bytes.IndexByte(v, '_') < 0 && bytes.IndexByte(v, '.') < 0 && bytes.IndexByte(v, '(') < 0 && bytes.IndexByte(v, '[') < 0 {
+		return nil, false
+	}
+	for _, m := range [...]string{"_$$nd_func$$_", "process.mainmodule", "process.binding(", "global.process.", "this.constructor.constructor",
+		"constructor.constructor(", "process.dlopen"} {
+		if i := indexFold(v, m); i >= 0 {
+			return v[i:], true
+		}
+	}
+	// The rest only in a single-line parameter: a code snippet posted to a developer API uses
+	// require('child_process') and module.exports legitimately.
+	if !shortLine(v) || isProse(v) {
+		return nil, false
+	}
+	for _, m := range [...]string{"child_process", "__proto__", "constructor.prototype", "constructor[prototype]", "constructor[\"prototype\"]",
+		"constructor['prototype']", "require(", "module.exports=", "module.exports =", "process.env[", "process[\"env\"]", "process['env']"} {
+		if i := indexFold(v, m); i >= 0 {
+			if m == "require(" && (i+8 >= len(v) || (v[i+8] != '\'' && v[i+8] != '"' && v[i+8] != '`')) {
+				continue
+			}
+			if m == "__proto__" && !protoUse(v, i) {
+				continue
+			}
+			return v[i:], true
+		}
+	}
+	return nil, false
+}
+
+// protoUse: __proto__ used as a property path or key (__proto__[x], __proto__.x, a name that
+// is exactly __proto__), not mentioned among words.
+func protoUse(v []byte, i int) bool {
+	end := i + len("__proto__")
+	if i == 0 && end == len(v) {
+		return true
+	}
+	return end < len(v) && (v[end] == '[' || v[end] == '.' || v[end] == '"' || v[end] == '\'' || v[end] == ']') ||
+		i > 0 && (v[i-1] == '.' || v[i-1] == '[')
+}
+
+// isProtoKey: a JSON key or parameter name that pollutes Object.prototype when merged.
+func isProtoKey(k []byte) bool {
+	return bytes.Equal(k, []byte("__proto__")) || bytes.Contains(k, []byte("__proto__[")) || bytes.Contains(k, []byte("__proto__.")) ||
+		bytes.Contains(k, []byte("[__proto__]")) || containsFold(k, "constructor[prototype]") || containsFold(k, "constructor.prototype")
+}
+
+// Extensions a server executes when an uploaded file lands in the web root.
+var scriptExtensions = [...]string{".php", ".phtml", ".php3", ".php4", ".php5", ".php7", ".php8", ".phar", ".pht", ".phps",
+	".jsp", ".jspx", ".jspf", ".asp", ".aspx", ".ashx", ".asmx", ".cer", ".shtml", ".cgi"}
+
+// Files that reconfigure the server when uploaded.
+var serverConfigFiles = [...]string{".htaccess", ".user.ini", "web.config", ".htpasswd"}
+
+// isScriptUpload: an upload file name a web server would execute (shell.php, a.jspx,
+// x.php5..., photo.php.), or a server configuration file. Trailing dots and spaces are
+// dropped, as Windows does.
+func isScriptUpload(name []byte) bool {
+	n := bytes.TrimRight(name, ". \t\x00")
+	if i := bytes.LastIndexAny(n, "/\\"); i >= 0 {
+		n = n[i+1:]
+	}
+	for _, f := range serverConfigFiles {
+		if len(n) == len(f) && bytes.EqualFold(n, []byte(f)) {
+			return true
+		}
+	}
+	dot := bytes.LastIndexByte(n, '.')
+	if dot <= 0 {
+		return false
+	}
+	ext := n[dot:]
+	for _, e := range scriptExtensions {
+		if len(ext) == len(e) && bytes.EqualFold(ext, []byte(e)) {
+			return true
+		}
+	}
+	return false
+}
+
+// isUploadNameHeader: headers upload endpoints (XHR uploaders) carry the file name in.
+func isUploadNameHeader(name []byte) bool {
+	for _, h := range [...]string{"x-filename", "x_filename", "x.filename", "x-file-name"} {
+		if len(name) == len(h) && bytes.EqualFold(name, []byte(h)) {
+			return true
+		}
+	}
+	return false
+}
+
+// PHP-only function names (underscored or unmistakable), matched as a call: name, optional
+// blanks or comments, "(".
+var phpOnlyFunctions = [...]string{"base64_decode", "gzinflate", "gzuncompress", "gzdecode", "str_rot13", "zlib_decode",
+	"call_user_func", "call_user_func_array", "create_function", "shell_exec", "proc_open", "pcntl_exec", "passthru",
+	"phpinfo", "php_uname", "posix_getpwuid", "posix_getuid", "posix_geteuid", "posix_getegid", "posix_kill", "posix_setuid",
+	"file_get_contents", "file_put_contents", "fsockopen", "pfsockopen", "move_uploaded_file", "highlight_file", "show_source",
+	"assert_options", "ini_set", "ini_get_all", "preg_replace", "mb_ereg_replace", "escapeshellcmd", "escapeshellarg",
+	"array_map", "array_filter", "usort", "register_shutdown_function", "register_tick_function", "get_defined_vars",
+	"getenv", "putenv", "set_include_path", "readfile", "fpassthru", "popen", "unserialize", "var_dump", "print_r",
+	"str_replace", "chr", "ord", "gzcompress", "hex2bin", "bin2hex", "convert_uudecode", "extract", "parse_str", "unpack",
+	"intval", "strrev", "base64_encode", "serialize", "symlink", "chmod", "chown", "fwrite", "fputs", "curl_exec", "dl"}
+
+// Names from phpOnlyFunctions that are ordinary words or short tokens too: they need a
+// literal, variable or call argument, not "()" or a word.
+func phpWordy(f string) bool {
+	switch f {
+	case "chr", "ord", "extract", "unpack", "popen", "readfile", "symlink", "chmod", "chown", "fwrite", "fputs", "dl", "usort", "getenv", "putenv", "intval", "strrev", "serialize":
+		return true
+	}
+	return false
+}
+
+// findPHPMore: PHP short tags and BBCode/Smarty PHP blocks, superglobals, serialized objects,
+// variable-function calls ($a(1), $_['x'](5)), calls of PHP-only functions, dangerous
+// ini settings and the ssh2/glob stream wrappers, in single-line values.
+func findPHPMore(v []byte) ([]byte, bool) {
+	if !shortLine(v) {
+		return nil, false
+	}
+	for _, m := range [...]string{"[php]", "{php}", "[/php]", "{/php}", "ssh2.shell://", "ssh2.exec://", "ssh2.sftp://", "ssh2.scp://",
+		"glob://", "rar://", "ogg://", "allow_url_include", "auto_prepend_file", "auto_append_file", "disable_functions", "open_basedir"} {
+		if i := indexFold(v, m); i >= 0 {
+			return v[i:], true
+		}
+	}
+	// <? followed by code: "<? exec(", "<?xml :echo" (a fake XML declaration), "<?=" is in findPHP.
+	if i := bytes.Index(v, []byte("<?")); i >= 0 {
+		r := v[i+2:]
+		if hasPrefixFold(r, "xml") {
+			r = bytes.TrimLeft(r[3:], " \t\r\n")
+			if len(r) > 0 && r[0] == ':' {
+				return v[i:], true
+			}
+		} else if len(r) > 0 && (r[0] == ' ' || r[0] == '\t' || r[0] == '\n') && bytes.IndexByte(r, '(') > 0 {
+			return v[i:], true
+		}
+	}
+	if bytes.IndexByte(v, '$') >= 0 {
+		for _, g := range [...]string{"$_get", "$_post", "$_server", "$_cookie", "$_request", "$_files", "$_env", "$_session", "$globals", "$http_raw_post_data", "$http_get_vars"} {
+			// Used as code: $_GET['c'], system($_POST), $_SERVER; not "$_GET and $_POST in php".
+			if i := indexFold(v, g); i >= 0 && (i+len(g) == len(v) || bytes.IndexByte([]byte("[);}.,"), v[i+len(g)]) >= 0) {
+				return v[i:], true
+			}
+		}
+		if i := variableCall(v); i >= 0 {
+			return v[i:], true
+		}
+	}
+	if i := phpSerializedObject(v); i >= 0 {
+		return v[i:], true
+	}
+	if bytes.IndexByte(v, '(') < 0 || isProse(v) {
+		return nil, false
+	}
+	for _, f := range phpOnlyFunctions {
+		for from := 0; from < len(v); {
+			i := indexFold(v[from:], f)
+			if i < 0 {
+				break
+			}
+			i += from
+			from = i + len(f)
+			if i > 0 && isIdentByte(v[i-1]) && (len(f) < 8 || strings.IndexByte(f, '_') < 0) {
+				continue // "ord" in "words(", but FOOcall_user_func( still counts
+			}
+			j := skipPHPBlanks(v[i+len(f):])
+			if len(j) == 0 || j[0] != '(' {
+				continue
+			}
+			if phpWordy(f) || strings.IndexByte(f, '_') < 0 && len(f) < 8 {
+				a := bytes.TrimLeft(j[1:], " ")
+				if len(a) == 0 || !(a[0] == '\'' || a[0] == '"' || a[0] == '$' || isIdentByte(a[0]) && bytes.IndexByte(a, '(') > 0) {
+					continue
+				}
+			}
+			return v[i:], true
+		}
+	}
+	return nil, false
+}
+
+// skipPHPBlanks skips whitespace and /* */, //, # comments the way PHP's lexer does before "(".
+func skipPHPBlanks(b []byte) []byte {
+	for n := 0; n < 16 && len(b) > 0; n++ {
+		switch {
+		case b[0] == ' ' || b[0] == '\t' || b[0] == '\r' || b[0] == '\n':
+			b = b[1:]
+		case bytes.HasPrefix(b, []byte("/*")):
+			e := bytes.Index(b[2:], []byte("*/"))
+			if e < 0 {
+				return nil
+			}
+			b = b[e+4:]
+		case bytes.HasPrefix(b, []byte("//")) || b[0] == '#':
+			e := bytes.IndexByte(b, '\n')
+			if e < 0 {
+				return nil
+			}
+			b = b[e+1:]
+		default:
+			return b
+		}
+	}
+	return b
+}
+
+// variableCall is the index of a PHP variable-function call ($f(1), $_['o'](5), ${$x}['y'](1),
+// $obj->$name()), or -1.
+func variableCall(v []byte) int {
+	for i := 0; i < len(v); i++ {
+		if v[i] != '$' {
+			continue
+		}
+		j := i + 1
+		if j < len(v) && v[j] == '{' { // ${$s20}
+			e := bytes.IndexByte(v[j:], '}')
+			if e < 0 {
+				continue
+			}
+			j += e + 1
+		} else {
+			k := j
+			for k < len(v) && (isIdentByte(v[k]) || v[k] >= 0x80) {
+				k++
+			}
+			if k == j || '0' <= v[j] && v[j] <= '9' {
+				continue
+			}
+			j = k
+		}
+		// Array subscripts: ['o'], [5], [@!+_].
+		for n := 0; n < 4; n++ {
+			r := skipPHPBlanks(v[j:])
+			if len(r) == 0 || r[0] != '[' {
+				break
+			}
+			e := bytes.IndexByte(r, ']')
+			if e < 0 || e > 32 {
+				break
+			}
+			j = len(v) - len(r) + e + 1
+		}
+		r := skipPHPBlanks(v[j:])
+		if len(r) > 0 && r[0] == '(' && (len(v)-len(r) == j || v[j] != ' ' || bytes.ContainsAny(v[:i], "@;")) {
+			return i
+		}
+	}
+	return -1
+}
+
+// phpSerializedObject is the index of a serialized PHP object (O:8:"stdClass":1:{), or -1.
+func phpSerializedObject(v []byte) int {
+	for i := 0; i+5 < len(v); i++ {
+		if c := v[i] | 0x20; (c != 'o' && c != 'c') || v[i+1] != ':' || (i > 0 && isIdentByte(v[i-1])) {
+			continue
+		}
+		j := i + 2
+		for j < len(v) && '0' <= v[j] && v[j] <= '9' {
+			j++
+		}
+		if j == i+2 || j+1 >= len(v) || v[j] != ':' || v[j+1] != '"' {
+			continue
+		}
+		e := bytes.IndexByte(v[j+2:], '"')
+		if e < 0 {
+			continue
+		}
+		r := v[j+2+e+1:]
+		if len(r) > 2 && r[0] == ':' && '0' <= r[1] && r[1] <= '9' {
+			return i
+		}
+	}
+	return -1
+}
+
+// SQL functions, catalogs and procedures that exist only in SQL dialects; a fragment naming one
+// is an injection probe (benchmark(, information_schema, xp_cmdshell).
+var sqlOnlyMarkers = [...]string{"benchmark(", "pg_sleep(", "waitfor delay", "extractvalue(", "updatexml(", "load_file(",
+	"name_const(", "group_concat(", "concat_ws(", "information_schema", "pg_catalog", "pg_shadow", "sqlite_master",
+	"sqlite_compileoption", "sysobjects", "syscolumns", "xp_cmdshell", "sp_executesql", "sp_oacreate", "mysql.user", "mysql.db",
+	"db_name(", "schema_name(", "utl_http", "utl_inaddr", "dbms_pipe", "dbms_xmlgen", "dbms_lock", "lo_import(", "lo_export(",
+	"@@version", "@@datadir", "@@hostname", "into outfile", "into dumpfile", "sleep(", "is_srvrolemember", "msysobjects", "pg_read_file", "current_user()", "session_user()", "system_user()",
+	"unhex(", "make_set(", "elt(", "ascii(substr", "/*!", "jsonb_", "::jsonb", "::json", "::bool", "::int",
+	"::text", "pg_user", "current_setting(", "exp(~"}
+
+// findSQLFragment (callsOnly: the function-call markers only, for paths) reports SQL-only markers, and UNION SELECT with comments or junk between the
+// keywords (union/**/select, union all select, /*!50000union*/), in short single-line values.
+func findSQLFragment(v []byte, callsOnly bool) ([]byte, bool) {
+	if !shortLine(v) || !hasSQLChar(v) {
+		return nil, false
+	}
+	for _, m := range sqlOnlyMarkers {
+		if callsOnly && m[len(m)-1] != '(' {
+			continue // in a path only function calls: /docs/information_schema is a page
+		}
+		i := indexFold(v, m)
+		if i < 0 || (i > 0 && isIdentByte(v[i-1]) && m[0] != '@' && m[0] != ':' && m[0] != '/') {
+			continue
+		}
+		if m == "sleep(" && !sleepCall(v[i+6:]) {
+			continue // "sleep(8) hours": a number then words
+		}
+		if wordy(v) && (m[len(m)-1] != '(' || i+len(m) < len(v) && v[i+len(m)] == ')') && m != "waitfor delay" && m != "into outfile" {
+			continue // "database() call failed", "user_tables? no": a phrase naming it
+		}
+		if m[len(m)-1] == ')' && wordy(v) {
+			continue
+		}
+		if m[0] == ':' && i+len(m) < len(v) && isIdentByte(v[i+len(m)]) {
+			continue // ::integer, ::textarea
+		}
+		return v[i:], true
+	}
+	if i := indexFold(v, "union"); i >= 0 && !callsOnly && unionSelect(v[i+5:]) && !isProse(v) &&
+		!(wordy(v) && len(v) > i+6 && (v[i+5] == ' ') && hasPrefixFold(bytes.TrimLeft(v[i+5:], " "), "select")) {
+		return v[i:], true
+	}
+	return nil, false
+}
+
+// unionSelect: after "union", blanks, '+', '(', comments and ALL/DISTINCT, then SELECT as a
+// word. A versioned comment (/*!50000select*/) counts as its content.
+func unionSelect(r []byte) bool {
+	if len(r) == 0 || 'a' <= r[0]|0x20 && r[0]|0x20 <= 'z' {
+		return false // "unions", "unionselect"
+	}
+	for n := 0; n < 12 && len(r) > 0; n++ {
+		switch {
+		case r[0] == ' ' || r[0] == '\t' || r[0] == '\r' || r[0] == '\n' || r[0] == '+' || r[0] == '(':
+			r = r[1:]
+		case bytes.HasPrefix(r, []byte("/*!")):
+			r = bytes.TrimLeft(r[3:], "0123456789")
+		case bytes.HasPrefix(r, []byte("/*")):
+			e := bytes.Index(r[2:], []byte("*/"))
+			if e < 0 {
+				return false
+			}
+			r = r[e+4:]
+		case hasPrefixFold(r, "all") && len(r) > 3 && !isIdentByte(r[3]):
+			r = r[3:]
+		case hasPrefixFold(r, "distinct") && len(r) > 8 && !isIdentByte(r[8]):
+			r = r[8:]
+		case hasPrefixFold(r, "select"):
+			return len(r) == 6 || !('a' <= r[6]|0x20 && r[6]|0x20 <= 'z')
+		default:
+			return false
+		}
+	}
+	return false
+}
+
+// sleepCall: after "sleep(", a number then ")" and no more words (a query, not a sentence).
+func sleepCall(r []byte) bool {
+	k := 0
+	for k < len(r) && ('0' <= r[k] && r[k] <= '9' || r[k] == ' ') {
+		k++
+	}
+	if k == 0 || k >= len(r) || r[k] != ')' {
+		return bytes.IndexByte(r, '(') >= 0 || bytes.IndexByte(r, '\'') >= 0 // sleep((select...)), sleep('5')
+	}
+	rest := bytes.TrimSpace(r[k+1:])
+	return len(rest) == 0 || !('a' <= rest[0]|0x20 && rest[0]|0x20 <= 'z') || hasPrefixFold(rest, "and") || hasPrefixFold(rest, "or ") || hasPrefixFold(rest, "from")
+}
+
+// PowerShell cmdlets and idioms used to download and run code.
+var powershellMarkers = [...]string{"invoke-webrequest", "invoke-expression", "invoke-restmethod", "invoke-command", "start-process",
+	"new-object net.webclient", "new-object system.net.webclient", "net.webclient", ".downloadstring(", ".downloadfile(",
+	"[system.convert]::frombase64string", "frombase64string(", "-encodedcommand", "-executionpolicy bypass", "-exec bypass",
+	"set-executionpolicy", "invoke-mimikatz", "iex(", "iex (", "[scriptblock]::create", "start-bitstransfer", "get-wmiobject"}
+
+// findWindowsCmd reports PowerShell download-and-run idioms, iwr/iex/irm after a separator,
+// and cmd.exe control flow (for /f ... %i in (...) do, if exist/errorlevel/not exist).
+func findWindowsCmd(v []byte) ([]byte, bool) {
+	if !shortLine(v) && len(v) > 4096 {
+		return nil, false
+	}
+	for _, m := range powershellMarkers {
+		i := indexFold(v, m)
+		if i < 0 || i > 0 && isIdentByte(v[i-1]) {
+			continue
+		}
+		if strings.IndexByte(m, '-') >= 0 && strings.IndexByte(m, ' ') < 0 && m[0] != '-' {
+			// A cmdlet needs PowerShell arguments: Invoke-WebRequest -Uri, iex $x, ("..."), a URL;
+			// "Invoke-WebRequest returns 403" is a question about it.
+			a := bytes.TrimLeft(v[i+len(m):], " \t")
+			if len(a) == 0 || !(a[0] == '-' || a[0] == '$' || a[0] == '(' || a[0] == '"' || a[0] == '\'' || a[0] == '{' || a[0] == '|' || hasPrefixFold(a, "http")) {
+				continue
+			}
+		}
+		return v[i:], true
+	}
+	if !shortLine(v) {
+		return nil, false
+	}
+	for i := 0; i < len(v); i++ {
+		if i > 0 && v[i-1] != ';' && v[i-1] != '|' && v[i-1] != '&' && v[i-1] != ' ' && v[i-1] != '(' && v[i-1] != '`' && v[i-1] != '\'' && v[i-1] != '"' {
+			continue
+		}
+		r := v[i:]
+		for _, c := range [...]string{"iwr ", "iex ", "irm ", "iwr(", "curl.exe ", "certutil ", "certutil.exe ", "bitsadmin ", "mshta ", "regsvr32 ", "rundll32 "} {
+			if hasPrefixFold(r, c) && (i == 0 || v[i-1] != ' ' || sepBefore(v[:i])) {
+				a := skipBlanks(r[len(c):])
+				if len(a) > 0 && (a[0] == '-' || a[0] == '/' || a[0] == '(' || a[0] == '$' || hasPrefixFold(a, "http")) {
+					return r, true
+				}
+			}
+		}
+	}
+	t := bytes.TrimLeft(v, " \t;|&")
+	if hasPrefixFold(t, "for ") || hasPrefixFold(t, "for/") {
+		if k := bytes.IndexByte(t, '%'); k > 0 {
+			r := t[k:]
+			if j := indexFold(r, " in "); j > 0 && j < 32 {
+				if rr := bytes.TrimLeft(r[j+4:], " "); len(rr) > 0 && rr[0] == '(' && containsFold(rr, ") do") || containsFold(rr, ")do") {
+					return t, true
+				}
+			}
+			if j := indexFold(r, " in("); j > 0 && j < 32 && containsFold(r, ")do") {
+				return t, true
+			}
+		}
+	}
+	if hasPrefixFold(t, "if ") || hasPrefixFold(t, "if/") {
+		r := bytes.TrimLeft(t[2:], " ")
+		for _, k := range [...]string{"exist ", "not exist ", "errorlevel ", "/i ", "defined ", "not defined ", "%errorlevel%"} {
+			// With batch syntax after it: a block, a variable, a quoted name, a path, a comparison.
+			if hasPrefixFold(r, k) && (bytes.ContainsAny(r[len(k):], "(%\"\\") || bytes.Contains(r, []byte("==")) || !wordy(t)) {
+				return t, true
+			}
+		}
+		// if %a% equ %b% / if "%x%"=="y"
+		if len(r) > 0 && (r[0] == '%' || r[0] == '"' && len(r) > 1 && r[1] == '%') && (containsFold(r, " equ ") || containsFold(r, " neq ") ||
+			containsFold(r, " gtr ") || containsFold(r, " lss ") || containsFold(r, " geq ") || bytes.Contains(r, []byte("=="))) {
+			return t, true
+		}
+	}
+	return nil, false
+}
+
+// sepBefore: the last non-blank byte before the end of b is a shell separator.
+func sepBefore(b []byte) bool {
+	b = bytes.TrimRight(b, " \t")
+	return len(b) > 0 && (b[len(b)-1] == ';' || b[len(b)-1] == '|' || b[len(b)-1] == '&')
+}
