@@ -26,11 +26,13 @@ import (
 
 	xdsv1 "github.com/meshguard/meshguard/api/xds/v1"
 	"github.com/meshguard/meshguard/internal/api"
+	"github.com/meshguard/meshguard/internal/capture"
 	"github.com/meshguard/meshguard/internal/events"
 	"github.com/meshguard/meshguard/internal/identity"
 	"github.com/meshguard/meshguard/internal/learn"
 	"github.com/meshguard/meshguard/internal/registry"
 	"github.com/meshguard/meshguard/internal/registry/labfeed"
+	"github.com/meshguard/meshguard/internal/response"
 	"github.com/meshguard/meshguard/internal/store"
 	"github.com/meshguard/meshguard/internal/xds"
 	"github.com/meshguard/meshguard/internal/xds/xdsgen"
@@ -69,8 +71,18 @@ type Config struct {
 	// Egress is what sidecars do with destinations outside the registry: EgressAllowAny or
 	// EgressRegistryOnly (empty means registry-only).
 	Egress string
-	Clock  clockwork.Clock
-	Log    *slog.Logger
+	// Response notifications: threat events whose response rules name webhook or syslog go
+	// here. WebhookURL needs WebhookSecretFile (the HMAC key); SyslogAddr is host:port (UDP)
+	// or udp:// / tcp:// host:port.
+	WebhookURL, WebhookSecretFile, SyslogAddr string
+	// SidecarMark is the SO_MARK of sidecar sockets a quarantine lets reach the controller;
+	// 0 means DefaultSidecarMark.
+	SidecarMark uint32
+	// Quarantiner isolates workloads; nil: nftables in the lab pod's network namespace
+	// (response.NetnsQuarantiner). Tests and a future node agent set their own.
+	Quarantiner response.Quarantiner
+	Clock       clockwork.Clock
+	Log         *slog.Logger
 }
 
 func (c Config) validate() error {
@@ -102,6 +114,9 @@ func (c Config) validate() error {
 	}
 	if c.CABundleFile != "" && c.CACertFile == "" {
 		return errors.New("controller: --ca-bundle needs --ca-cert and --ca-key")
+	}
+	if (c.WebhookURL == "") != (c.WebhookSecretFile == "") {
+		return errors.New("controller: --webhook-url and --webhook-secret-file must be given together (receivers verify the HMAC signature)")
 	}
 	if _, _, err := c.meshModes(); err != nil {
 		return err
@@ -265,6 +280,44 @@ func (c *Controller) Run(ctx context.Context) error {
 	} else {
 		log.Warn("connection history not loaded", "err", err)
 	}
+	webhook, syslog, err := cfg.notifiers(metrics, cfg.Clock, log)
+	if err != nil {
+		return err
+	}
+	mark := cfg.SidecarMark
+	if mark == 0 {
+		mark = DefaultSidecarMark
+	}
+	respCfg := response.Config{Clock: cfg.Clock, Log: log.With("component", "response"), Events: sink, Registry: metrics, Modes: pol,
+		Quarantiner: cfg.Quarantiner}
+	if respCfg.Quarantiner == nil {
+		respCfg.Quarantiner = netnsQuarantiner(cfg.LabStateDir, mark, []net.Addr{xdsLn.Addr(), idLn.Addr()}, log.With("component", "quarantine"))
+	}
+	// Typed nils would make the engine call a nil pipeline: set only configured notifiers.
+	if webhook != nil {
+		respCfg.Webhook = webhook
+	}
+	if syslog != nil {
+		respCfg.Syslog = syslog
+	}
+	engine, err := response.New(respCfg)
+	if err != nil {
+		return err
+	}
+	rules := &ruleFollower{pol: pol, eng: engine}
+	threats, err := newThreatSink(engine, cfg.Clock, log.With("component", "threats"), metrics)
+	if err != nil {
+		return err
+	}
+	threats.rules = rules.sync
+	capStore, err := capture.OpenStore(filepath.Join(dir, "captures"), captureMaxFiles, captureMaxBytes)
+	if err != nil {
+		return fmt.Errorf("controller: %w", err)
+	}
+	known := func(ns, name string) bool { _, ok := reg.Workload(ns, name); return ok }
+	captures := &captureService{store: capStore, workloads: known, clock: cfg.Clock, log: log.With("component", "captures"),
+		waiting: map[string]chan captureResult{}}
+
 	nsMTLS, egress, _ := cfg.meshModes() // validated in New
 	gen, err := xdsgen.New(xdsgen.Config{Registry: reg, Policy: pol, TunnelPort: uint32(cfg.TunnelPort), TrustDomain: td.Name(),
 		NamespaceMTLS: nsMTLS, Egress: egress,
@@ -274,11 +327,12 @@ func (c *Controller) Run(ctx context.Context) error {
 		return err
 	}
 	xdsSrv, err := xds.NewServer(xds.ServerConfig{Generator: gen, Clock: cfg.Clock, Log: log.With("component", "xds"),
-		Metrics: metrics, Reports: conns, TrustDomain: td, Listener: xdsLn,
-		ServerOptions: []grpc.ServerOption{grpc.Creds(credentials.NewTLS(sidecarTLS(ca, hosts)))}})
+		Metrics: metrics, Reports: conns, TrustDomain: td, Listener: xdsLn, Threats: threats, Captures: captures,
+		ServerOptions: []grpc.ServerOption{grpc.Creds(credentials.NewTLS(sidecarTLS(ca, hosts))), grpc.MaxRecvMsgSize(xds.MaxMessageSize)}})
 	if err != nil {
 		return err
 	}
+	captures.commands = xdsSrv
 	if err := registerControllerMetrics(metrics, pol, xdsSrv); err != nil {
 		return err
 	}
@@ -294,7 +348,8 @@ func (c *Controller) Run(ctx context.Context) error {
 		Policy: pol, Registry: reg, Sidecars: xdsSrv, Connections: conns, EventStore: evStore, Audit: sink,
 		Principals:  principals{st: st, clock: cfg.Clock, log: log.With("component", "api")},
 		ClientRoots: ca.Bundle,
-		Metrics:     promhttp.HandlerFor(metrics, promhttp.HandlerOpts{}),
+		Quarantines: quarantines{engine: engine, workloads: known}, Captures: captures, Sensors: pol,
+		Metrics: promhttp.HandlerFor(metrics, promhttp.HandlerOpts{}),
 	})
 	if err != nil {
 		return err
@@ -309,7 +364,7 @@ func (c *Controller) Run(ctx context.Context) error {
 	log.Info("controller ready", "api", adm.Server, "identity", adm.Identity, "xds", adm.XDS, "trust_domain", td.String(),
 		"admin_config", adminPath, "data_dir", dir, "policy_version", pv)
 
-	err = Supervise(ctx, log,
+	subs := []Subsystem{
 		Subsystem{Name: "identity", Run: idSvc.Run},
 		Subsystem{Name: "api", Run: apiSrv.Run},
 		Subsystem{Name: "events", Run: pipeline.Run},
@@ -325,7 +380,16 @@ func (c *Controller) Run(ctx context.Context) error {
 		Subsystem{Name: "learn", Run: learner.Run},
 		Subsystem{Name: "xds", Run: xdsSrv.Run},
 		Subsystem{Name: "xds-bump", Run: func(ctx context.Context) error { return xdsSrv.BumpOn(ctx, reg.Changed, pol.Changed) }},
-	)
+		Subsystem{Name: "response", Run: engine.Run},
+		Subsystem{Name: "response-rules", Run: rules.Run},
+	}
+	if webhook != nil {
+		subs = append(subs, Subsystem{Name: "webhook", Run: webhook.Run})
+	}
+	if syslog != nil {
+		subs = append(subs, Subsystem{Name: "syslog", Run: syslog.Run})
+	}
+	err = Supervise(ctx, log, subs...)
 	log.Info("controller stopped")
 	return err
 }
