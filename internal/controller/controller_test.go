@@ -137,6 +137,8 @@ func TestConfigValidation(t *testing.T) {
 		"bad egress":       func(c *Config) { c.Egress = "ALLOW_ANY" },
 		"bad namespace":    func(c *Config) { c.PermissiveNamespaces = []string{"Legacy"} },
 		"empty namespace":  func(c *Config) { c.PermissiveNamespaces = []string{""} },
+		"webhook, no key":  func(c *Config) { c.WebhookURL = "https://hooks.example/x" },
+		"key, no webhook":  func(c *Config) { c.WebhookSecretFile = "/tmp/secret" },
 	} {
 		c := base
 		mut(&c)

@@ -11,6 +11,7 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
+	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"strings"
@@ -73,6 +74,23 @@ func TestReportedThreatQuarantinesAndSensorsReachSidecar(t *testing.T) {
 	cfg.LabStateDir = labDir
 	fq := &fakeQuarantiner{done: make(chan string, 4)}
 	cfg.Quarantiner = fq
+	// A webhook receiver that checks the HMAC signature.
+	secret := []byte("hook-secret-0123456789")
+	hooks := make(chan events.Event, 8)
+	hook := httptest.NewServer(http.HandlerFunc(func(rw http.ResponseWriter, r *http.Request) {
+		body, _ := io.ReadAll(r.Body)
+		if !events.VerifySignature(secret, body, r.Header.Get(events.HeaderSignature)) {
+			t.Errorf("webhook signature %q does not verify", r.Header.Get(events.HeaderSignature))
+		}
+		var ev events.Event
+		_ = json.Unmarshal(body, &ev)
+		hooks <- ev
+	}))
+	defer hook.Close()
+	cfg.WebhookURL, cfg.WebhookSecretFile = hook.URL, filepath.Join(t.TempDir(), "hook.key")
+	if err := os.WriteFile(cfg.WebhookSecretFile, append(secret, '\n'), 0o600); err != nil {
+		t.Fatal(err)
+	}
 	c, err := New(cfg)
 	if err != nil {
 		t.Fatal(err)
@@ -155,7 +173,7 @@ func TestReportedThreatQuarantinesAndSensorsReachSidecar(t *testing.T) {
 	}
 	next(`"name":"web"`) // automatic groups are in
 
-	rule := `{"files":[{"name":"r.yaml","content":"apiVersion: meshguard.io/v1alpha1\nkind: ResponseRule\nmetadata: {name: tunnel}\nspec:\n  match: {kind: threat, name: dns-tunnel}\n  actions: [quarantine, capture]\n"}]}`
+	rule := `{"files":[{"name":"r.yaml","content":"apiVersion: meshguard.io/v1alpha1\nkind: ResponseRule\nmetadata: {name: tunnel}\nspec:\n  match: {kind: threat, name: dns-tunnel}\n  actions: [quarantine, capture, webhook]\n"}]}`
 	if code, body := call("POST", "/api/v1/policy/apply", rule); code != 200 {
 		t.Fatalf("apply: %d %s", code, body)
 	}
@@ -200,6 +218,14 @@ func TestReportedThreatQuarantinesAndSensorsReachSidecar(t *testing.T) {
 	if ev.Name != "dns-tunnel" || ev.CaptureRef != capRef || !strings.Contains(ev.Action, "quarantine") || !strings.Contains(ev.Action, "capture") ||
 		ev.Source.Workload != "shop/web-0" || string(ev.Evidence) != "aGVsbG8.evil.example" || ev.Severity != events.SeverityHigh {
 		t.Fatalf("threat event %+v", ev)
+	}
+	select {
+	case h := <-hooks:
+		if h.Name != "dns-tunnel" || h.CaptureRef != capRef {
+			t.Fatalf("webhook got %+v", h)
+		}
+	case <-time.After(15 * time.Second):
+		t.Fatal("no webhook delivery for the threat")
 	}
 	// A second report: no second quarantine.
 	if err := cl.ReportThreats(ctx, []*xdsv1.ThreatEvent{threat}, 0); err != nil {
