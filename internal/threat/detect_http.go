@@ -258,12 +258,21 @@ var stackedStatements = [...][2]string{{"select", "from"}, {"insert", "into"}, {
 	{"drop", "table"}, {"drop", "database"}, {"exec", "("}, {"exec", "xp_"}, {"execute", "("}, {"declare", "@"},
 	{"waitfor", "delay"}, {"shutdown", ""}, {"create", "table"}, {"alter", "table"}, {"truncate", "table"}, {"select", "("}}
 
-// stackedQuery: "; <statement> ... <its second keyword>" (1;SELECT * FROM users, '; DROP TABLE x).
+// stackedQuery: "; <statement> ... <its second keyword>" (1;SELECT * FROM users, '; DROP TABLE x);
+// after a closing quote or parenthesis the statement keyword alone is enough (';SELECT P).
 func stackedQuery(v []byte) bool {
 	for i := bytes.IndexByte(v, ';'); i >= 0 && i < len(v); {
 		rest := bytes.TrimLeft(v[i+1:], " \t\r\n+")
+		b := bytes.TrimRight(v[:i], " ")
+		closed := len(b) > 0 && (b[len(b)-1] == '\'' || b[len(b)-1] == '"' || b[len(b)-1] == ')') && shortLine(bytes.TrimSpace(v))
 		for _, st := range stackedStatements {
-			if !hasPrefixFold(rest, st[0]) || len(rest) == len(st[0]) {
+			if !hasPrefixFold(rest, st[0]) {
+				continue
+			}
+			if closed && (len(rest) == len(st[0]) || !isIdentByte(rest[len(st[0])])) {
+				return true
+			}
+			if len(rest) == len(st[0]) {
 				continue
 			}
 			if c := rest[len(st[0])]; c != ' ' && c != '\t' && c != '(' && c != '/' && c != '\n' {
@@ -696,19 +705,48 @@ func findCmdInjection(s *scratch, v []byte) ([]byte, bool) {
 		case '$':
 			if i+1 < len(v) && v[i+1] == '(' {
 				start = i + 2
+				if i+2 < len(v) && v[i+2] == '(' && shortLine(v) {
+					return v[i:min(len(v), i+MaxEvidence)], true // $(( arithmetic ))
+				}
+			} else {
+				continue
+			}
+		case '<', '>':
+			if i+1 < len(v) && v[i+1] == '(' { // process substitution <(cmd) >(cmd)
+				start = i + 2
 			} else {
 				continue
 			}
 		default:
 			continue
 		}
-		if cmdAt(s, v[start:], c == '`' || c == '$') {
+		if cmdAt(s, v[start:], c == '`' || c == '$' || c == '<' || c == '>') {
 			return v[i:min(len(v), i+MaxEvidence)], true
 		}
 	}
 	// Value that is itself a substitution-free command with a glob path: /???/c?t /???/p??s??
 	if i := bytes.Index(v, []byte("/???/")); i >= 0 {
 		return v[i:], true
+	}
+	// A globbed binary path on its own: /bi[n]/bash, /usr/[a-z]in/bash.
+	if t := bytes.TrimSpace(v); len(t) > 0 && t[0] == '/' && bytes.IndexByte(t, ' ') < 0 && bytes.IndexByte(t, '[') > 0 && binPath(t) {
+		return v, true
+	}
+	// A value that starts with a command that is not a word, then a separator: whoami;x, id|x.
+	if t := bytes.TrimLeft(v, " \t"); len(t) > 0 {
+		k := 0
+		for k < len(t) && k < 16 && (isIdentByte(t[k]) || t[k] == '.') {
+			k++
+		}
+		if k > 1 && k < len(t) && (t[k] == ';' || t[k] == '|' || t[k] == '&' && k+1 < len(t) && t[k+1] == '&') {
+			s.t = append(s.t[:0], t[:k]...)
+			for j := range s.t {
+				s.t[j] = lower(s.t[j])
+			}
+			if isBareCommand(s.t) && !bytes.Equal(s.t, []byte("dir")) && !bytes.Equal(s.t, []byte("ver")) {
+				return v, true
+			}
+		}
 	}
 	// A value that is a whole command line ("cat /etc/passwd", "nohup sh -c whoami"): a known
 	// command, then a path or option argument, in a short value (not a sentence about commands).
@@ -745,6 +783,17 @@ func startCommand(s *scratch, v []byte) bool {
 		if k := bytes.LastIndexByte(word, '/'); k >= 0 {
 			return false
 		}
+		if isWrapper(word) && !bytes.Equal(word, []byte("time")) && len(bytes.Fields(rest)) == 1 {
+			// nohup ifconfig, strace id: a wrapper running a non-word command
+			w := bytes.TrimSpace(rest)
+			s.t = append(s.t[:0], w...)
+			for j := range s.t {
+				s.t[j] = lower(s.t[j])
+			}
+			if isBareCommand(s.t) && !bytes.Equal(s.t, []byte("dir")) && !bytes.Equal(s.t, []byte("ver")) {
+				return true
+			}
+		}
 		if isWrapper(word) {
 			for len(rest) > 0 && rest[0] == '-' { // wrapper options: timeout -s 9, cpulimit -l 100 -f
 				e := bytes.IndexByte(rest, ' ')
@@ -772,6 +821,12 @@ func startCommand(s *scratch, v []byte) bool {
 		}
 		if rest[0] == '/' || rest[0] == '~' || rest[0] == '>' || rest[0] == '<' {
 			return true
+		}
+		if len(rest) > 2 && rest[1] == ':' && rest[2] == '\\' { // powershell C:\windows\...
+			return true
+		}
+		if isShellInterpreter(word) && (hasPrefixFold(rest, "-c ") || hasPrefixFold(rest, "/c ") || hasPrefixFold(rest, "-command ")) {
+			return true // sh -c "...", cmd /c, powershell -Command
 		}
 		return rest[0] == '-' && bytes.IndexByte(rest, ' ') > 0 && (bytes.IndexByte(rest, '/') >= 0 || depth > 0)
 	}
@@ -805,6 +860,15 @@ func binPath(w []byte) bool {
 		}
 	}
 	return bytes.IndexAny(w, "?*[") > 0 && bytes.Count(w, []byte("/")) >= 2
+}
+
+// isShellInterpreter: programs that run the command string after -c (or /c).
+func isShellInterpreter(w []byte) bool {
+	switch string(w) {
+	case "sh", "bash", "zsh", "ksh", "dash", "busybox", "cmd", "cmd.exe", "powershell", "powershell.exe", "pwsh", "$shell", "${shell}":
+		return true
+	}
+	return false
 }
 
 func isWrapper(w []byte) bool {
@@ -911,8 +975,13 @@ func isShellCommand(w []byte) bool {
 	if len(w) < 2 || len(w) > 14 {
 		return false
 	}
+	if len(w) > 7 && string(w[:7]) == "python3" && w[7] == '.' { // python3.10
+		return true
+	}
 	switch string(w) { // a switch on a []byte conversion does not allocate
-	case "cat", "ls", "id", "whoami", "uname", "wget", "curl", "nc", "ncat", "netcat", "bash", "sh", "zsh", "ksh", "dash", "python", "python2", "python3", "perl", "ruby", "php", "ping", "nslookup", "dig", "host", "sleep", "echo", "rm", "chmod", "chown", "touch", "mkfifo", "telnet", "ifconfig", "ipconfig", "netstat", "ps", "kill", "env", "printenv", "pwd", "hostname", "head", "tail", "more", "less", "find", "grep", "awk", "sed", "base64", "xxd", "tftp", "ftp", "scp", "ssh", "socat", "busybox", "powershell", "pwsh", "cmd", "certutil", "net", "systeminfo", "tasklist", "reg", "wmic", "nohup", "timeout", "expr", "passwd", "useradd", "crontab", "dir", "type", "ver", "whoami.exe", "cmd.exe", "powershell.exe", "bitsadmin", "mshta", "rundll32", "nmap", "tee", "cp", "mv", "sudo", "su", "exec", "eval", "system", "xterm", "lynx", "fetch":
+	case "cat", "ls", "id", "whoami", "uname", "wget", "curl", "nc", "ncat", "netcat", "bash", "sh", "zsh", "ksh", "dash", "python", "python2", "python3", "perl", "ruby", "php", "ping", "nslookup", "dig", "host", "sleep", "echo", "rm", "chmod", "chown", "touch", "mkfifo", "telnet", "ifconfig", "ipconfig", "netstat", "ps", "kill", "env", "printenv", "pwd", "hostname", "head", "tail", "more", "less", "find", "grep", "awk", "sed", "base64", "xxd", "tftp", "ftp", "scp", "ssh", "socat", "busybox", "powershell", "pwsh", "cmd", "certutil", "net", "systeminfo", "tasklist", "reg", "wmic", "nohup", "timeout", "expr", "passwd", "useradd", "crontab", "dir", "type", "ver", "whoami.exe", "cmd.exe", "powershell.exe", "bitsadmin", "mshta", "rundll32", "nmap", "tee", "cp", "mv", "sudo", "su", "exec", "eval", "system", "xterm", "lynx", "fetch",
+		"gunzip", "zcat", "zstdcat", "bzcat", "xzcat", "bsdtar", "tar", "base32", "tac", "cd", "regedit", "bcdboot", "bcdedit", "iwmi", "gwmi",
+		"schtasks", "vssadmin", "wevtutil", "icacls", "takeown", "netsh", "wscript", "cscript", "msiexec", "regsvr32", "$shell", "${shell}":
 		return true
 	}
 	return false

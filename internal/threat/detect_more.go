@@ -460,9 +460,11 @@ var sqlOnlyMarkers = [...]string{"benchmark(", "pg_sleep(", "waitfor delay", "ex
 // findSQLFragment (callsOnly: the function-call markers only, for paths) reports SQL-only markers, and UNION SELECT with comments or junk between the
 // keywords (union/**/select, union all select, /*!50000union*/), in short single-line values.
 func findSQLFragment(v []byte, callsOnly bool) ([]byte, bool) {
-	if !shortLine(v) || !hasSQLChar(v) {
+	v = bytes.TrimSpace(v) // fragments often end in a line break
+	if !shortLine(v) || len(v) < 4 {
 		return nil, false
 	}
+	words := wordy(v)
 	for _, m := range sqlOnlyMarkers {
 		if callsOnly && m[len(m)-1] != '(' {
 			continue // in a path only function calls: /docs/information_schema is a page
@@ -474,22 +476,119 @@ func findSQLFragment(v []byte, callsOnly bool) ([]byte, bool) {
 		if m == "sleep(" && !sleepCall(v[i+6:]) {
 			continue // "sleep(8) hours": a number then words
 		}
-		if wordy(v) && (m[len(m)-1] != '(' || i+len(m) < len(v) && v[i+len(m)] == ')') && m != "waitfor delay" && m != "into outfile" {
-			continue // "database() call failed", "user_tables? no": a phrase naming it
-		}
-		if m[len(m)-1] == ')' && wordy(v) {
-			continue
+		if words && !sqlStrongInPhrase(m) {
+			continue // "database() call failed", "pg_catalog docs": a phrase naming it
 		}
 		if m[0] == ':' && i+len(m) < len(v) && isIdentByte(v[i+len(m)]) {
 			continue // ::integer, ::textarea
 		}
 		return v[i:], true
 	}
-	if i := indexFold(v, "union"); i >= 0 && !callsOnly && unionSelect(v[i+5:]) && !isProse(v) &&
-		!(wordy(v) && len(v) > i+6 && (v[i+5] == ' ') && hasPrefixFold(bytes.TrimLeft(v[i+5:], " "), "select")) {
+	if callsOnly {
+		return nil, false
+	}
+	if i := indexFold(v, "union"); i >= 0 && unionSelect(v[i+5:]) && !isProse(v) &&
+		!(words && v[i+5] == ' ' && hasPrefixFold(bytes.TrimLeft(v[i+5:], " "), "select") && !containsFold(v[i:], " from")) {
 		return v[i:], true
 	}
+	if words {
+		return nil, false
+	}
+	for _, m := range [...]string{"procedure analyse", "execute immediate", "exec master.", "exec(@", "exec (@", "declare @", "declare/**/@",
+		"mysql.db", "msysaccessobjects", "northwind", "tempdb", "msdb.", "schema_name"} {
+		if i := indexFold(v, m); i >= 0 && (i == 0 || !isIdentByte(v[i-1])) {
+			return v[i:], true
+		}
+	}
+	if i := danglingSQLCall(v); i >= 0 {
+		return v[i:], true
+	}
+	if i := selectCall(v); i >= 0 {
+		return v[i:], true
+	}
+	// A lone quote closed by ';' at the end: admin@example.com'; (statement terminated).
+	if t := bytes.TrimRight(v, " ;"); len(t) < len(v) && len(t) > 0 && (t[len(t)-1] == '\'' || t[len(t)-1] == '"' || t[len(t)-1] == '`') &&
+		bytes.Count(v, t[len(t)-1:]) == 1 {
+		return v, true
+	}
 	return nil, false
+}
+
+// sqlStrongInPhrase: markers that are SQL even inside a phrase.
+func sqlStrongInPhrase(m string) bool {
+	switch m {
+	case "waitfor delay", "into outfile", "into dumpfile", "benchmark(", "pg_sleep(", "xp_cmdshell", "extractvalue(", "updatexml(", "@@version":
+		return true
+	}
+	return false
+}
+
+// SQL functions that injection probes open and leave dangling ("hex(", "SUBSTRING (").
+var sqlFunctions = [...]string{"ascii", "benchmark", "char", "coalesce", "compress", "concat", "concat_ws", "cos", "current_user",
+	"database", "db_name", "decode", "encode", "extractvalue", "hex", "ifnull", "insert", "instr", "length", "load_file", "lower",
+	"ltrim", "md5", "mid", "name_const", "ord", "pow", "rand", "rtrim", "schema_name", "sha1", "sin", "sleep", "strcmp",
+	"substr", "substring", "sysdate", "trim", "uncompress", "unhex", "updatexml", "upper", "user", "version", "xmltype", "elt",
+	"make_set", "group_concat", "now", "count", "if", "iif", "cast", "convert", "floor", "exp", "polygon", "geometrycollection"}
+
+// danglingSQLCall: the value ends with a SQL function name and an open parenthesis (a probe
+// cut right after the call opens: "pay=hex(", "SUBSTRING (").
+func danglingSQLCall(v []byte) int {
+	t := bytes.TrimRight(v, " \t\\")
+	if len(t) < 3 || t[len(t)-1] != '(' {
+		return -1
+	}
+	t = bytes.TrimRight(t[:len(t)-1], " \t\\")
+	k := len(t)
+	for k > 0 && (isIdentByte(t[k-1])) {
+		k--
+	}
+	name := t[k:]
+	for _, f := range sqlFunctions {
+		if len(name) == len(f) && bytes.EqualFold(name, []byte(f)) {
+			return k
+		}
+	}
+	return -1
+}
+
+// selectCall: SELECT followed (after blanks or comments) by a function call, *, @@ or NULL
+// ("select if(x", "SELECT CHAR(", "select(user(", "select pg_sleep").
+func selectCall(v []byte) int {
+	for from := 0; from < len(v); {
+		i := indexFold(v[from:], "select")
+		if i < 0 {
+			return -1
+		}
+		i += from
+		from = i + 6
+		if i > 0 && isIdentByte(v[i-1]) {
+			continue
+		}
+		r := v[i+6:]
+		if len(r) > 0 && isIdentByte(r[0]) {
+			continue
+		}
+		r = skipPHPBlanks(bytes.TrimLeft(r, "+"))
+		if len(r) > 0 && (r[0] == '(' || r[0] == '*' || r[0] == '@') {
+			return i
+		}
+		k := 0
+		for k < len(r) && isIdentByte(r[k]) {
+			k++
+		}
+		w := r[:k]
+		if bytes.EqualFold(w, []byte("null")) || bytes.EqualFold(w, []byte("pg_sleep")) || bytes.EqualFold(w, []byte("sleep")) {
+			return i
+		}
+		if k > 0 && k < len(r) && bytes.TrimLeft(r[k:], " ")[0] == '(' {
+			for _, f := range sqlFunctions {
+				if len(w) == len(f) && bytes.EqualFold(w, []byte(f)) {
+					return i
+				}
+			}
+		}
+	}
+	return -1
 }
 
 // unionSelect: after "union", blanks, '+', '(', comments and ALL/DISTINCT, then SELECT as a
