@@ -326,7 +326,11 @@ func findPHPMore(v []byte) ([]byte, bool) {
 	if bytes.IndexByte(v, '(') < 0 || isProse(v) {
 		return nil, false
 	}
+	words := wordy(v)
 	for _, f := range phpOnlyFunctions {
+		if words && strings.IndexByte(f, '_') < 0 {
+			continue // "ord('a') in python": a question about a function
+		}
 		for from := 0; from < len(v); {
 			i := indexFold(v[from:], f)
 			if i < 0 {
@@ -476,6 +480,9 @@ func findSQLFragment(v []byte, callsOnly bool) ([]byte, bool) {
 		if m == "sleep(" && !sleepCall(v[i+6:]) {
 			continue // "sleep(8) hours": a number then words
 		}
+		if m[len(m)-1] == '(' && i+len(m) < len(v) && v[i+len(m)] == ')' {
+			continue // concat_ws(): a name in a sentence, no arguments to inject
+		}
 		if words && !sqlStrongInPhrase(m) {
 			continue // "database() call failed", "pg_catalog docs": a phrase naming it
 		}
@@ -497,6 +504,9 @@ func findSQLFragment(v []byte, callsOnly bool) ([]byte, bool) {
 	for _, m := range [...]string{"procedure analyse", "execute immediate", "exec master.", "exec(@", "exec (@", "declare @", "declare/**/@",
 		"mysql.db", "msysaccessobjects", "northwind", "tempdb", "msdb.", "schema_name"} {
 		if i := indexFold(v, m); i >= 0 && (i == 0 || !isIdentByte(v[i-1])) {
+			if m[len(m)-1] == '@' && !declareVar(v[i+len(m):]) {
+				continue // "declare @var in t-sql"
+			}
 			return v[i:], true
 		}
 	}
@@ -512,6 +522,24 @@ func findSQLFragment(v []byte, callsOnly bool) ([]byte, bool) {
 		return v, true
 	}
 	return nil, false
+}
+
+// declareVar: after "DECLARE @", a variable then the end, a type, '=' or ';'.
+func declareVar(r []byte) bool {
+	k := 0
+	for k < len(r) && isIdentByte(r[k]) {
+		k++
+	}
+	t := bytes.TrimLeft(r[k:], " \t")
+	if len(t) == 0 || t[0] == '=' || t[0] == ';' || t[0] == ',' {
+		return true
+	}
+	for _, ty := range [...]string{"int", "bigint", "varchar", "nvarchar", "char", "nchar", "table", "sysname", "cursor", "as ", "datetime", "bit", "varbinary"} {
+		if hasPrefixFold(t, ty) {
+			return true
+		}
+	}
+	return false
 }
 
 // sqlStrongInPhrase: markers that are SQL even inside a phrase.

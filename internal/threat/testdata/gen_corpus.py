@@ -336,6 +336,14 @@ DEV_PHRASES = [
     "x => x * 2", "() => {}", "${name} template literal", "#{ruby} interpolation", "{{ user.name }}",
     "constructor.name", "Object.keys(obj)", "JSON.parse(str)", "e.g. sleep(8) hours a night", "1; 2; 3 go",
     "pg_dump nightly", "user_tables? no, user tables", "schema name", "elt tutorial", "exp. date 12/26",
+    "how to use count(*) in sql", "concat() vs concat_ws()", "Select (all) that apply", "select null values in pandas",
+    "whoami command on windows", "id, name, email columns", "nohup explained", "sh -c vs bash -c difference",
+    "cd to the folder then run make", "tar xzf archive.tar.gz", "python3.11 install guide", "if x == 1 in python",
+    "IF function in excel", "if exist then delete", "for each row in table do", "for % in range", "Call me (maybe)",
+    "Union (EU) regulations 2024", "the union; select committee report", "We'll meet at 5; select a venue", "O'Neil';",
+    "Tuesday's meeting", "sleep 8 hours", "id=42", "user(name)", "chr(10) newline", "ord('a') in python", "$ 5 (approx.)",
+    "declare @var in t-sql", "exec sp_who2 output explained", "JSON_EXTRACT in mysql", "C:\\Windows\\System32\\drivers\\etc\\hosts file location",
+    "file.php?id=3 link broken", "upload a .php file?", "web.config example", "__init__.py purpose", "node_modules/.bin/eslint",
 ]
 for p in DEV_PHRASES:
     benign.append(req("GET", "/search?q=" + q(p) + "&lang=en"))
