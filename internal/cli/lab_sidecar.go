@@ -66,6 +66,7 @@ func (l labSidecars) SidecarSpec(s *lab.State, p *lab.PodState) (lab.SystemSpec,
 			"--join-token-file", tokenFile,
 			"--upstream-dns", s.DNS,
 			"--state-file", filepath.Join(dir, "config.pb"),
+			"--capture-dir", filepath.Join(dir, "captures"),
 			// Inside the lab's 3s grace before SIGKILL on lab down.
 			"--drain-timeout", "2s",
 			"--log-level", l.g.logLevel,

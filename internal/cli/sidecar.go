@@ -85,6 +85,7 @@ It logs "sidecar ready" once it has identity and config; SIGTERM drains and remo
 	f.StringVar(&caFile, "ca-file", "", "PEM bundle of the controller's roots (required)")
 	f.StringVar(&tokenFile, "join-token-file", "", "file holding the single-use join token (mode 0600; never pass the token itself)")
 	f.StringVar(&cfg.UpstreamDNS, "upstream-dns", "", "host:port the DNS proxy forwards to; empty: DNS is not intercepted")
+	f.StringVar(&cfg.CaptureDir, "capture-dir", "", "capture store (created 0700): decrypted streams are kept in memory and written here as pcap when a response rule or meshguard capture asks; empty: capture disabled")
 	f.StringVar(&cfg.StateFile, "state-file", "", "where the last applied config is kept for restarts without the controller")
 	f.Uint16Var(&outbound, "outbound-port", sidecar.DefaultOutboundPort, "outbound listener port")
 	f.Uint16Var(&inbound, "inbound-port", sidecar.DefaultInboundPort, "inbound plaintext listener port")

@@ -10,6 +10,7 @@ import (
 
 	"github.com/meshguard/meshguard/internal/dpi"
 	"github.com/meshguard/meshguard/internal/policy"
+	"github.com/meshguard/meshguard/internal/threat"
 	"github.com/meshguard/meshguard/internal/xds"
 )
 
@@ -20,21 +21,46 @@ import (
 // Redis command that came alone in its chunk is dropped and the connection carries on.
 // Without a policy in the snapshot it only inspects.
 func EnforcingInspector(eng *dpi.Engine, view *atomic.Pointer[policyView], index func() *xds.Index) Inspector {
+	return ThreatInspector(eng, view, index, nil)
+}
+
+// ThreatInspector is EnforcingInspector plus threat detection (nil threats: none): the
+// built-in detectors on every stream, the sensors of this workload's groups, each finding
+// decided by the response rules and refused natively when the decision blocks ("denied by
+// meshguard: threat sqli (...)"). The stream's conn ID (for captures and events) comes from
+// the context (the capture wrapper sets it).
+func ThreatInspector(eng *dpi.Engine, view *atomic.Pointer[policyView], index func() *xds.Index, threats *Threats) Inspector {
 	plain := DPIInspector(eng)
 	return func(ctx context.Context, s StreamInfo) StreamObserver {
 		v := view.Load()
-		if v == nil {
+		if v == nil && threats == nil {
 			return plain(ctx, s)
 		}
 		port := s.DestPort
 		if port == 0 {
 			port = s.Dest.Port()
 		}
-		o := &enforcer{pol: v.pol}
-		// Group IDs are resolved once per connection; Decide then allocates nothing.
-		o.in = policy.Input{SrcGroups: sourceGroups(v, index, s), DstGroups: v.self, Port: port, Transport: dpi.TCP}
-		o.l4 = o.pol.Decide(&o.in)
+		o := &enforcer{}
+		if v != nil {
+			o.pol = v.pol
+			// Group IDs are resolved once per connection; Decide then allocates nothing.
+			o.in = policy.Input{SrcGroups: sourceGroups(v, index, s), DstGroups: v.self, Port: port, Transport: dpi.TCP}
+			o.l4 = o.pol.Decide(&o.in)
+		} else {
+			o.l4 = policy.Decision{Verdict: policy.Allow}
+		}
 		o.fl = eng.NewFlow(dpi.FlowInfo{Transport: dpi.TCP, ServerPort: port}, o.onMessage)
+		if threats != nil {
+			id := connIDFrom(ctx)
+			if id == "" {
+				id = threats.newConnID()
+			}
+			o.th = newStreamThreats(threats, v, index, s, id, port)
+			if o.th.open() {
+				o.cut = &policyDenial{d: policy.Decision{Verdict: policy.Deny, Mode: o.th.view.mode, Group: o.th.view.group},
+					why: "threat " + threat.ConnectionFlood + " (source " + o.th.srcKey + " over its connection rate)"}
+			}
+		}
 		return o
 	}
 }
@@ -58,7 +84,10 @@ type enforcer struct {
 	violation      bool // a request passed as a violation (monitor mode)
 	firstViolation policy.Decision
 	learn          bool
-	cut            *policyDenial // the stream was cut by the policy
+	cut            *policyDenial // the stream was cut by the policy (or a threat)
+
+	th        *streamThreats // nil: no threat detection
+	lastChunk []byte         // the client chunk being fed (valid during FromClient only)
 }
 
 func (o *enforcer) decideConn() {
@@ -67,6 +96,10 @@ func (o *enforcer) decideConn() {
 	o.in.App = o.app
 	if o.app == dpi.Unknown {
 		o.in.App = ""
+	}
+	if o.pol == nil {
+		o.conn = o.l4
+		return
 	}
 	o.conn = o.pol.Decide(&o.in)
 }
@@ -79,11 +112,21 @@ func (o *enforcer) onMessage(m *dpi.Message) {
 		o.decideConn()
 	}
 	if !isRequest(m) {
+		if o.th != nil {
+			o.th.onMessage(o.app, m, false)
+		}
 		return // handshakes, authentication, flow control: the connection's decision stands
+	}
+	if o.pol == nil {
+		o.th.onMessage(o.app, m, false)
+		return
 	}
 	o.in.L7 = m
 	d := o.pol.Decide(&o.in)
 	o.in.L7 = nil
+	if o.th != nil {
+		o.th.onMessage(o.app, m, d.Verdict == policy.Allow && o.th.view.admin[d.RuleID])
+	}
 	o.reqs++
 	if d.Verdict == policy.Deny {
 		if o.refused == 0 {
@@ -105,11 +148,21 @@ func (o *enforcer) FromClient(p []byte) error {
 	if o.decided && o.cut == nil && !l7Decided(o.app) && o.fed[dpi.ClientToServer] >= dpiBudget {
 		return nil // no requests to decide: bulk uploads cost nothing past the budget
 	}
+	o.lastChunk = p
 	o.fl.Feed(dpi.ClientToServer, p) // no budget for applications with request rules
 	o.fed[dpi.ClientToServer] += len(p)
 	if err := o.connVerdict(); err != nil {
+		o.lastChunk = nil
 		return err
 	}
+	if o.th != nil {
+		err := o.th.fromClient(o, p)
+		o.lastChunk = nil
+		if err != nil {
+			return err
+		}
+	}
+	o.lastChunk = nil
 	if o.refused == 0 {
 		if o.decided && o.conn.Mode == policy.ModeProtect && l7Decided(o.app) && o.fl.Err() != nil {
 			// The parser gave up: later requests could not be decided, so fail closed.
@@ -136,15 +189,20 @@ func (o *enforcer) FromClient(p []byte) error {
 func (o *enforcer) FromServer(p []byte) error {
 	o.mu.Lock()
 	defer o.mu.Unlock()
-	if o.decided && (l7Decided(o.app) || o.fed[dpi.ServerToClient] >= dpiBudget) {
-		// Requests are decided from the client's bytes alone; replies past detection only
+	if !o.decided || !(l7Decided(o.app) || o.fed[dpi.ServerToClient] >= dpiBudget) {
+		// Past detection, requests are decided from the client's bytes alone; replies only
 		// cost time and could stop the parser (a reply it cannot read), leaving the
 		// requests after it undecided.
-		return nil
+		o.fl.Feed(dpi.ServerToClient, p)
+		o.fed[dpi.ServerToClient] += len(p)
+		if err := o.connVerdict(); err != nil {
+			return err
+		}
 	}
-	o.fl.Feed(dpi.ServerToClient, p)
-	o.fed[dpi.ServerToClient] += len(p)
-	return o.connVerdict()
+	if o.th != nil && o.cut == nil {
+		return o.th.fromServer(o, p)
+	}
+	return nil
 }
 
 // connVerdict applies the connection-level decision: the port-level one until DPI has named
@@ -152,6 +210,12 @@ func (o *enforcer) FromServer(p []byte) error {
 func (o *enforcer) connVerdict() error {
 	if o.cut != nil {
 		return o.cut
+	}
+	if o.pol == nil {
+		if !o.decided && o.fl.Detected() {
+			o.decideConn()
+		}
+		return nil
 	}
 	if !o.decided {
 		if !o.fl.Detected() {
@@ -196,6 +260,13 @@ func (o *enforcer) Annotate(r *ConnReport) {
 	o.dpiObserver.Annotate(r)
 	o.mu.Lock()
 	defer o.mu.Unlock()
+	if o.pol == nil {
+		// No policy: only a threat refusal has anything to say.
+		if o.cut != nil {
+			r.Verdict, r.Decision = "deny", o.cut.text()
+		}
+		return
+	}
 	d := o.l4
 	if o.decided {
 		d = o.conn

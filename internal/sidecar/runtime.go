@@ -27,6 +27,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	xdsv1 "github.com/meshguard/meshguard/api/xds/v1"
+	mgcap "github.com/meshguard/meshguard/internal/capture"
 	"github.com/meshguard/meshguard/internal/dpi"
 	"github.com/meshguard/meshguard/internal/identity/workload"
 	"github.com/meshguard/meshguard/internal/intercept"
@@ -64,7 +65,11 @@ type RuntimeConfig struct {
 	ExcludeInboundPorts  []uint16
 	ExcludeOutboundPorts []uint16
 
-	StateFile      string        // last applied config, for fail-static restarts; "" = none
+	StateFile string // last applied config, for fail-static restarts; "" = none
+	// CaptureDir is the capture store (0700; pcaps 0600): streams are recorded in memory and
+	// triggered or on-demand captures written there. "" disables capture (response rules
+	// asking for one log a warning).
+	CaptureDir     string
 	ResolveTimeout time.Duration // how long the app's connections wait for readiness; default 10s
 	DrainTimeout   time.Duration // default 10s
 	BuildVersion   string
@@ -121,8 +126,9 @@ type Runtime struct {
 	peng  *policy.Engine
 	pview atomic.Pointer[policyView]
 
-	mu sync.Mutex
-	in *InboundProxy
+	mu      sync.Mutex
+	in      *InboundProxy
+	threats *Threats // set in Run before the config client starts
 }
 
 // NewRuntime validates cfg; nothing is touched until Run.
@@ -181,6 +187,18 @@ func (r *Runtime) Run(ctx context.Context) error {
 		return err
 	}
 
+	var captures *mgcap.Manager
+	if cfg.CaptureDir != "" {
+		if captures, err = mgcap.New(mgcap.Config{Dir: cfg.CaptureDir, Clock: cfg.Clock, Log: log.With("component", "capture")}); err != nil {
+			return fmt.Errorf("sidecar: --capture-dir: %w", err)
+		}
+		if err := captures.RegisterMetrics(reg); err != nil {
+			return err
+		}
+	} else {
+		log.Warn("capture disabled: no --capture-dir; response rules with a capture action will only log")
+	}
+
 	src, err := workload.New(workload.Config{Addr: cfg.IdentityAddr, ServerCAs: cfg.ServerCAs, JoinToken: cfg.JoinToken,
 		SPIFFEID: cfg.SPIFFEID.String(), Clock: cfg.Clock, Log: log.With("component", "identity")})
 	if err != nil {
@@ -236,7 +254,7 @@ func (r *Runtime) Run(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	inspect := DPIInspector(eng)
+	self := policy.Key(cfg.Namespace, cfg.Workload)
 
 	log.Info("attesting", "identity", cfg.IdentityAddr, "spiffe_id", cfg.SPIFFEID.String())
 	if err := attest(ctx, src, cfg.Clock, log); err != nil {
@@ -274,6 +292,43 @@ func (r *Runtime) Run(ctx context.Context) error {
 		outLn.Close()
 		return err
 	}
+	threatBatcher, err := xds.NewThreatBatcher(xds.ThreatBatcherConfig{Sender: xc, Clock: cfg.Clock, Log: log.With("component", "threats"), Metrics: reg})
+	if err != nil {
+		outLn.Close()
+		return err
+	}
+	threats, err := NewThreats(ThreatsConfig{Workload: self, Self: cfg.SPIFFEID, Clock: cfg.Clock, Log: log.With("component", "threats"),
+		Reporter: threatBatcher, Capture: captures, Uploader: xc, Metrics: reg})
+	if err != nil {
+		outLn.Close()
+		return err
+	}
+	r.mu.Lock()
+	r.threats = threats
+	r.mu.Unlock()
+	spawn("threats", threats.Run)
+	spawn("threat-reports", threatBatcher.Run)
+	if captures != nil {
+		spawn("capture", captures.Run)
+	}
+	spawn("commands", func(ctx context.Context) error {
+		return xc.RunCommands(ctx, func(_ context.Context, cmd *xdsv1.Command) {
+			if c := cmd.GetCapture(); c != nil {
+				d := time.Duration(c.GetDurationMillis()) * time.Millisecond
+				d = min(max(d, time.Second), 5*time.Minute)
+				log.Info("on-demand capture", "request", cmd.GetId(), "duration", d)
+				threats.Capture(cmd.GetId(), d)
+			}
+		})
+	})
+	// Every stream is recorded for capture (when enabled) in front of its inspector.
+	record := func(next Inspector) Inspector {
+		if captures == nil {
+			return next
+		}
+		return CaptureInspector(captures, self, threats.newConnID, r.podAddr, next)
+	}
+	inspect := record(DPIInspector(eng))
 	spawn("xds", xc.Run)
 	batcher, err := xds.NewBatcher(xds.BatcherConfig{Sender: xc, Clock: cfg.Clock, Log: log.With("component", "reports"), Metrics: reg})
 	if err != nil {
@@ -296,8 +351,12 @@ func (r *Runtime) Run(ctx context.Context) error {
 	}
 
 	if cfg.UpstreamDNS != "" {
-		d, err := newDNSProxy(cfg.DNSPort, cfg.UpstreamDNS, mark,
-			&dnsInspection{eng: eng, self: cfg.SPIFFEID, report: report}, log.With("component", "dns"))
+		di := &dnsInspection{eng: eng, self: cfg.SPIFFEID, report: report, threats: threats}
+		if captures != nil {
+			di.recs = newDNSRecorders(captures, self, cfg.UpstreamDNS, threats.newConnID)
+			closers = append(closers, di.recs.close)
+		}
+		d, err := newDNSProxy(cfg.DNSPort, cfg.UpstreamDNS, mark, di, log.With("component", "dns"))
 		if err != nil {
 			outLn.Close()
 			return err
@@ -353,7 +412,7 @@ func (r *Runtime) Run(ctx context.Context) error {
 	r.mu.Lock()
 	in, err := NewInbound(InboundConfig{Creds: creds, Clock: cfg.Clock, Log: log.With("component", "inbound"),
 		TunnelListener: tunLn, PlainListener: plainLn, OriginalDst: intercept.OriginalDst,
-		Mode: InboundMode(r.index.Load()), Admit: policyAdmitter(&r.pview, r.index.Load), Inspect: EnforcingInspector(eng, &r.pview, r.index.Load), Report: report, DrainTimeout: cfg.DrainTimeout})
+		Mode: InboundMode(r.index.Load()), Admit: policyAdmitter(&r.pview, r.index.Load), Inspect: record(ThreatInspector(eng, &r.pview, r.index.Load, threats)), Report: report, DrainTimeout: cfg.DrainTimeout})
 	if err == nil {
 		r.in = in
 	}
@@ -399,6 +458,13 @@ func (r *Runtime) apply(version uint64, s *xdsv1.Snapshot) error {
 	}
 	r.pview.Store(pv)
 	r.index.Store(x)
+	if r.threats != nil {
+		var set *policy.Set
+		if pv != nil {
+			set = pv.pol.Set()
+		}
+		r.threats.Apply(s, set)
+	}
 	if r.in != nil {
 		r.in.SetMode(InboundMode(x))
 	}
@@ -498,6 +564,21 @@ func isFinal(err error) bool {
 		return true
 	}
 	return false
+}
+
+// podAddr maps the app's loopback address to the pod's own address of the same family.
+func (r *Runtime) podAddr(a netip.AddrPort) netip.AddrPort {
+	if !a.Addr().IsLoopback() {
+		return a
+	}
+	if x := r.index.Load(); x != nil {
+		for _, ip := range x.Self().GetIps() {
+			if p, err := netip.ParseAddr(ip); err == nil && p.Is4() == a.Addr().Unmap().Is4() {
+				return netip.AddrPortFrom(p, a.Port())
+			}
+		}
+	}
+	return a
 }
 
 // ownDestination names this workload as an inbound connection's destination: the proxy
