@@ -239,17 +239,22 @@ func isScriptUpload(name []byte) bool {
 			return true
 		}
 	}
+	// A PHP session file (sess_<id>): uploading one forges a session.
+	if hasPrefixFold(n, "sess_") && len(n) >= 20 {
+		return true
+	}
 	dot := bytes.LastIndexByte(n, '.')
 	if dot <= 0 {
 		return false
 	}
-	ext := n[dot:]
+	ext := bytes.TrimLeft(n[dot+1:], " ") // "photo. php"
 	for _, e := range scriptExtensions {
-		if len(ext) == len(e) && bytes.EqualFold(ext, []byte(e)) {
+		if len(ext) == len(e)-1 && bytes.EqualFold(ext, []byte(e[1:])) {
 			return true
 		}
 	}
-	return false
+	// php907, phpt: any extension that starts with php and a digit or t
+	return hasPrefixFold(ext, "php") && len(ext) > 3 && (('0' <= ext[3] && ext[3] <= '9') || ext[3]|0x20 == 't')
 }
 
 // isUploadNameHeader: headers upload endpoints (XHR uploaders) carry the file name in.
@@ -288,24 +293,39 @@ func phpWordy(f string) bool {
 // variable-function calls ($a(1), $_['x'](5)), calls of PHP-only functions, dangerous
 // ini settings and the ssh2/glob stream wrappers, in single-line values.
 func findPHPMore(v []byte) ([]byte, bool) {
-	if !shortLine(v) {
+	v = bytes.TrimSpace(v)
+	if len(v) > 512 {
 		return nil, false
 	}
-	for _, m := range [...]string{"[php]", "{php}", "[/php]", "{/php}", "ssh2.shell://", "ssh2.exec://", "ssh2.sftp://", "ssh2.scp://",
-		"glob://", "rar://", "ogg://", "allow_url_include", "auto_prepend_file", "auto_append_file", "disable_functions", "open_basedir"} {
-		if i := indexFold(v, m); i >= 0 {
-			return v[i:], true
-		}
-	}
-	// <? followed by code: "<? exec(", "<?xml :echo" (a fake XML declaration), "<?=" is in findPHP.
+	// <? followed by code: "<? exec(", "<?\nphp echo", "<? echo 'x'; ?>", "<?xml :echo" (a fake
+	// XML declaration); "<?=" and "<?php" are in findPHP. Short values only, line breaks allowed.
 	if i := bytes.Index(v, []byte("<?")); i >= 0 {
 		r := v[i+2:]
+		if len(r) == 0 {
+			return v[i:], true // "test<?": an opening tag at the end
+		}
 		if hasPrefixFold(r, "xml") {
 			r = bytes.TrimLeft(r[3:], " \t\r\n")
 			if len(r) > 0 && r[0] == ':' {
 				return v[i:], true
 			}
-		} else if len(r) > 0 && (r[0] == ' ' || r[0] == '\t' || r[0] == '\n') && bytes.IndexByte(r, '(') > 0 {
+		} else if r[0] == ' ' || r[0] == '\t' || r[0] == '\n' || r[0] == '\r' {
+			t := bytes.TrimLeft(r, " \t\r\n")
+			if hasPrefixFold(t, "php") || bytes.IndexByte(t, '(') > 0 || bytes.IndexByte(t, ';') > 0 || bytes.Contains(t, []byte("?>")) {
+				return v[i:], true
+			}
+		}
+	}
+	if i := phpCallable(v); i >= 0 {
+		return v[i:], true
+	}
+	if !shortLine(v) {
+		return nil, false
+	}
+	for _, m := range [...]string{"[php]", "{php}", "[/php]", "{/php}", "[\\php]", "ssh2.shell://", "ssh2.exec://", "ssh2.sftp://", "ssh2.scp://",
+		"ssh2.tunnel://", "compress.zlib://", "compress.bzip2://", "glob://", "rar://", "ogg://", "allow_url_include", "auto_prepend_file",
+		"auto_append_file", "disable_functions", "open_basedir"} {
+		if i := indexFold(v, m); i >= 0 {
 			return v[i:], true
 		}
 	}
@@ -355,6 +375,62 @@ func findPHPMore(v []byte) ([]byte, bool) {
 		}
 	}
 	return nil, false
+}
+
+// Functions that run commands or code, for the call-obfuscation checks of phpCallable.
+var phpExecFunctions = [...]string{"system", "exec", "shell_exec", "passthru", "eval", "assert", "popen", "proc_open", "pcntl_exec", "phpinfo"}
+
+// phpCallable is the index of a command/code function called in a way only PHP code does, or
+// -1: with a comment or line break before "(" (exec/*x*/(, eval\r($x)), with "@" error
+// suppression (@exec('x')), as a quoted, parenthesized or bracketed callable ("system"(ls),
+// (system)('id'), [system][0](ls)), or as the whole value (system(whoami)).
+func phpCallable(v []byte) int {
+	for _, f := range phpExecFunctions {
+		for from := 0; from < len(v); {
+			i := indexFold(v[from:], f)
+			if i < 0 {
+				break
+			}
+			i += from
+			from = i + len(f)
+			if i > 0 && isIdentByte(v[i-1]) || from < len(v) && isIdentByte(v[from]) {
+				continue
+			}
+			r := v[from:]
+			b := skipPHPBlanks(r)
+			if len(b) > 0 && b[0] == '(' {
+				between := r[:len(r)-len(b)]
+				if bytes.Contains(between, []byte("/*")) || bytes.Contains(between, []byte("//")) || bytes.IndexByte(between, '#') >= 0 ||
+					bytes.IndexAny(between, "\r\n") >= 0 || i > 0 && v[i-1] == '@' {
+					return i
+				}
+				// The whole value is one call: system(whoami), eval($x);
+				if i == 0 || i == 1 && v[0] == '@' {
+					e := bytes.LastIndexByte(b, ')')
+					if e > 0 && len(bytes.TrimRight(b[e+1:], " ;")) == 0 && bytes.IndexByte(b[1:e], ' ') < 0 {
+						return i
+					}
+				}
+				continue
+			}
+			// (system)(...), ("system")(...), [system][0](...), "system"(...)
+			k := 0
+			closed := false
+			for k < len(r) && k < 24 {
+				c := r[k]
+				if c == ')' || c == ']' || c == '"' || c == '\'' {
+					closed = true
+				} else if !(c == ' ' || c == '[' || ('0' <= c && c <= '9') || c == '{' || c == '}') {
+					break
+				}
+				k++
+			}
+			if closed && k < len(r) && r[k] == '(' && i > 0 && bytes.IndexAny(v[max(0, i-4):i], "(['\"") >= 0 {
+				return i
+			}
+		}
+	}
+	return -1
 }
 
 // skipPHPBlanks skips whitespace and /* */, //, # comments the way PHP's lexer does before "(".

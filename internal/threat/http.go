@@ -273,7 +273,7 @@ const (
 	argChecks    = mSQLi | mXSS | mCmd | mTraversal | mLog4Shell | mShellshock | mXXE | mSSTI | mSSRF | mPHP | mLDAP | mJava | mNode
 	cookieChecks = mSQLi | mXSS | mCmd | mTraversal | mLog4Shell | mShellshock | mSSTI | mPHP | mCRLF | mJava | mNode
 	// Names are attacker-chosen too (CRS ARGS_NAMES).
-	nameChecks = mSQLi | mXSS | mLog4Shell | mJava | mNode
+	nameChecks = mSQLi | mXSS | mLog4Shell | mJava | mNode | mPHP
 	// Only where a value can reach a response header (redirect targets, cookies); bodies carry
 	// multi-line text legitimately.
 	queryChecks = argChecks | mCRLF
