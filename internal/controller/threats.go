@@ -147,21 +147,24 @@ func severity(s string) events.Severity {
 	return events.SeverityMedium
 }
 
-// clip bounds s to n bytes on a rune boundary and drops control characters (log injection).
+// clip replaces control characters (log injection) and invalid UTF-8, then bounds s to n
+// bytes on a rune boundary.
 func clip(s string, n int) string {
-	if len(s) > n {
-		s = s[:n]
-		for len(s) > 0 && !utf8.ValidString(s) {
-			s = s[:len(s)-1]
-		}
+	if len(s) > 4*n {
+		s = s[:4*n] // bound the work; the cut below makes it exact
 	}
-	if strings.IndexFunc(s, func(r rune) bool { return r < 0x20 || r == 0x7f }) >= 0 {
-		s = strings.Map(func(r rune) rune {
-			if r < 0x20 || r == 0x7f {
-				return ' '
-			}
-			return r
-		}, s)
+	s = strings.Map(func(r rune) rune {
+		if r < 0x20 || r == 0x7f {
+			return ' '
+		}
+		return r
+	}, s) // invalid bytes come out as U+FFFD
+	if len(s) > n {
+		i := n
+		for i > 0 && !utf8.RuneStart(s[i]) {
+			i--
+		}
+		s = s[:i]
 	}
 	return s
 }
