@@ -77,8 +77,10 @@ func (c *captureService) HandleCapture(_ context.Context, from xds.Node, req *xd
 			}
 			info.ConnIDs = append(info.ConnIDs, clip(id, maxNameLen))
 		}
-		info, err := c.store.Put(info, bytes.NewReader(req.GetPcap()))
-		if err != nil {
+		if prev, err := c.store.Get(info.ID); err == nil && prev.Workload == workload {
+			// A retried upload whose first attempt was stored: answer as the first did.
+			res.info = prev
+		} else if info, err := c.store.Put(info, bytes.NewReader(req.GetPcap())); err != nil {
 			c.log.Warn("capture upload not stored", "sidecar", workload, "capture", req.GetCaptureId(), "err", err)
 			res.err = err
 		} else {
