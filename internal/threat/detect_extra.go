@@ -98,11 +98,23 @@ func isDigitish(b []byte, left bool) bool {
 // into a raw-socket client.
 func findSSRF(v []byte) ([]byte, bool) {
 	for _, m := range [...]string{"169.254.169.254", "metadata.google.internal", "metadata.azure.com", "100.100.100.200",
-		"fd00:ec2::254", "169.254.170.2", "instance-data/latest", "gopher://", "dict://", "ldap://", "jar:http", "netdoc://", "0x7f000001", "2130706433"} {
+		"fd00:ec2::254", "169.254.170.2", "instance-data/latest", "gopher://", "dict://", "ldap://", "jar:http", "netdoc://", "0x7f000001", "2130706433",
+		"metadata.packet.net", "192.0.0.192", "metadata.tencentyun.com"} {
 		if i := indexFold(v, m); i >= 0 {
 			if m == "ldap://" && bytes.Contains(v, []byte("${")) {
 				continue // log4shell reports that one
 			}
+			return v[max(0, i-8):min(len(v), i+len(m)+64)], true
+		}
+	}
+	// Host names that always mean this machine, its container host or the cluster API, sent
+	// as a URL or host parameter (not named in a sentence).
+	if !shortLine(v) || wordy(v) {
+		return nil, false
+	}
+	for _, m := range [...]string{"host.docker.internal", "gateway.docker.internal", "kubernetes.docker.internal", "host.containers.internal",
+		"kubernetes.default.svc", "localtest.me", "lvh.me", "ip6-loopback", "ipv6-localhost", "localhost4", "localhost.localdomain"} {
+		if i := indexFold(v, m); i >= 0 && (i == 0 || !isIdentByte(v[i-1])) {
 			return v[max(0, i-8):min(len(v), i+len(m)+64)], true
 		}
 	}

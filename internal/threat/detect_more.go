@@ -177,17 +177,29 @@ func findNode(v []byte) ([]byte, bool) {
 		return nil, false
 	}
 	for _, m := range [...]string{"_$$nd_func$$_", "process.mainmodule", "process.binding(", "global.process.", "this.constructor.constructor",
-		"constructor.constructor(", "process.dlopen"} {
+		"constructor.constructor(", "process.dlopen", "__js_function", "require.main.", "constructor._load(", ":constructor:constructor",
+		":module:prototype", ":__proto__:"} {
 		if i := indexFold(v, m); i >= 0 {
 			return v[i:], true
 		}
+	}
+	// node-serialize's marker in base64 (_$$ND_FUNC$$_ -> XyQkTkRfRlVOQyQk).
+	if i := bytes.Index(v, []byte("XyQkTkRfRlVOQyQk")); i >= 0 {
+		return v[i:], true
 	}
 	// The rest only in a single-line parameter: a code snippet posted to a developer API uses
 	// require('child_process') and module.exports legitimately.
 	if !shortLine(v) || isProse(v) {
 		return nil, false
 	}
-	for _, m := range [...]string{"child_process", "__proto__", "constructor.prototype", "constructor[prototype]", "constructor[\"prototype\"]",
+	if t := bytes.TrimSpace(v); hasPrefixFold(t, "while(") && !wordy(t) && !falseCondition(t[6:]) {
+		return t, true // while(true); an event-loop DoS handed to eval
+	}
+	if t := bytes.TrimSpace(v); bytes.EqualFold(t, []byte("process.env")) {
+		return t, true
+	}
+	for _, m := range [...]string{"child_process", "process[", "require[", "process.spawn(", ".execsync(", ".spawnsync(", "new function(",
+		"new function (", "eval(string.fromcharcode", "[constructor][prototype]", "__proto__", "constructor.prototype", "constructor[prototype]", "constructor[\"prototype\"]",
 		"constructor['prototype']", "require(", "module.exports=", "module.exports =", "process.env[", "process[\"env\"]", "process['env']"} {
 		if i := indexFold(v, m); i >= 0 {
 			if m == "require(" && (i+8 >= len(v) || (v[i+8] != '\'' && v[i+8] != '"' && v[i+8] != '`')) {
@@ -200,6 +212,19 @@ func findNode(v []byte) ([]byte, bool) {
 		}
 	}
 	return nil, false
+}
+
+// falseCondition: a loop condition that is constant false (the loop never runs).
+func falseCondition(r []byte) bool {
+	e := bytes.IndexByte(r, ')')
+	if e < 0 {
+		return false
+	}
+	switch string(bytes.TrimSpace(r[:e])) {
+	case "!true", "false", "0", "!1", "null", "undefined", "''", "\"\"", "``", "NaN", "-0", "+0":
+		return true
+	}
+	return false
 }
 
 // protoUse: __proto__ used as a property path or key (__proto__[x], __proto__.x, a name that
@@ -216,7 +241,8 @@ func protoUse(v []byte, i int) bool {
 // isProtoKey: a JSON key or parameter name that pollutes Object.prototype when merged.
 func isProtoKey(k []byte) bool {
 	return bytes.Equal(k, []byte("__proto__")) || bytes.Contains(k, []byte("__proto__[")) || bytes.Contains(k, []byte("__proto__.")) ||
-		bytes.Contains(k, []byte("[__proto__]")) || containsFold(k, "constructor[prototype]") || containsFold(k, "constructor.prototype")
+		bytes.Contains(k, []byte("[__proto__]")) || containsFold(k, "constructor[prototype]") || containsFold(k, "constructor.prototype") ||
+		containsFold(k, "[constructor][prototype]")
 }
 
 // Extensions a server executes when an uploaded file lands in the web root.

@@ -344,6 +344,9 @@ DEV_PHRASES = [
     "Tuesday's meeting", "sleep 8 hours", "id=42", "user(name)", "chr(10) newline", "ord('a') in python", "$ 5 (approx.)",
     "declare @var in t-sql", "exec sp_who2 output explained", "JSON_EXTRACT in mysql", "C:\\Windows\\System32\\drivers\\etc\\hosts file location",
     "file.php?id=3 link broken", "upload a .php file?", "web.config example", "__init__.py purpose", "node_modules/.bin/eslint",
+    "while(true) loop in java", "connect to host.docker.internal from a container", "system(s) requirements", "eval (evaluation) form",
+    "the exec (executive) team", "(system) update pending", "Process.env vs dotenv", "new Function vs eval", "console.log(7*7+1)",
+    "select * from where?", "Ask AT&T; they know", "my id; my rules", "sess_notes_2024.txt", "spring boot actuator env",
 ]
 for p in DEV_PHRASES:
     benign.append(req("GET", "/search?q=" + q(p) + "&lang=en"))
