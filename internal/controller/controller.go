@@ -304,6 +304,9 @@ func (c *Controller) Run(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	if cfg.Quarantiner == nil && cfg.LabStateDir != "" {
+		adoptLabQuarantines(cfg.LabStateDir, engine, log.With("component", "quarantine"))
+	}
 	rules := &ruleFollower{pol: pol, eng: engine}
 	threats, err := newThreatSink(engine, cfg.Clock, log.With("component", "threats"), metrics)
 	if err != nil {

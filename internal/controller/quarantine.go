@@ -100,3 +100,30 @@ func netnsQuarantiner(labStateDir string, mark uint32, controller []net.Addr, lo
 		return lab.PodNetns(labStateDir, policy.Key(ns, pod))
 	}}
 }
+
+// Adopter takes quarantines found in place (response.Engine.Adopt).
+type Adopter interface {
+	Adopt(ns, pod, reason string)
+}
+
+// adoptLabQuarantines lists, after a controller restart, the lab pods whose network namespace
+// still holds the quarantine table, so status shows them and release works as before.
+// Unreadable state or namespaces are skipped: a pod that cannot be checked is not listed.
+func adoptLabQuarantines(labStateDir string, eng Adopter, log *slog.Logger) {
+	st, err := lab.ReadState(labStateDir)
+	if err != nil {
+		log.Debug("quarantines not restored", "err", err)
+		return
+	}
+	for _, p := range st.Pods {
+		if p.Netns == "" {
+			continue // "" would mean the controller's own namespace
+		}
+		ok, err := intercept.TableExists(p.Netns, intercept.QuarantineTable)
+		if err != nil || !ok {
+			continue
+		}
+		eng.Adopt(p.Namespace, p.Name, "found in place at controller start")
+		log.Info("quarantine found in place", "workload", policy.Key(p.Namespace, p.Name))
+	}
+}

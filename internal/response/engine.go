@@ -350,6 +350,16 @@ func (e *Engine) Quarantine(ctx context.Context, ns, pod, reason string) error {
 	return nil
 }
 
+// Adopt records ns/pod as quarantined without calling the Quarantiner: a restarted
+// controller finds the isolation still in place (the engine's memory is not persisted).
+func (e *Engine) Adopt(ns, pod, reason string) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if _, ok := e.quarantined[policy.Key(ns, pod)]; !ok {
+		e.quarantined[policy.Key(ns, pod)] = quarantine{since: e.cfg.Clock.Now(), reason: reason}
+	}
+}
+
 // Release lifts a quarantine (`meshguard quarantine NS/POD --release`). Releasing a workload
 // the engine does not know as quarantined still calls the Quarantiner: after a restart the
 // engine's memory is empty but the nftables table may remain.

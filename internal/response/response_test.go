@@ -305,3 +305,14 @@ func TestEngineKeepsSidecarCapture(t *testing.T) {
 		t.Fatalf("capturer called %v for an event the sidecar captured", h.c.targets)
 	}
 }
+
+func TestEngineAdoptListsWithoutCalling(t *testing.T) {
+	h := newHarness(t, 4, false)
+	h.eng.Adopt("shop", "web-1", "found at start")
+	if s := h.eng.Quarantined(); len(s) != 1 || s[0].Workload != "shop/web-1" || s[0].Reason != "found at start" {
+		t.Fatalf("status %+v", s)
+	}
+	if err := h.eng.Quarantine(h.ctx, "shop", "web-1", "again"); err != nil || len(h.q.calls) != 0 {
+		t.Fatalf("adopted workload quarantined again: %v %v", err, h.q.calls)
+	}
+}
