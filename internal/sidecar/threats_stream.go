@@ -149,6 +149,14 @@ func (st *streamThreats) onMessage(app string, m *dpi.Message, adminAllowed bool
 		}
 	}
 	switch app {
+	case "http2", "grpc":
+		// HTTP/2: the request line and selected headers as DPI decoded them (bodies travel in
+		// DATA frames the framer does not follow).
+		if meth, path := m.Get(dpi.AttrMethod), m.Get(dpi.AttrPath); meth != nil && path != nil {
+			st.found = f
+			st.h2Request(app, meth, path, m.Get(dpi.AttrHost), m.Get(dpi.AttrUserAgent))
+			return
+		}
 	case "redis", "postgres", "postgresql", "mysql", "mariadb", "mssql", "tds":
 		proto := app
 		switch app {
@@ -252,6 +260,35 @@ func (st *streamThreats) request(raw []byte, truncated bool) {
 	if len(f) > 0 {
 		sc := st.scopeFor("http")
 		sc.l7 = clip(string(req.Method)+" "+string(req.Path()), 256)
+		if o := st.t.act(sc, f); o.block && !st.pending.block {
+			st.pending = o
+		}
+	}
+	st.found = f[:0]
+}
+
+// h2Request inspects an HTTP/2 request's head (method, path with query, authority, user
+// agent); findings already collected for the message (a flood) go with it.
+func (st *streamThreats) h2Request(app string, method, path, host, ua []byte) {
+	req := threat.HTTPRequest{Method: method, URI: path, Proto: []byte("HTTP/2")}
+	var hs [2]threat.Header
+	n := 0
+	if host != nil {
+		hs[n] = threat.Header{Name: []byte("Host"), Value: host}
+		n++
+	}
+	if ua != nil {
+		hs[n] = threat.Header{Name: []byte("User-Agent"), Value: ua}
+		n++
+	}
+	req.Headers = hs[:n]
+	f := st.t.http.Inspect(&req, st.found)
+	for _, w := range st.view.wafs {
+		f = w.w.Inspect(&req, f)
+	}
+	if len(f) > 0 {
+		sc := st.scopeFor(app)
+		sc.l7 = clip(string(method)+" "+string(req.Path()), 256)
 		if o := st.t.act(sc, f); o.block && !st.pending.block {
 			st.pending = o
 		}

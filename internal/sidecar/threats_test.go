@@ -8,6 +8,7 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"net/netip"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -117,7 +118,7 @@ type threatEnv struct {
 
 // newThreatEnv runs an inbound proxy for shop/redis with the policy pol in mode (the
 // workload's effective mode), threat detection, capture and fake controller sinks.
-func newThreatEnv(t *testing.T, pol string, mode xdsv1.PolicyMode) *threatEnv {
+func newThreatEnv(t *testing.T, pol string, mode xdsv1.PolicyMode, opts ...meshOpt) *threatEnv {
 	t.Helper()
 	view, index := enforceViewOf(t, pol)
 	index().Snapshot().GetSelf().Mode = mode
@@ -134,10 +135,10 @@ func newThreatEnv(t *testing.T, pol string, mode xdsv1.PolicyMode) *threatEnv {
 		t.Fatal(err)
 	}
 	insp := CaptureInspector(e.captures, "shop/redis", e.threats.newConnID, nil, ThreatInspector(eng, view, index, e.threats))
-	e.m = newMesh(t, func(c *InboundConfig) {
+	e.m = newMesh(t, append([]meshOpt{func(c *InboundConfig) {
 		c.Admit = policyAdmitter(view, index)
 		c.Inspect = insp
-	})
+	}}, opts...)...)
 	return e
 }
 
@@ -204,6 +205,50 @@ func TestThreatSQLiBlockedInProtect(t *testing.T) {
 	}
 	if n := counterValue(t, e.reg, "meshguard_sidecar_threats_total", map[string]string{"name": "sqli", "action": "block"}); n != 1 {
 		t.Fatalf("meshguard_sidecar_threats_total{sqli,block} = %v", n)
+	}
+}
+
+func TestThreatHTTP2QueryInspected(t *testing.T) {
+	var hits atomic.Int32
+	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		hits.Add(1)
+		io.WriteString(w, "ok")
+	}), Protocols: new(http.Protocols)}
+	srv.Protocols.SetUnencryptedHTTP2(true)
+	ln := listenLocal(t)
+	go func() { _ = srv.Serve(ln) }()
+	t.Cleanup(func() { srv.Close() })
+	port := ln.Addr().(*net.TCPAddr).Port
+	// Plaintext from an unknown source: the policy (monitor) lets it in, the workload's
+	// effective mode (protect, in the snapshot) blocks threats.
+	e := newThreatEnv(t, fmt.Sprintf(threatPolicy, "monitor", "", port), xdsv1.PolicyMode_POLICY_MODE_PROTECT, func(c *InboundConfig) {
+		c.Mode = Permissive
+		c.OriginalDst = func(*net.TCPConn) (netip.AddrPort, error) {
+			return netip.AddrPortFrom(netip.MustParseAddr("10.0.0.2"), uint16(port)), nil
+		}
+	})
+	tr := &http.Transport{Protocols: new(http.Protocols)}
+	tr.Protocols.SetUnencryptedHTTP2(true)
+	tr.DialContext = func(ctx context.Context, network, _ string) (net.Conn, error) {
+		var d net.Dialer
+		return d.DialContext(ctx, network, e.m.plain.Addr().String())
+	}
+	t.Cleanup(tr.CloseIdleConnections)
+	cl := &http.Client{Transport: tr, Timeout: 10 * time.Second}
+	if resp, err := cl.Get("http://app/search?q=shoes"); err != nil || resp.StatusCode != 200 {
+		t.Fatalf("benign h2 request: %v %v", resp, err)
+	} else {
+		resp.Body.Close()
+	}
+	if resp, err := cl.Get("http://app/search?q=1%27%20OR%20%271%27%3D%271"); err == nil {
+		resp.Body.Close()
+		t.Fatalf("h2 attack answered %d, want the stream cut", resp.StatusCode)
+	}
+	if ev := e.reporter.next(t, "sqli"); ev.GetProtocol() != "http2" || ev.GetAction() != "block" || ev.GetL7() != "GET /search" {
+		t.Fatalf("event %v", ev)
+	}
+	if hits.Load() != 1 {
+		t.Fatalf("app saw %d requests, want only the benign one", hits.Load())
 	}
 }
 
