@@ -45,7 +45,7 @@ services:
 `
 
 // lifecyclePolicy: web and cache are protected; clients may GET and POST on web but never POST
-// under /admin (an explicit deny rule), and may use redis except CONFIG and FLUSHALL. Nothing
+// under /admin (an explicit deny rule), and may use redis except CONFIG, FLUSHALL and DEL. Nothing
 // allows the intruders anything.
 const lifecyclePolicy = `apiVersion: meshguard.io/v1alpha1
 kind: Group
@@ -108,7 +108,7 @@ spec:
   to: {group: cache}
   ports: ["tcp/6379"]
   applications: [redis]
-  l7: {redis: {denyCommands: [CONFIG, FLUSHALL]}}
+  l7: {redis: {denyCommands: [CONFIG, FLUSHALL, DEL]}}
   action: allow
 `
 
@@ -136,9 +136,12 @@ func lifecycleRequests() []lifecycleRequest {
 		{"DELETE /", "client", curl("DELETE", "/"), []string{"exit 0", "denied by meshguard", "no rule matched", "protect", "\n403"}},
 		{"redis SET", "client", rcli("SET", "k", "v"), []string{"exit 0\nOK\n"}},
 		{"redis GET", "client", rcli("GET", "k"), []string{"exit 0\nv\n"}},
-		{"redis CONFIG", "client", rcli("CONFIG", "GET", "maxmemory"), []string{"denied by meshguard", "client-to-cache"}},
-		{"redis FLUSHALL", "client", rcli("FLUSHALL"), []string{"denied by meshguard", "client-to-cache"}},
-		{"redis GET after FLUSHALL", "client", rcli("GET", "k"), []string{"exit 0\nv\n"}},
+		// DEL is refused by the policy alone; CONFIG and FLUSHALL are on the rule's deny list
+		// too, but threat detection may refuse them first (either way, the same every time).
+		{"redis DEL", "client", rcli("DEL", "k"), []string{"denied by meshguard", "rule shop/client-to-cache allows the connection but not this request"}},
+		{"redis CONFIG", "client", rcli("CONFIG", "GET", "maxmemory"), []string{"denied by meshguard"}},
+		{"redis FLUSHALL", "client", rcli("FLUSHALL"), []string{"denied by meshguard"}},
+		{"redis GET after the refusals", "client", rcli("GET", "k"), []string{"exit 0\nv\n"}},
 		{"intruder redis PING", "intruder", rcli("PING"), []string{"no rule matched", "shop/cache"}},
 		{"intruder GET /", "intruder", curl("GET", "/"), []string{"no rule matched", "shop/frontend"}},
 	}
