@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"net/http"
 	"net/netip"
 
 	"github.com/meshguard/meshguard/internal/api"
@@ -50,7 +51,8 @@ func (q quarantines) Quarantine(ctx context.Context, ns, name, reason string) (a
 		return api.QuarantineStatus{}, err
 	}
 	if err := q.engine.Quarantine(ctx, ns, name, reason); err != nil {
-		return api.QuarantineStatus{}, err
+		// Admin-only route: the cause (no netns, no privileges) is what the admin must fix.
+		return api.QuarantineStatus{}, &api.StatusError{Status: http.StatusInternalServerError, Err: err}
 	}
 	key := policy.Key(ns, name)
 	for _, s := range q.Quarantined() {
@@ -66,7 +68,10 @@ func (q quarantines) Release(ctx context.Context, ns, name string) error {
 	if err := q.known(ns, name); err != nil {
 		return err
 	}
-	return q.engine.Release(ctx, ns, name)
+	if err := q.engine.Release(ctx, ns, name); err != nil {
+		return &api.StatusError{Status: http.StatusInternalServerError, Err: err}
+	}
+	return nil
 }
 
 // Quarantined implements api.Quarantines.
