@@ -7,6 +7,9 @@ import (
 // isXXE: a document type declaration that declares an external entity (or a parameter entity,
 // the out-of-band variant). Ordinary XML carries no DOCTYPE entities.
 func isXXE(v []byte) bool {
+	if containsFold(v, "<xi:include") || containsFold(v, "xmlns:xi=") && containsFold(v, ":include") {
+		return true // XInclude pulls an external document into an XML parameter or body
+	}
 	i := indexFold(v, "<!doctype")
 	if i < 0 {
 		i = indexFold(v, "<!entity")

@@ -938,6 +938,9 @@ func cmdAt(s *scratch, b []byte, substitution bool) bool {
 		return true
 	case hasPrefixFold(rest, "http://"), hasPrefixFold(rest, "https://"), hasPrefixFold(rest, "ftp://"), hasPrefixFold(rest, "tftp://"):
 		return true // wget http://..., curl https://...
+	case string(word) == "net" && (hasPrefixFold(rest, "user") || hasPrefixFold(rest, "localgroup") || hasPrefixFold(rest, "group") ||
+		hasPrefixFold(rest, "share") || hasPrefixFold(rest, "view") || hasPrefixFold(rest, "use ") || hasPrefixFold(rest, "session")):
+		return true // & net user, | net localgroup administrators
 	}
 	return substitution && isShellCommand(word)
 }

@@ -845,3 +845,130 @@ func sepBefore(b []byte) bool {
 	b = bytes.TrimRight(b, " \t")
 	return len(b) > 0 && (b[len(b)-1] == ';' || b[len(b)-1] == '|' || b[len(b)-1] == '&')
 }
+
+// findXSSMore reports script payloads libinjection's HTML tokenizer does not see: a value that
+// is one call of a dialog or eval-like function (alert(1), prompt`1`), tagged-template calls
+// ([].sort.call`${alert}1`), JSFuck ((![]+[])[+!+[]]), DOM sinks reached through comments or
+// bracket notation (document/**/.cookie, window["alert"](...), self["$"]), attribute
+// break-outs (`"onzoom=`, `'formaction=`, `<x onend=`) and VML frames (<v:vmlframe).
+func findXSSMore(s *scratch, v []byte) ([]byte, bool) {
+	v = bytes.TrimSpace(v)
+	if len(v) < 4 || !shortLine(v) {
+		return nil, false
+	}
+	if t := bytes.TrimRight(v, " ;/"); len(t) > 0 && t[len(t)-1] == ')' && !wordy(v) {
+		for _, f := range [...]string{"alert(", "prompt(", "confirm(", "eval(", "settimeout(", "setinterval(", "atob(", "btoa(", "function(", "import("} {
+			if hasPrefixFold(t, f) && bytes.Count(t, []byte("(")) <= 3 && len(t) <= 64 {
+				return v, true
+			}
+		}
+	}
+	for _, m := range [...]string{"alert`", "prompt`", "confirm`", "eval`", ".call`", ".apply`", "function`", "![]+", "+!![]", "!+[]", "[]+[]",
+		"<v:vmlframe", ":vmlframe", "<x:script", "javascript&colon;"} {
+		if i := indexFold(v, m); i >= 0 {
+			return v[i:], true
+		}
+	}
+	// Attribute break-out: a quote (or "<tag ") then an event handler or formaction.
+	for i := 0; i+4 < len(v); i++ {
+		c := v[i]
+		// Not '/': base64 signatures and tokens end in ".../onXyz=".
+		if c != '"' && c != '\'' && c != '`' && c != '<' {
+			continue
+		}
+		j := i + 1
+		if c == '<' { // <x onend=
+			for j < len(v) && isIdentByte(v[j]) {
+				j++
+			}
+			if j == i+1 || j >= len(v) || v[j] != ' ' && v[j] != '\t' && v[j] != '/' {
+				continue
+			}
+		}
+		for j < len(v) && (v[j] == ' ' || v[j] == '\t' || v[j] == '/') {
+			j++
+		}
+		r := v[j:]
+		k := 0
+		if hasPrefixFold(r, "on") {
+			k = 2
+			for k < len(r) && 'a' <= r[k]|0x20 && r[k]|0x20 <= 'z' {
+				k++
+			}
+			if k < 5 {
+				continue
+			}
+		} else if hasPrefixFold(r, "formaction") {
+			k = 10
+		} else {
+			continue
+		}
+		r = bytes.TrimLeft(r[k:], " \t")
+		if len(r) > 0 && r[0] == '=' {
+			return v[i:], true
+		}
+	}
+	// DOM sinks behind comments, spaces and bracket notation: normalise and look again.
+	if !containsFold(v, "document") && !containsFold(v, "window") && !containsFold(v, "self") && !containsFold(v, "top") && !containsFold(v, "parent") {
+		return nil, false
+	}
+	s.t = s.t[:0]
+	for i := 0; i < len(v) && len(s.t) < 512; i++ {
+		c := v[i]
+		switch {
+		case c == ' ' || c == '\t' || c == '(' || c == ')':
+			continue
+		case c == '/' && i+1 < len(v) && v[i+1] == '*':
+			e := bytes.Index(v[i+2:], []byte("*/"))
+			if e < 0 {
+				i = len(v)
+				continue
+			}
+			i += e + 3
+			continue
+		case c == '[' && i+1 < len(v) && (v[i+1] == '"' || v[i+1] == '\''):
+			s.t = append(s.t, '.')
+			i++
+			continue
+		case (c == '"' || c == '\'') && i+1 < len(v) && v[i+1] == ']':
+			i++
+			continue
+		}
+		s.t = append(s.t, lower(c))
+	}
+	for _, m := range [...]string{"document.cookie", "document.domain", "window.alert", "self.alert", "top.alert", "parent.alert",
+		"window.eval", "self.eval", "top.eval", "self.$", "self.\\x24", "globaleval", "window.location=", "document.location=",
+		"document.write", "document.queryselector", ".innerhtml=", ".textcontent=", "window.document"} {
+		if bytes.Contains(s.t, []byte(m)) {
+			return v, true
+		}
+	}
+	return nil, false
+}
+
+// mongoOperatorJSON: a parameter holding a JSON object with a MongoDB query operator
+// ({"$ne": null}, {"$gt":""}), for applications that JSON.parse a parameter into a filter.
+func mongoOperatorJSON(v []byte) bool {
+	for from := 0; from < len(v); {
+		i := bytes.IndexByte(v[from:], '{')
+		if i < 0 {
+			return false
+		}
+		i += from
+		from = i + 1
+		r := bytes.TrimLeft(v[i+1:], " \t\r\n")
+		if len(r) < 3 || (r[0] != '"' && r[0] != '\'') || r[1] != '$' {
+			continue
+		}
+		e := bytes.IndexByte(r[2:], r[0])
+		if e < 0 || e > 12 {
+			continue
+		}
+		op := r[2 : 2+e]
+		switch string(op) {
+		case "ne", "eq", "gt", "gte", "lt", "lte", "in", "nin", "regex", "where", "exists", "or", "and", "not", "nor", "expr", "function", "elemMatch", "text":
+			return true
+		}
+	}
+	return false
+}

@@ -270,8 +270,8 @@ func maskOf(name string) detMask {
 // Which detectors look at which part of a request (following where each attack is delivered
 // and what a server interprets; see docs/threats.md).
 const (
-	argChecks    = mSQLi | mXSS | mCmd | mTraversal | mLog4Shell | mShellshock | mXXE | mSSTI | mSSRF | mPHP | mLDAP | mJava | mNode
-	cookieChecks = mSQLi | mXSS | mCmd | mTraversal | mLog4Shell | mShellshock | mSSTI | mPHP | mCRLF | mJava | mNode
+	argChecks    = mSQLi | mXSS | mCmd | mTraversal | mLog4Shell | mShellshock | mXXE | mSSTI | mSSRF | mPHP | mLDAP | mJava | mNode | mNoSQL
+	cookieChecks = mSQLi | mXSS | mCmd | mTraversal | mLog4Shell | mShellshock | mSSTI | mPHP | mCRLF | mJava | mNode | mNoSQL
 	// Names are attacker-chosen too (CRS ARGS_NAMES).
 	nameChecks = mSQLi | mXSS | mLog4Shell | mJava | mNode | mPHP
 	// Only where a value can reach a response header (redirect targets, cookies); bodies carry
@@ -350,7 +350,11 @@ func (h *HTTPDetectors) inspect(s *scratch, r *HTTPRequest) {
 			if h.want(s, mUpload) != 0 && isUploadNameHeader(hd.Name) && isScriptUpload(hd.Value) {
 				h.report(s, mUpload, ScriptUpload, "header", hd.Name, hd.Value, "")
 			}
-			h.checkValue(s, h.want(s, anyHeaderChecks), "header", hd.Name, hd.Value)
+			m := h.want(s, anyHeaderChecks)
+			if bytes.IndexByte(hd.Value, '<') >= 0 {
+				m |= h.want(s, mXSS) // markup in any header a page may echo
+			}
+			h.checkValue(s, m, "header", hd.Name, hd.Value)
 		}
 	}
 
@@ -459,8 +463,17 @@ func (h *HTTPDetectors) checkValue(s *scratch, m detMask, kind string, key, v []
 			h.report(s, mSQLi, SQLi, kind, key, ev, "SQL-only function or catalog")
 		}
 	}
-	if m&mXSS != 0 && isXSS(s, v, kind != "path") {
-		h.report(s, mXSS, XSS, kind, key, v, "")
+	if m&mXSS != 0 {
+		if isXSS(s, v, kind != "path") {
+			h.report(s, mXSS, XSS, kind, key, v, "")
+		} else if kind != "path" {
+			if ev, ok := findXSSMore(s, v); ok {
+				h.report(s, mXSS, XSS, kind, key, ev, "")
+			}
+		}
+	}
+	if m&mNoSQL != 0 && mongoOperatorJSON(v) {
+		h.report(s, mNoSQL, NoSQLInjection, kind, key, v, "query operator in a JSON parameter")
 	}
 }
 

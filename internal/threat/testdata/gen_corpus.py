@@ -347,6 +347,9 @@ DEV_PHRASES = [
     "while(true) loop in java", "connect to host.docker.internal from a container", "system(s) requirements", "eval (evaluation) form",
     "the exec (executive) team", "(system) update pending", "Process.env vs dotenv", "new Function vs eval", "console.log(7*7+1)",
     "select * from where?", "Ask AT&T; they know", "my id; my rules", "sess_notes_2024.txt", "spring boot actuator env",
+    "alert() not working in safari", "window['myVar'] vs window.myVar", "net user command syntax", "the 'online' flag",
+    "he said \"onward\"", "print(\"hi\")", "self.assertEqual(a, b)", "top 10 parent tips", "![screenshot](img.png)",
+    "ZXhhbXBsZS9vbmFiYz0=", "sig=Qm9ndXMvb25lPQ/onAbc=", "{\"a\": 1}", "{\"$schema\": \"x\"}",
 ]
 for p in DEV_PHRASES:
     benign.append(req("GET", "/search?q=" + q(p) + "&lang=en"))
