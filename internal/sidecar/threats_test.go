@@ -1,6 +1,7 @@
 package sidecar
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"fmt"
@@ -28,6 +29,7 @@ import (
 	xdsv1 "github.com/meshguard/meshguard/api/xds/v1"
 	mgcap "github.com/meshguard/meshguard/internal/capture"
 	"github.com/meshguard/meshguard/internal/dpi"
+	"github.com/meshguard/meshguard/internal/threat"
 )
 
 // threatPolicy: the sidecar's workload shop/redis is in group redis (mode and sensors set per
@@ -390,6 +392,12 @@ func counterValue(t *testing.T, reg *prometheus.Registry, name string, labels ma
 	return 0
 }
 
+func bufioReader(r io.Reader) *bufio.Reader { return bufio.NewReader(r) }
+
+func threatFlood(burst float64) threat.FloodConfig {
+	return threat.FloodConfig{ConnRate: 1, ConnBurst: burst}
+}
+
 // pcapPayload concatenates the transport payloads of a pcap.
 func pcapPayload(t *testing.T, b []byte) []byte {
 	t.Helper()
@@ -656,5 +664,143 @@ func benchRequests(b *testing.B, insp Inspector, raw []byte) {
 			}
 			p = p[n:]
 		}
+	}
+}
+
+func TestThreatRedisDangerousCommandRefused(t *testing.T) {
+	port := startRedis(t)
+	pol := strings.Replace(fmt.Sprintf(threatPolicy, "protect", "", port), "applications: [http]", "applications: [redis]", 1)
+	e := newThreatEnv(t, pol, xdsv1.PolicyMode_POLICY_MODE_PROTECT)
+	s, err := e.m.client.Open(openCtx(t), e.m.peer, fmt.Sprintf(":%d", port))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	r := bufioReader(s)
+	cmd := func(args ...string) string {
+		t.Helper()
+		var b strings.Builder
+		fmt.Fprintf(&b, "*%d\r\n", len(args))
+		for _, a := range args {
+			fmt.Fprintf(&b, "$%d\r\n%s\r\n", len(a), a)
+		}
+		if _, err := io.WriteString(s, b.String()); err != nil {
+			t.Fatalf("%v: %v", args, err)
+		}
+		line, err := r.ReadString('\n')
+		if err != nil {
+			t.Fatalf("%v: %v", args, err)
+		}
+		return line
+	}
+	if got := cmd("SET", "k", "v"); got != "+OK\r\n" {
+		t.Fatalf("SET: %q", got)
+	}
+	if got := cmd("CONFIG", "SET", "dir", "/tmp"); !strings.HasPrefix(got, "-ERR denied by meshguard: threat redis-dangerous-command") {
+		t.Fatalf("CONFIG SET answered %q", got)
+	}
+	if got := cmd("PING"); got != "+PONG\r\n" {
+		t.Fatalf("the connection did not survive the refused command: %q", got)
+	}
+	if ev := e.reporter.next(t, "redis-dangerous-command"); ev.GetAction() != "block" || ev.GetProtocol() != "redis" || ev.GetL7() != "CONFIG" {
+		t.Fatalf("event %v", ev)
+	}
+}
+
+func TestThreatRedisAdminAllowedByRule(t *testing.T) {
+	port := startRedis(t)
+	pol := strings.Replace(fmt.Sprintf(threatPolicy, "protect", "", port), "applications: [http], action: allow}",
+		"applications: [redis], action: allow, l7: {redis: {allowCommands: [CONFIG, PING]}}}", 1)
+	e := newThreatEnv(t, pol, xdsv1.PolicyMode_POLICY_MODE_PROTECT)
+	s, err := e.m.client.Open(openCtx(t), e.m.peer, fmt.Sprintf(":%d", port))
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, _ := roundTrip(s, []byte("*3\r\n$6\r\nCONFIG\r\n$3\r\nGET\r\n$4\r\nport\r\n*4\r\n$6\r\nCONFIG\r\n$3\r\nSET\r\n$10\r\nmaxclients\r\n$3\r\n500\r\n"))
+	if !strings.Contains(string(got), "+OK") || strings.Contains(string(got), "denied") {
+		t.Fatalf("explicitly allowed CONFIG SET answered %q", got)
+	}
+	if evs := e.reporter.events(); len(evs) != 0 {
+		t.Fatalf("allowed admin command raised %v", evs)
+	}
+}
+
+func TestThreatConnectionFlood(t *testing.T) {
+	view, index := enforceViewOf(t, fmt.Sprintf(threatPolicy, "protect", "", 8080))
+	index().Snapshot().GetSelf().Mode = xdsv1.PolicyMode_POLICY_MODE_PROTECT
+	rep := newFakeReporter()
+	clk := clockwork.NewFakeClock()
+	th, err := NewThreats(ThreatsConfig{Workload: "shop/redis", Clock: clk, Log: quietLog(), Reporter: rep,
+		Flood: threatFlood(2)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	th.Apply(index().Snapshot(), view.Load().pol.Set())
+	eng, err := dpi.New(dpi.Config{Protocols: dpi.DefaultProtocols()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	insp := ThreatInspector(eng, view, index, th)
+	src := netip.MustParseAddrPort("10.0.0.3:40000")
+	open := func() error {
+		o := insp(context.Background(), StreamInfo{Direction: Inbound, Authenticated: true, SourceAddr: src,
+			Source: spiffeid.RequireFromString("spiffe://example.org/ns/shop/sa/web"), DestPort: 8080})
+		defer o.Close()
+		return o.FromClient([]byte("GET / HTTP/1.1\r\nHost: a\r\n\r\n"))
+	}
+	for i := range 2 {
+		if err := open(); err != nil {
+			t.Fatalf("connection %d refused: %v", i, err)
+		}
+	}
+	if err := open(); err == nil || !strings.Contains(err.Error(), "threat connection-flood") {
+		t.Fatalf("connection over the burst: %v", err)
+	}
+	if ev := rep.next(t, "connection-flood"); ev.GetAction() != "block" || ev.GetSourceWorkload() != "shop/web" {
+		t.Fatalf("event %v", ev)
+	}
+	if err := open(); err == nil { // still over the rate, no second event (cooldown), still refused
+		t.Fatal("flooding source admitted")
+	}
+	clk.Advance(time.Minute)
+	if err := open(); err != nil {
+		t.Fatalf("after the flood: %v", err)
+	}
+	if n := len(rep.events()); n != 1 {
+		t.Fatalf("%d flood events, want 1", n)
+	}
+}
+
+func TestThreatOnDemandCapture(t *testing.T) {
+	mgr, err := mgcap.New(mgcap.Config{Dir: t.TempDir(), Clock: clockwork.NewRealClock(), Log: quietLog()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ups := &fakeUploader{ch: make(chan *xdsv1.UploadCaptureRequest, 2)}
+	th := newTestThreats(t, nil, mgr, ups, nil)
+	insp := CaptureInspector(mgr, "shop/redis", th.newConnID, nil, nil)
+	o := insp(context.Background(), StreamInfo{Direction: Outbound, SourceAddr: netip.MustParseAddrPort("10.0.0.2:5555"), Dest: netip.MustParseAddrPort("10.0.0.3:80")})
+	defer o.Close()
+	th.Capture("req-1", 100*time.Millisecond)
+	var up *xdsv1.UploadCaptureRequest
+	select {
+	case up = <-ups.ch:
+	case <-time.After(10 * time.Second):
+		t.Fatal("on-demand capture not uploaded")
+	}
+	if up.GetRequestId() != "req-1" || up.GetError() != "" || !mgcap.ValidID(up.GetCaptureId()) || up.GetConnections() != 1 || up.GetReason() != "on-demand" {
+		t.Fatalf("upload %v", up)
+	}
+	pcapPayload(t, up.GetPcap()) // a readable pcap
+
+	off := newTestThreats(t, nil, nil, ups, nil)
+	off.Capture("req-2", time.Second)
+	select {
+	case up = <-ups.ch:
+	case <-time.After(10 * time.Second):
+		t.Fatal("failure not uploaded")
+	}
+	if up.GetRequestId() != "req-2" || !strings.Contains(up.GetError(), "--capture-dir") || len(up.GetPcap()) != 0 {
+		t.Fatalf("upload %v", up)
 	}
 }
