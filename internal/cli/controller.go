@@ -51,6 +51,9 @@ destinations the registry does not know (allow-any) or refuse them (registry-onl
 	f.StringVar(&cfg.CABundleFile, "ca-bundle", "", "bring your own CA: PEM roots when --ca-cert is an intermediate")
 	f.StringSliceVar(&cfg.PermissiveNamespaces, "mtls-permissive", nil, "namespaces (NS[,NS...]) that accept plaintext from pods without a sidecar, reported as unauthenticated; restart to change")
 	f.StringVar(&cfg.Egress, "egress", controller.EgressRegistryOnly, "destinations outside the registry: allow-any or registry-only; restart to change")
+	f.StringVar(&cfg.WebhookURL, "webhook-url", "", "send events chosen by ResponseRules with the webhook action here (JSON POST, HMAC-SHA256 signed, retried with backoff)")
+	f.StringVar(&cfg.WebhookSecretFile, "webhook-secret-file", "", "file holding the webhook's HMAC key (required with --webhook-url; keep it 0600)")
+	f.StringVar(&cfg.SyslogAddr, "syslog-addr", "", "send events chosen by ResponseRules with the syslog action here, RFC 5424: host:port (UDP), udp://host:port or tcp://host:port")
 	_ = cmd.MarkFlagRequired("data-dir")
 	return cmd
 }

@@ -42,6 +42,10 @@ type Config struct {
 	Log        *slog.Logger
 	Jitter     float64 // renew at 50% ± Jitter×lifetime; default 0.1, at most 0.4
 	Seed       uint64  // jitter randomness; tests fix it, 0 means random
+	// Dialer, if set, opens the connections to the identity service. The sidecar passes one
+	// that marks its sockets, so renewals still reach the controller while the pod is
+	// quarantined (the quarantine lets only marked traffic to the controller through).
+	Dialer func(ctx context.Context, addr string) (net.Conn, error)
 }
 
 func (c *Config) validate() error {
@@ -192,7 +196,11 @@ func (s *Source) call(ctx context.Context, withSVID bool, f func(identityv1.Iden
 	if withSVID {
 		tc.GetClientCertificate = func(*tls.CertificateRequestInfo) (*tls.Certificate, error) { return cert, nil }
 	}
-	conn, err := grpc.NewClient("passthrough:///"+s.cfg.Addr, grpc.WithTransportCredentials(credentials.NewTLS(tc)))
+	opts := []grpc.DialOption{grpc.WithTransportCredentials(credentials.NewTLS(tc))}
+	if s.cfg.Dialer != nil {
+		opts = append(opts, grpc.WithContextDialer(s.cfg.Dialer))
+	}
+	conn, err := grpc.NewClient("passthrough:///"+s.cfg.Addr, opts...)
 	if err != nil {
 		return nil, err
 	}
