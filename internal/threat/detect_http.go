@@ -539,7 +539,7 @@ var sensitiveFiles = [...]string{
 	"etc/passwd", "etc/shadow", "etc/group", "etc/hosts", "etc/issue", "etc/motd", "etc/crontab",
 	"proc/self/", "proc/version", "proc/1/", "windows/win.ini", "win.ini", "boot.ini", "system32/",
 	"windows/system.ini", "web-inf/web.xml", "meta-inf/", ".htpasswd", ".htaccess", ".ssh/id_", ".ssh/authorized_keys",
-	"var/log/", "bash_history", "windows/system32/", "windows/system.ini", "etc/nginx/", "etc/apache2/", "etc/httpd/", "inetpub/", "autoexec.bat",
+	"var/log/", "bash_history", "windows/system32/", "sys/class/", "sys/kernel/", "windows/system.ini", "etc/nginx/", "etc/apache2/", "etc/httpd/", "inetpub/", "autoexec.bat",
 }
 
 // Files that only hold secrets (lower-case).
@@ -551,10 +551,39 @@ var restrictedPaths = [...]string{"/.env", "/.git/", "/.svn/", "/.hg/", "/.ssh/"
 	"/.htpasswd", "/.htaccess", "/.bash_history", "/.npmrc", "/.pypirc", "/.git-credentials", "/etc/passwd",
 	"/etc/shadow", "/proc/self/", "/web-inf/", "/meta-inf/", "/@fs/", "/id_rsa", "/.ds_store", "/sys/class/", "/proc/"}
 
+// hiddenSegment is the index of a path segment that starts with '.' and a letter (a dotfile
+// or dot-directory: /.claude/settings.json, /.aiignore), or -1.
+func hiddenSegment(p []byte) int {
+	for i := 0; i+2 < len(p); i++ {
+		if p[i] != '/' || p[i+1] != '.' || !('a' <= p[i+2]|0x20 && p[i+2]|0x20 <= 'z' || p[i+2] == '_') {
+			continue
+		}
+		if hasPrefixFold(p[i:], "/.well-known") || hasPrefixFold(p[i:], "/.netlify/") || hasPrefixFold(p[i:], "/.auth/") {
+			continue // public by design: RFC 8615, Netlify functions, Azure App Service auth
+		}
+		return i
+	}
+	return -1
+}
+
 // restrictedPath: the decoded path asks for one of restrictedPaths.
 func restrictedPath(s *scratch, p []byte) []byte {
 	if bytes.IndexByte(p, '.') < 0 && !containsFold(p, "/proc/") && !containsFold(p, "/etc/") && !containsFold(p, "/sys/") && !containsFold(p, "/@fs/") && !containsFold(p, "-inf/") {
 		return nil
+	}
+	if i := hiddenSegment(p); i >= 0 {
+		return p[i:]
+	}
+	if i := bytes.LastIndexByte(p, '/'); i >= 0 {
+		last := p[i+1:]
+		for _, ext := range [...]string{".sql", ".sql.gz", ".sql.zip", ".sql.bz2", ".sql.xz", ".bak", ".swp", ".dump"} {
+			if hasSuffixFold(last, ext) {
+				return p[i:] // database dumps and editor/backup copies left in the web root
+			}
+		}
+		if containsFold(p, "/wp-content/") && hasSuffixFold(last, ".log") {
+			return p[i:]
+		}
 	}
 	for _, r := range restrictedPaths {
 		if i := indexFold(p, r); i >= 0 {

@@ -383,7 +383,9 @@ for i, fn in enumerate(["holiday.photo.2024.jpg", "Q3 report (final).pdf", "data
     benign.append(req("POST", "/upload", body=mb, ctype=mct))
     benign.append(req("PUT", f"/files/{i}", headers=[f"X-File-Name: {fn}"], body="hello world", ctype="application/octet-stream"))
 for p in ["/.well-known/openid-configuration", "/.well-known/security.txt", "/static/js/vendor.min.js", "/docs/information_schema.html",
-          "/blog/2024/06/union-select-is-not-a-query", "/api/v1/version", "/downloads/app-1.2.3.tar.gz", "/java/lang/String.html"]:
+          "/blog/2024/06/union-select-is-not-a-query", "/api/v1/version", "/downloads/app-1.2.3.tar.gz", "/java/lang/String.html",
+          "/.netlify/functions/subscribe", "/.auth/login/aad/callback", "/docs/v1.2/sql-guide.html", "/reports/2024/q3.summary.pdf",
+          "/api/items/42/history.json", "/static/img/logo.v3.svg", "/blog/why-we-moved-off-mysql.db-dumps"]:
     benign.append(req("GET", p))
 
 def write(path, rows, labelled):
