@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -802,5 +803,28 @@ func TestThreatOnDemandCapture(t *testing.T) {
 	}
 	if up.GetRequestId() != "req-2" || !strings.Contains(up.GetError(), "--capture-dir") || len(up.GetPcap()) != 0 {
 		t.Fatalf("upload %v", up)
+	}
+}
+
+func TestThreatProtocolMismatch(t *testing.T) {
+	view, index := enforceViewOf(t, fmt.Sprintf(threatPolicy, "protect", "", 6379))
+	index().Snapshot().GetSelf().Mode = xdsv1.PolicyMode_POLICY_MODE_PROTECT
+	rep := newFakeReporter()
+	th := newTestThreats(t, rep, nil, nil, nil)
+	th.Apply(index().Snapshot(), view.Load().pol.Set())
+	eng, err := dpi.New(dpi.Config{Protocols: dpi.DefaultProtocols()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	o := ThreatInspector(eng, view, index, th)(context.Background(), StreamInfo{Direction: Inbound, Authenticated: true,
+		Source: spiffeid.RequireFromString("spiffe://example.org/ns/shop/sa/web"), DestPort: 6379})
+	defer o.Close()
+	err = o.FromClient([]byte("GET / HTTP/1.1\r\nHost: cache\r\n\r\n"))
+	var r Replier
+	if !errors.As(err, &r) || !strings.Contains(string(r.Reply()), "403 Forbidden") || !strings.Contains(string(r.Reply()), "threat protocol-mismatch (tcp/6379: http on tcp/6379)") {
+		t.Fatalf("HTTP on the Redis port: %v", err)
+	}
+	if ev := rep.next(t, "protocol-mismatch"); ev.GetSeverity() != "medium" || ev.GetAction() != "block" || ev.GetCategory() != "protocol" {
+		t.Fatalf("event %v", ev)
 	}
 }
