@@ -217,7 +217,7 @@ func (r *Runtime) Run(ctx context.Context) error {
 	}
 
 	var wg sync.WaitGroup
-	errc := make(chan error, 8)
+	errc := make(chan error, 16) // at least one slot per spawned subsystem: a failing one never blocks
 	spawn := func(name string, f func(context.Context) error) {
 		wg.Add(1)
 		go func() {
