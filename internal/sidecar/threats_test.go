@@ -828,3 +828,35 @@ func TestThreatProtocolMismatch(t *testing.T) {
 		t.Fatalf("event %v", ev)
 	}
 }
+
+// FuzzThreatInspector: hostile client and server bytes never panic the inbound inspection
+// (DPI, policy, framer, detectors, DLP).
+func FuzzThreatInspector(f *testing.F) {
+	f.Add([]byte("POST /a?x=1 HTTP/1.1\r\nTransfer-Encoding: chunked\r\nContent-Length: 3\r\n\r\n3\r\nabc\r\n0\r\n\r\nGET / HTTP/1.1\r\n\r\n"), []byte("HTTP/1.1 200 OK\r\n\r\n4111 1111 1111 1111"), 5)
+	f.Add([]byte("*3\r\n$6\r\nCONFIG\r\n$3\r\nSET\r\n$3\r\ndir\r\n"), []byte("+OK\r\n"), 2)
+	view, index := enforceViewOf(f, fmt.Sprintf(threatPolicy, "protect", ", sensors: {dlp: {patterns: [credit-card]}}", 8080))
+	th, err := NewThreats(ThreatsConfig{Workload: "shop/redis", Clock: clockwork.NewRealClock(), Log: quietLog(), Reporter: newFakeReporter()})
+	if err != nil {
+		f.Fatal(err)
+	}
+	th.Apply(index().Snapshot(), view.Load().pol.Set())
+	eng, err := dpi.New(dpi.Config{Protocols: dpi.DefaultProtocols()})
+	if err != nil {
+		f.Fatal(err)
+	}
+	insp := ThreatInspector(eng, view, index, th)
+	f.Fuzz(func(t *testing.T, cli, srv []byte, step int) {
+		if step <= 0 || step > len(cli)+1 {
+			step = len(cli) + 1
+		}
+		o := insp(context.Background(), StreamInfo{Direction: Inbound, DestPort: 8080})
+		for i := 0; i < len(cli); i += step {
+			if o.FromClient(cli[i:min(i+step, len(cli))]) != nil {
+				break
+			}
+		}
+		_ = o.FromServer(srv)
+		o.Close()
+		o.(Annotator).Annotate(&ConnReport{})
+	})
+}
