@@ -860,3 +860,31 @@ func FuzzThreatInspector(f *testing.F) {
 		o.(Annotator).Annotate(&ConnReport{})
 	})
 }
+
+func TestThreatDLPInResponses(t *testing.T) {
+	view, index := enforceViewOf(t, fmt.Sprintf(threatPolicy, "protect", ", sensors: {dlp: {patterns: [credit-card, aws-access-key], action: block}}", 8080))
+	index().Snapshot().GetSelf().Mode = xdsv1.PolicyMode_POLICY_MODE_MONITOR
+	rep := newFakeReporter()
+	th := newTestThreats(t, rep, nil, nil, nil)
+	th.Apply(index().Snapshot(), view.Load().pol.Set())
+	eng, err := dpi.New(dpi.Config{Protocols: dpi.DefaultProtocols()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	o := ThreatInspector(eng, view, index, th)(context.Background(), StreamInfo{Direction: Inbound, Authenticated: true,
+		Source: spiffeid.RequireFromString("spiffe://example.org/ns/shop/sa/web"), DestPort: 8080})
+	defer o.Close()
+	if err := o.FromClient([]byte("GET /me HTTP/1.1\r\nHost: api\r\n\r\n")); err != nil {
+		t.Fatalf("request refused: %v", err)
+	}
+	if err := o.FromServer([]byte("HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 40\r\n\r\n")); err != nil {
+		t.Fatalf("response head refused: %v", err)
+	}
+	// The sensor blocks (its action overrides monitor mode): the leaking response is cut.
+	if err := o.FromServer([]byte(`{"card":"5500 0000 0000 0004","x":1}    `)); err == nil || !strings.Contains(err.Error(), "threat dlp") {
+		t.Fatalf("leaking response: %v", err)
+	}
+	if ev := rep.next(t, "dlp"); ev.GetAction() != "block" || !strings.Contains(ev.GetReason(), "response-body") || ev.GetMode() != "monitor" {
+		t.Fatalf("event %v", ev)
+	}
+}
