@@ -33,8 +33,9 @@ func closeWrite(w io.Writer) {
 // copyHalf copies src to dst until EOF, flushing dst after each write when it can (HTTP/2
 // response writers buffer), then half-closes dst. It returns the bytes copied and the first
 // error other than EOF. observe, if set, sees each chunk first; its error stops the copy
-// (without half-closing dst) and comes back as a *denyError, except a *Drop when back (the
-// writer to src's peer) is set: then the chunk is skipped and the drop's reply written back.
+// (without half-closing dst) and comes back as a *denyError, except a *Drop (its Forward
+// replaces the chunk; its reply is written to back, the writer to src's peer, and a Drop
+// with a reply but no back is a denial) and a splicer (it writes the chunk itself).
 func (bp *bufPool) copyHalf(dst io.Writer, src io.Reader, observe func([]byte) error, back io.Writer) (int64, error) {
 	b := bp.get()
 	defer bp.put(b)
@@ -44,24 +45,35 @@ func (bp *bufPool) copyHalf(dst io.Writer, src io.Reader, observe func([]byte) e
 	for {
 		nr, rerr := src.Read(buf)
 		if nr > 0 {
-			forward := true
+			out := buf[:nr]
 			if observe != nil {
-				if err := observe(buf[:nr]); err != nil {
-					var d *Drop
-					if back == nil || !errors.As(err, &d) {
-						return n, &denyError{err: err}
+				if err := observe(out); err != nil {
+					if sp, ok := err.(splicer); ok {
+						nw, werr := sp.writeChunk(dst, out)
+						n += int64(nw)
+						if werr != nil {
+							return n, werr
+						}
+						if fl != nil {
+							fl.Flush()
+						}
+						out = nil
+					} else {
+						d, ok := err.(*Drop)
+						if !ok && !errors.As(err, &d) || back == nil && len(d.Reply) > 0 {
+							return n, &denyError{err: err}
+						}
+						if len(d.Reply) > 0 {
+							if werr := d.sendReply(back); werr != nil {
+								return n, werr
+							}
+						}
+						out = d.Forward
 					}
-					if _, werr := back.Write(d.Reply); werr != nil {
-						return n, werr
-					}
-					if f, ok := back.(http.Flusher); ok {
-						f.Flush()
-					}
-					forward = false
 				}
 			}
-			if forward {
-				nw, werr := dst.Write(buf[:nr])
+			if len(out) > 0 {
+				nw, werr := dst.Write(out)
 				n += int64(nw)
 				if werr != nil {
 					return n, werr
@@ -79,6 +91,14 @@ func (bp *bufPool) copyHalf(dst io.Writer, src io.Reader, observe func([]byte) e
 			return n, rerr // no half-close: the caller may still have to answer on dst
 		}
 	}
+}
+
+// splicer is an observer's answer asking copyHalf to write the chunk through it rather than
+// directly: the HTTP/2 layer (grpcdeny.go) puts its replies between the server's frames.
+// It is not a verdict.
+type splicer interface {
+	error
+	writeChunk(dst io.Writer, p []byte) (int, error)
 }
 
 // isClosedErr tells errors caused by our own teardown from real failures.
