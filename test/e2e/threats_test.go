@@ -548,6 +548,15 @@ func TestThreatDNSTunnel(t *testing.T) {
 		return strings.Contains(Run(t, "quarantine", "list").Stdout, "shop/tunnel")
 	})
 	t.Logf("quarantine list:\n%s", MustRun(t, "quarantine", "list").Stdout)
+	// Shown in status and in the events too.
+	for _, verb := range [][]string{{"status"}, {"lab", "status"}} {
+		if out := Run(t, verb...).Stdout; !strings.Contains(out, "Quarantined: 1") || !strings.Contains(out, "shop/tunnel") {
+			t.Errorf("meshguard %s does not show the quarantine:\n%s", strings.Join(verb, " "), out)
+		}
+	}
+	waitUntil(t, "a quarantine.applied event for shop/tunnel", 30*time.Second, func() bool {
+		return auditEvent(t, "quarantine.applied", "shop/tunnel")
+	})
 
 	// Processes keep running; connections are cut, the established one included.
 	// DNS is cut too, the delegated zone included: the tunnel cannot carry on.
@@ -600,6 +609,12 @@ func TestThreatDNSTunnel(t *testing.T) {
 	if out := MustRun(t, "quarantine", "list").Stdout; strings.Contains(out, "shop/tunnel") {
 		t.Errorf("quarantine list still shows shop/tunnel after release:\n%s", out)
 	}
+	if out := Run(t, "status").Stdout; !strings.Contains(out, "Quarantined: none") {
+		t.Errorf("status after release:\n%s", out)
+	}
+	waitUntil(t, "a quarantine.released event for shop/tunnel", 30*time.Second, func() bool {
+		return auditEvent(t, "quarantine.released", "shop/tunnel")
+	})
 
 	// On-demand capture while the pod talks to web.
 	loopOut, _, _ := startInPod(t, "tunnel", "sh", "-c",
@@ -644,4 +659,21 @@ func firstLineWith(s, sub string) string {
 		}
 	}
 	return ""
+}
+
+// auditEvent reports whether an event named name mentions workload (any kind: the audit trail
+// of response actions).
+func auditEvent(t *testing.T, name, workload string) bool {
+	t.Helper()
+	r := Run(t, "get", "events", "--since", "30m", "-o", "json")
+	var evs []events.Event
+	if r.Code != 0 || json.Unmarshal([]byte(r.Stdout), &evs) != nil {
+		return false
+	}
+	for _, e := range evs {
+		if b, _ := json.Marshal(e); e.Name == name && bytes.Contains(b, []byte(workload)) {
+			return true
+		}
+	}
+	return false
 }
