@@ -430,23 +430,63 @@ func charRef(b []byte) (byte, int) {
 func containsFold(b []byte, s string) bool { return indexFold(b, s) >= 0 }
 
 // indexFold is the index of the first match of the lower-case ASCII string s in b, ignoring
-// ASCII case, or -1; an empty s matches at 0.
+// ASCII case, or -1; an empty s matches at 0. Candidates for the first byte are found with
+// bytes.IndexByte (vectorised) for both cases, so long values without the first letter cost
+// one or two scans.
 func indexFold(b []byte, s string) int {
 	if len(s) == 0 {
 		return 0
 	}
+	n := len(b) - len(s) + 1
+	if n <= 0 {
+		return -1
+	}
+	// Most markers hold a non-letter ("sleep(", "java.lang.", "$_get"): when b lacks it (one
+	// vectorised scan) there is no match, which settles most benign values at once.
+	for k := 0; k < len(s); k++ {
+		if c := s[k]; c < 'a' || c > 'z' {
+			if bytes.IndexByte(b, c) < 0 {
+				return -1
+			}
+			break
+		}
+	}
 	c0 := s[0]
-	for i := 0; i+len(s) <= len(b); i++ {
-		if lower(b[i]) != c0 {
-			continue
+	up := c0
+	if 'a' <= c0 && c0 <= 'z' {
+		up = c0 - 'a' + 'A'
+	}
+	nl, nu := -2, -2 // next candidate positions per case (-2: not searched yet, -1: none)
+	for i := 0; i < n; {
+		if nl != -1 && nl < i {
+			if k := bytes.IndexByte(b[i:n], c0); k >= 0 {
+				nl = i + k
+			} else {
+				nl = -1
+			}
 		}
-		j := 1
-		for j < len(s) && lower(b[i+j]) == s[j] {
-			j++
+		if up != c0 && nu != -1 && nu < i {
+			if k := bytes.IndexByte(b[i:n], up); k >= 0 {
+				nu = i + k
+			} else {
+				nu = -1
+			}
 		}
-		if j == len(s) {
-			return i
+		j := nl
+		if up != c0 && nu >= 0 && (j < 0 || nu < j) {
+			j = nu
 		}
+		if j < 0 {
+			return -1
+		}
+		k := 1
+		for k < len(s) && lower(b[j+k]) == s[k] {
+			k++
+		}
+		if k == len(s) {
+			return j
+		}
+		i = j + 1
 	}
 	return -1
 }

@@ -2,6 +2,7 @@ package threat
 
 import (
 	"bytes"
+	"math/bits"
 	"strings"
 )
 
@@ -43,33 +44,25 @@ func findJava(v []byte) ([]byte, bool) {
 	if i := serializedJava(v); i >= 0 {
 		return v[i:], true
 	}
-	if !hasJavaChar(v) {
-		return nil, false
-	}
-	for _, m := range javaGadgets {
-		if i := javaToken(v, m, false); i >= 0 {
-			return v[i:], true
-		}
+	if i := javaGadgetSet.scan(v, func(i int, m string) bool { return javaTokenAt(v, i, m, false) }); i >= 0 {
+		return v[i:], true
 	}
 	if !shortLine(v) && (len(v) > 4<<10 || bytes.IndexByte(v, '\n') >= 0) {
 		return nil, false
 	}
 	words := wordy(v)
-	for _, m := range javaStrong {
-		if words && !javaCodeMarker(m) {
-			continue // "ProcessBuilder vs Runtime.exec in Java": a question about the class
-		}
-		if i := javaToken(v, m, false); i >= 0 {
-			return v[i:], true
-		}
+	// "ProcessBuilder vs Runtime.exec in Java": a question about the class, unless the marker
+	// is code by its punctuation.
+	if i := javaStrongSet.scan(v, func(i int, m string) bool {
+		return (!words || javaCodeMarker(m)) && javaTokenAt(v, i, m, false)
+	}); i >= 0 {
+		return v[i:], true
 	}
 	if words || isProse(v) {
 		return nil, false
 	}
-	for _, m := range javaWeak {
-		if i := javaToken(v, m, m[len(m)-1] != '.'); i >= 0 {
-			return v[i:], true
-		}
+	if i := javaWeakSet.scan(v, func(i int, m string) bool { return javaTokenAt(v, i, m, m[len(m)-1] != '.') }); i >= 0 {
+		return v[i:], true
 	}
 	return nil, false
 }
@@ -84,9 +77,22 @@ func javaCodeMarker(m string) bool {
 // scripts"), not code.
 func wordy(v []byte) bool {
 	tokens, plain := 0, 0
-	for _, t := range bytes.Fields(v) {
+	for i := 0; i < len(v); {
+		for i < len(v) && (v[i] == ' ' || v[i] == '\t' || v[i] == '\n' || v[i] == '\r') {
+			i++
+		}
+		if i == len(v) {
+			break
+		}
+		j := i
+		for j < len(v) && v[j] != ' ' && v[j] != '\t' && v[j] != '\n' && v[j] != '\r' {
+			j++
+		}
+		t := v[i:j]
+		for len(t) > 0 && (t[len(t)-1] == '?' || t[len(t)-1] == '!' || t[len(t)-1] == '.' || t[len(t)-1] == ',' || t[len(t)-1] == ':') {
+			t = t[:len(t)-1]
+		}
 		tokens++
-		t = bytes.TrimRight(t, "?!.,:")
 		ok := len(t) > 0
 		for _, c := range t {
 			if !('a' <= c|0x20 && c|0x20 <= 'z' || c >= 0x80) {
@@ -97,46 +103,27 @@ func wordy(v []byte) bool {
 		if ok {
 			plain++
 		}
+		i = j
 	}
 	return tokens >= 3 && plain*2 > tokens
 }
 
-// hasJavaChar is a cheap pre-filter: every marker contains a '.', '_' or one of the gadget
-// words' letters in sequence; values without a dot, '_' or '(' cannot match.
-func hasJavaChar(v []byte) bool {
-	return bytes.IndexByte(v, '.') >= 0 || containsFold(v, "processbuilder") || containsFold(v, "transformer") ||
-		containsFold(v, "factory") || containsFold(v, "closure") || containsFold(v, "impl") || containsFold(v, "ognl") ||
-		containsFold(v, "javassist") || containsFold(v, "classloader") || containsFold(v, "declaredclass") || containsFold(v, "propertyutilsbean")
-}
-
-// javaToken is the index of marker m in v where it starts a token (not preceded by a letter,
-// digit or dot) and does not name an exception or error class, or -1. exact: the class name
-// must end with m (org.apache.commons, not org.apache.commons.lang3.StringUtils).
-func javaToken(v []byte, m string, exact bool) int {
-	for from := 0; from < len(v); {
-		i := indexFold(v[from:], m)
-		if i < 0 {
-			return -1
-		}
-		i += from
-		from = i + 1
-		if i > 0 && (isIdentByte(v[i-1]) && m[0] != '@' && m[0] != '#' && !isGadgetWord(m) || v[i-1] == '.' && m[len(m)-1] == '.') {
-			continue
-		}
-		end := i + len(m)
-		for end < len(v) && (isIdentByte(v[end]) || v[end] == '.' || v[end] == '$') {
-			end++
-		}
-		cls := v[i:end]
-		if exact && end != i+len(m) {
-			continue
-		}
-		if hasSuffixFold(cls, "exception") || hasSuffixFold(cls, "error") || containsFold(cls, "exception.") {
-			continue
-		}
-		return i
+// javaTokenAt: marker m found at v[i] starts a token (not preceded by a letter, digit or dot)
+// and does not name an exception or error class. exact: the class name must end with m
+// (org.apache.commons, not org.apache.commons.lang3.StringUtils).
+func javaTokenAt(v []byte, i int, m string, exact bool) bool {
+	if i > 0 && (isIdentByte(v[i-1]) && m[0] != '@' && m[0] != '#' && !isGadgetWord(m) || v[i-1] == '.' && m[len(m)-1] == '.') {
+		return false
 	}
-	return -1
+	end := i + len(m)
+	for end < len(v) && (isIdentByte(v[end]) || v[end] == '.' || v[end] == '$') {
+		end++
+	}
+	if exact && end != i+len(m) {
+		return false
+	}
+	cls := v[i:end]
+	return !hasSuffixFold(cls, "exception") && !hasSuffixFold(cls, "error") && !containsFold(cls, "exception.")
 }
 
 // isGadgetWord: markers that are class simple names, matched inside longer identifiers too
@@ -176,12 +163,8 @@ func findNode(v []byte) ([]byte, bool) {
 	if bytes.IndexByte(v, '_') < 0 && bytes.IndexByte(v, '.') < 0 && bytes.IndexByte(v, '(') < 0 && bytes.IndexByte(v, '[') < 0 {
 		return nil, false
 	}
-	for _, m := range [...]string{"_$$nd_func$$_", "process.mainmodule", "process.binding(", "global.process.", "this.constructor.constructor",
-		"constructor.constructor(", "process.dlopen", "__js_function", "require.main.", "constructor._load(", ":constructor:constructor",
-		":module:prototype", ":__proto__:"} {
-		if i := indexFold(v, m); i >= 0 {
-			return v[i:], true
-		}
+	if i := nodeAlwaysSet.scan(v, func(int, string) bool { return true }); i >= 0 {
+		return v[i:], true
 	}
 	// node-serialize's marker in base64 (_$$ND_FUNC$$_ -> XyQkTkRfRlVOQyQk).
 	if i := bytes.Index(v, []byte("XyQkTkRfRlVOQyQk")); i >= 0 {
@@ -198,18 +181,13 @@ func findNode(v []byte) ([]byte, bool) {
 	if t := bytes.TrimSpace(v); bytes.EqualFold(t, []byte("process.env")) {
 		return t, true
 	}
-	for _, m := range [...]string{"child_process", "process[", "require[", "process.spawn(", ".execsync(", ".spawnsync(", "new function(",
-		"new function (", "eval(string.fromcharcode", "[constructor][prototype]", "__proto__", "constructor.prototype", "constructor[prototype]", "constructor[\"prototype\"]",
-		"constructor['prototype']", "require(", "module.exports=", "module.exports =", "process.env[", "process[\"env\"]", "process['env']"} {
-		if i := indexFold(v, m); i >= 0 {
-			if m == "require(" && (i+8 >= len(v) || (v[i+8] != '\'' && v[i+8] != '"' && v[i+8] != '`')) {
-				continue
-			}
-			if m == "__proto__" && !protoUse(v, i) {
-				continue
-			}
-			return v[i:], true
+	if i := nodeShortSet.scan(v, func(i int, m string) bool {
+		if m == "require(" && (i+8 >= len(v) || (v[i+8] != '\'' && v[i+8] != '"' && v[i+8] != '`')) {
+			return false
 		}
+		return m != "__proto__" || protoUse(v, i)
+	}); i >= 0 {
+		return v[i:], true
 	}
 	return nil, false
 }
@@ -348,12 +326,8 @@ func findPHPMore(v []byte) ([]byte, bool) {
 	if !shortLine(v) {
 		return nil, false
 	}
-	for _, m := range [...]string{"[php]", "{php}", "[/php]", "{/php}", "[\\php]", "ssh2.shell://", "ssh2.exec://", "ssh2.sftp://", "ssh2.scp://",
-		"ssh2.tunnel://", "compress.zlib://", "compress.bzip2://", "glob://", "rar://", "ogg://", "allow_url_include", "auto_prepend_file",
-		"auto_append_file", "disable_functions", "open_basedir"} {
-		if i := indexFold(v, m); i >= 0 {
-			return v[i:], true
-		}
+	if i := phpMarkerSet.scan(v, func(int, string) bool { return true }); i >= 0 {
+		return v[i:], true
 	}
 	if bytes.IndexByte(v, '$') >= 0 {
 		for _, g := range [...]string{"$_get", "$_post", "$_server", "$_cookie", "$_request", "$_files", "$_env", "$_session", "$globals", "$http_raw_post_data", "$http_get_vars"} {
@@ -373,32 +347,29 @@ func findPHPMore(v []byte) ([]byte, bool) {
 		return nil, false
 	}
 	words := wordy(v)
-	for _, f := range phpOnlyFunctions {
+	if i := phpOnlySet.scan(v, func(i int, f string) bool {
 		if words && strings.IndexByte(f, '_') < 0 {
-			continue // "ord('a') in python": a question about a function
+			return false // "ord('a') in python": a question about a function
 		}
-		for from := 0; from < len(v); {
-			i := indexFold(v[from:], f)
-			if i < 0 {
-				break
-			}
-			i += from
-			from = i + len(f)
-			if i > 0 && isIdentByte(v[i-1]) && (len(f) < 8 || strings.IndexByte(f, '_') < 0) {
-				continue // "ord" in "words(", but FOOcall_user_func( still counts
-			}
-			j := skipPHPBlanks(v[i+len(f):])
-			if len(j) == 0 || j[0] != '(' {
-				continue
-			}
-			if phpWordy(f) || strings.IndexByte(f, '_') < 0 && len(f) < 8 {
-				a := bytes.TrimLeft(j[1:], " ")
-				if len(a) == 0 || !(a[0] == '\'' || a[0] == '"' || a[0] == '$' || isIdentByte(a[0]) && bytes.IndexByte(a, '(') > 0) {
-					continue
-				}
-			}
-			return v[i:], true
+		if i > 0 && isIdentByte(v[i-1]) && (len(f) < 8 || strings.IndexByte(f, '_') < 0) {
+			return false // "ord" in "words(", but FOOcall_user_func( still counts
 		}
+		if i+len(f) < len(v) && isIdentByte(v[i+len(f)]) {
+			return false
+		}
+		j := skipPHPBlanks(v[i+len(f):])
+		if len(j) == 0 || j[0] != '(' {
+			return false
+		}
+		if phpWordy(f) || strings.IndexByte(f, '_') < 0 && len(f) < 8 {
+			a := bytes.TrimLeft(j[1:], " ")
+			if len(a) == 0 || !(a[0] == '\'' || a[0] == '"' || a[0] == '$' || isIdentByte(a[0]) && bytes.IndexByte(a, '(') > 0) {
+				return false
+			}
+		}
+		return true
+	}); i >= 0 {
+		return v[i:], true
 	}
 	return nil, false
 }
@@ -411,6 +382,9 @@ var phpExecFunctions = [...]string{"system", "exec", "shell_exec", "passthru", "
 // suppression (@exec('x')), as a quoted, parenthesized or bracketed callable ("system"(ls),
 // (system)('id'), [system][0](ls)), or as the whole value (system(whoami)).
 func phpCallable(v []byte) int {
+	if bytes.IndexByte(v, '(') < 0 {
+		return -1
+	}
 	for _, f := range phpExecFunctions {
 		for from := 0; from < len(v); {
 			i := indexFold(v[from:], f)
@@ -571,26 +545,23 @@ func findSQLFragment(v []byte, callsOnly bool) ([]byte, bool) {
 		return nil, false
 	}
 	words := wordy(v)
-	for _, m := range sqlOnlyMarkers {
-		if callsOnly && m[len(m)-1] != '(' {
-			continue // in a path only function calls: /docs/information_schema is a page
+	if i := sqlOnlySet.scan(v, func(i int, m string) bool {
+		switch {
+		case callsOnly && m[len(m)-1] != '(':
+			return false // in a path only function calls: /docs/information_schema is a page
+		case i > 0 && isIdentByte(v[i-1]) && m[0] != '@' && m[0] != ':' && m[0] != '/':
+			return false
+		case m == "sleep(" && !sleepCall(v[i+6:]):
+			return false // "sleep(8) hours": a number then words
+		case m[len(m)-1] == '(' && i+len(m) < len(v) && v[i+len(m)] == ')':
+			return false // concat_ws(): a name in a sentence, no arguments to inject
+		case words && !sqlStrongInPhrase(m):
+			return false // "database() call failed", "pg_catalog docs": a phrase naming it
+		case m[0] == ':' && i+len(m) < len(v) && isIdentByte(v[i+len(m)]):
+			return false // ::integer, ::textarea
 		}
-		i := indexFold(v, m)
-		if i < 0 || (i > 0 && isIdentByte(v[i-1]) && m[0] != '@' && m[0] != ':' && m[0] != '/') {
-			continue
-		}
-		if m == "sleep(" && !sleepCall(v[i+6:]) {
-			continue // "sleep(8) hours": a number then words
-		}
-		if m[len(m)-1] == '(' && i+len(m) < len(v) && v[i+len(m)] == ')' {
-			continue // concat_ws(): a name in a sentence, no arguments to inject
-		}
-		if words && !sqlStrongInPhrase(m) {
-			continue // "database() call failed", "pg_catalog docs": a phrase naming it
-		}
-		if m[0] == ':' && i+len(m) < len(v) && isIdentByte(v[i+len(m)]) {
-			continue // ::integer, ::textarea
-		}
+		return true
+	}); i >= 0 {
 		return v[i:], true
 	}
 	if callsOnly {
@@ -603,14 +574,13 @@ func findSQLFragment(v []byte, callsOnly bool) ([]byte, bool) {
 	if words {
 		return nil, false
 	}
-	for _, m := range [...]string{"procedure analyse", "execute immediate", "exec master.", "exec(@", "exec (@", "declare @", "declare/**/@",
-		"mysql.db", "msysaccessobjects", "northwind", "tempdb", "msdb.", "schema_name"} {
-		if i := indexFold(v, m); i >= 0 && (i == 0 || !isIdentByte(v[i-1])) {
-			if m[len(m)-1] == '@' && !declareVar(v[i+len(m):]) {
-				continue // "declare @var in t-sql"
-			}
-			return v[i:], true
+	if i := sqlMiscSet.scan(v, func(i int, m string) bool {
+		if i > 0 && isIdentByte(v[i-1]) {
+			return false
 		}
+		return m[len(m)-1] != '@' || declareVar(v[i+len(m):]) // not "declare @var in t-sql"
+	}); i >= 0 {
+		return v[i:], true
 	}
 	if i := danglingSQLCall(v); i >= 0 {
 		return v[i:], true
@@ -777,19 +747,18 @@ func findWindowsCmd(v []byte) ([]byte, bool) {
 	if !shortLine(v) && len(v) > 4096 {
 		return nil, false
 	}
-	for _, m := range powershellMarkers {
-		i := indexFold(v, m)
-		if i < 0 || i > 0 && isIdentByte(v[i-1]) {
-			continue
+	if i := powershellSet.scan(v, func(i int, m string) bool {
+		if i > 0 && isIdentByte(v[i-1]) {
+			return false
 		}
 		if strings.IndexByte(m, '-') >= 0 && strings.IndexByte(m, ' ') < 0 && m[0] != '-' {
 			// A cmdlet needs PowerShell arguments: Invoke-WebRequest -Uri, iex $x, ("..."), a URL;
 			// "Invoke-WebRequest returns 403" is a question about it.
 			a := bytes.TrimLeft(v[i+len(m):], " \t")
-			if len(a) == 0 || !(a[0] == '-' || a[0] == '$' || a[0] == '(' || a[0] == '"' || a[0] == '\'' || a[0] == '{' || a[0] == '|' || hasPrefixFold(a, "http")) {
-				continue
-			}
+			return len(a) > 0 && (a[0] == '-' || a[0] == '$' || a[0] == '(' || a[0] == '"' || a[0] == '\'' || a[0] == '{' || a[0] == '|' || hasPrefixFold(a, "http"))
 		}
+		return true
+	}); i >= 0 {
 		return v[i:], true
 	}
 	if !shortLine(v) {
@@ -863,11 +832,8 @@ func findXSSMore(s *scratch, v []byte) ([]byte, bool) {
 			}
 		}
 	}
-	for _, m := range [...]string{"alert`", "prompt`", "confirm`", "eval`", ".call`", ".apply`", "function`", "![]+", "+!![]", "!+[]", "[]+[]",
-		"<v:vmlframe", ":vmlframe", "<x:script", "javascript&colon;"} {
-		if i := indexFold(v, m); i >= 0 {
-			return v[i:], true
-		}
+	if i := xssMarkerSet.scan(v, func(int, string) bool { return true }); i >= 0 {
+		return v[i:], true
 	}
 	// Attribute break-out: a quote (or "<tag ") then an event handler or formaction.
 	for i := 0; i+4 < len(v); i++ {
@@ -909,6 +875,9 @@ func findXSSMore(s *scratch, v []byte) ([]byte, bool) {
 		}
 	}
 	// DOM sinks behind comments, spaces and bracket notation: normalise and look again.
+	if bytes.IndexByte(v, '.') < 0 && bytes.IndexByte(v, '[') < 0 {
+		return nil, false
+	}
 	if !containsFold(v, "document") && !containsFold(v, "window") && !containsFold(v, "self") && !containsFold(v, "top") && !containsFold(v, "parent") {
 		return nil, false
 	}
@@ -972,3 +941,77 @@ func mongoOperatorJSON(v []byte) bool {
 	}
 	return false
 }
+
+// markerSet finds many case-insensitive markers in one pass over a value: a table from a
+// value byte to the markers that start with it (lists of up to 128), built once from the
+// marker lists above and read-only afterwards.
+type markerSet struct {
+	list  []string
+	first [256][2]uint64
+}
+
+func newMarkerSet(list []string) *markerSet {
+	if len(list) > 128 {
+		panic("threat: marker list longer than 128") // a programming error caught by the tests
+	}
+	ms := &markerSet{list: list}
+	for k, m := range list {
+		c := m[0]
+		ms.first[c][k/64] |= 1 << (k % 64)
+		if 'a' <= c && c <= 'z' {
+			ms.first[c-'a'+'A'][k/64] |= 1 << (k % 64)
+		}
+	}
+	return ms
+}
+
+// scan calls ok for each marker occurrence in v (by position, then list order) until ok
+// accepts one, and returns its position, or -1.
+func (ms *markerSet) scan(v []byte, ok func(i int, m string) bool) int {
+	for i := 0; i < len(v); i++ {
+		b := ms.first[v[i]]
+		for w := 0; w < 2; w++ {
+			for bits := b[w]; bits != 0; bits &= bits - 1 {
+				m := ms.list[w*64+bits64TrailingZeros(bits)]
+				if len(v)-i >= len(m) && hasPrefixFold(v[i:], m) && ok(i, m) {
+					return i
+				}
+			}
+		}
+	}
+	return -1
+}
+
+func bits64TrailingZeros(x uint64) int { return bits.TrailingZeros64(x) }
+
+var (
+	javaGadgetSet = newMarkerSet(javaGadgets[:])
+	javaStrongSet = newMarkerSet(javaStrong[:])
+	javaWeakSet   = newMarkerSet(javaWeak[:])
+	sqlOnlySet    = newMarkerSet(sqlOnlyMarkers[:])
+	phpOnlySet    = newMarkerSet(phpOnlyFunctions[:])
+	powershellSet = newMarkerSet(powershellMarkers[:])
+	nodeAlwaysSet = newMarkerSet(nodeAlways[:])
+	nodeShortSet  = newMarkerSet(nodeShort[:])
+	phpMarkerSet  = newMarkerSet(phpMarkers[:])
+	sqlMiscSet    = newMarkerSet(sqlMisc[:])
+	xssMarkerSet  = newMarkerSet(xssMarkers[:])
+)
+
+var nodeAlways = [...]string{"_$$nd_func$$_", "process.mainmodule", "process.binding(", "global.process.", "this.constructor.constructor",
+	"constructor.constructor(", "process.dlopen", "__js_function", "require.main.", "constructor._load(", ":constructor:constructor",
+	":module:prototype", ":__proto__:"}
+
+var nodeShort = [...]string{"child_process", "process[", "require[", "process.spawn(", ".execsync(", ".spawnsync(", "new function(",
+	"new function (", "eval(string.fromcharcode", "[constructor][prototype]", "__proto__", "constructor.prototype", "constructor[prototype]", "constructor[\"prototype\"]",
+	"constructor['prototype']", "require(", "module.exports=", "module.exports =", "process.env[", "process[\"env\"]", "process['env']"}
+
+var phpMarkers = [...]string{"[php]", "{php}", "[/php]", "{/php}", "[\\php]", "ssh2.shell://", "ssh2.exec://", "ssh2.sftp://", "ssh2.scp://",
+	"ssh2.tunnel://", "compress.zlib://", "compress.bzip2://", "glob://", "rar://", "ogg://", "allow_url_include", "auto_prepend_file",
+	"auto_append_file", "disable_functions", "open_basedir"}
+
+var sqlMisc = [...]string{"procedure analyse", "execute immediate", "exec master.", "exec(@", "exec (@", "declare @", "declare/**/@",
+	"mysql.db", "msysaccessobjects", "northwind", "tempdb", "msdb.", "schema_name"}
+
+var xssMarkers = [...]string{"alert`", "prompt`", "confirm`", "eval`", ".call`", ".apply`", "function`", "![]+", "+!![]", "!+[]", "[]+[]",
+	"<v:vmlframe", ":vmlframe", "<x:script", "javascript&colon;"}

@@ -552,6 +552,15 @@ func looksJSON(b []byte) bool {
 	return len(b) > 0 && (b[0] == '{' || b[0] == '[')
 }
 
+// hasPrefixFold: b starts with the lower-case ASCII string p, ignoring ASCII case.
 func hasPrefixFold(b []byte, p string) bool {
-	return len(b) >= len(p) && bytes.EqualFold(b[:len(p)], []byte(p))
+	if len(b) < len(p) {
+		return false
+	}
+	for i := 0; i < len(p); i++ {
+		if lower(b[i]) != p[i] {
+			return false
+		}
+	}
+	return true
 }
