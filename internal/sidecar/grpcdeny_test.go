@@ -215,6 +215,95 @@ func TestH2ManyConcurrentCallsMixed(t *testing.T) {
 	}
 }
 
+// Refused calls with large messages: their DATA is dropped and credited back, so the
+// connection's flow-control window never runs dry for the calls that follow.
+func TestH2RefusedUploadsKeepFlowControl(t *testing.T) {
+	hc, hs, dials, _ := grpcThroughMesh(t, "Check")
+	ctx := callCtx(t)
+	big := strings.Repeat("s", 200<<10)
+	for i := range 20 { // 4 MB: far more than gRPC's initial connection window
+		_, err := hc.Check(ctx, &healthpb.HealthCheckRequest{Service: big})
+		if status.Code(err) != codes.PermissionDenied {
+			t.Fatalf("Check %d: %v", i, err)
+		}
+	}
+	if _, err := hc.List(ctx, &healthpb.HealthListRequest{}); err != nil {
+		t.Fatalf("List after the refusals: %v", err)
+	}
+	if hs.lists.Load() != 1 || dials.Load() != 1 {
+		t.Fatalf("lists %d, dials %d", hs.lists.Load(), dials.Load())
+	}
+}
+
+// The enforcer itself (policy, DPI, reports) refusing a gRPC method with the HTTP/2 layer;
+// it runs once enforce.go opts in (refusesHTTP2 and h2Refusal in FromClient).
+func TestH2EnforcerRefusesGRPCMethod(t *testing.T) {
+	if _, ok := any(&enforcer{}).(h2Refuser); !ok {
+		t.Skip("enforce.go does not use the HTTP/2 layer yet (see grpcdeny.go)")
+	}
+	ln := listenLocal(t)
+	gs := grpc.NewServer()
+	hs := &healthSrv{}
+	healthpb.RegisterHealthServer(gs, hs)
+	go func() { _ = gs.Serve(ln) }()
+	t.Cleanup(gs.Stop)
+	port := ln.Addr().(*net.TCPAddr).Port
+	view, index := enforceViewOf(t, fmt.Sprintf(`apiVersion: meshguard.io/v1alpha1
+kind: Group
+metadata: {name: redis, namespace: shop}
+spec: {mode: protect}
+---
+apiVersion: meshguard.io/v1alpha1
+kind: Group
+metadata: {name: web, namespace: shop}
+spec: {mode: discover}
+---
+apiVersion: meshguard.io/v1alpha1
+kind: NetworkRule
+metadata: {name: health-check, namespace: shop}
+spec: {from: {group: web}, to: {group: redis}, ports: [tcp/%d], applications: [grpc], action: allow,
+  l7: {grpc: {methods: [grpc.health.v1.Health/Check]}}}
+`, port))
+	eng, err := dpi.New(dpi.Config{Protocols: dpi.DefaultProtocols()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := newMesh(t, func(c *InboundConfig) {
+		c.Admit = policyAdmitter(view, index)
+		c.Inspect = EnforcingInspector(eng, view, index)
+	})
+	var dials atomic.Int32
+	cc, err := grpc.NewClient("passthrough:///health", grpc.WithTransportCredentials(insecure.NewCredentials()),
+		grpc.WithContextDialer(func(ctx context.Context, _ string) (net.Conn, error) {
+			dials.Add(1)
+			s, err := m.client.Open(ctx, m.peer, fmt.Sprintf(":%d", port))
+			if err != nil {
+				return nil, err
+			}
+			return tunnelConn{s}, nil
+		}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	hc := healthpb.NewHealthClient(cc)
+	ctx := callCtx(t)
+	for i := range 3 {
+		if _, err := hc.Check(ctx, &healthpb.HealthCheckRequest{}); err != nil {
+			t.Fatalf("Check %d: %v", i, err)
+		}
+		_, err := hc.List(ctx, &healthpb.HealthListRequest{})
+		if st, _ := status.FromError(err); st.Code() != codes.PermissionDenied ||
+			!strings.Contains(st.Message(), "denied by meshguard: ") || !strings.Contains(st.Message(), "shop/health-check") {
+			t.Fatalf("List %d: %v", i, err)
+		}
+	}
+	cc.Close()
+	rep := m.reports.next(t)
+	if dials.Load() != 1 || hs.lists.Load() != 0 || rep.DeniedRequests != 3 || rep.Verdict != "deny" || rep.AppProtocol != "http2" {
+		t.Fatalf("dials %d, lists run %d, report %+v", dials.Load(), hs.lists.Load(), rep)
+	}
+}
+
 // TestH2PlainHTTP2Gets403: h2c by prior knowledge over the plaintext path (PERMISSIVE); a
 // refused request gets 403 with the reason, its body never reaches the app, and the
 // connection carries on (also past many refused uploads: flow control stays balanced).
