@@ -537,6 +537,9 @@ var sqlOnlyMarkers = [...]string{"benchmark(", "pg_sleep(", "waitfor delay", "ex
 	"unhex(", "make_set(", "elt(", "ascii(substr", "/*!", "jsonb_", "::jsonb", "::json", "::bool", "::int",
 	"::text", "pg_user", "current_setting(", "exp(~"}
 
+// findSQLFragmentAny is findSQLFragment for parameters (all markers).
+func findSQLFragmentAny(v []byte) ([]byte, bool) { return findSQLFragment(v, false) }
+
 // findSQLFragment (callsOnly: the function-call markers only, for paths) reports SQL-only markers, and UNION SELECT with comments or junk between the
 // keywords (union/**/select, union all select, /*!50000union*/), in short single-line values.
 func findSQLFragment(v []byte, callsOnly bool) ([]byte, bool) {
@@ -820,7 +823,7 @@ func sepBefore(b []byte) bool {
 // ([].sort.call`${alert}1`), JSFuck ((![]+[])[+!+[]]), DOM sinks reached through comments or
 // bracket notation (document/**/.cookie, window["alert"](...), self["$"]), attribute
 // break-outs (`"onzoom=`, `'formaction=`, `<x onend=`) and VML frames (<v:vmlframe).
-func findXSSMore(s *scratch, v []byte) ([]byte, bool) {
+func (s *scratch) findXSSMore(v []byte) ([]byte, bool) {
 	v = bytes.TrimSpace(v)
 	if len(v) < 4 || !shortLine(v) {
 		return nil, false

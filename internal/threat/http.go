@@ -398,6 +398,9 @@ func (h *HTTPDetectors) checkValue(s *scratch, m detMask, kind string, key, v []
 	if m == 0 || len(v) == 0 {
 		return
 	}
+	// Letters and digits only (ids, words, hex tokens): none of the fragment detectors below
+	// can match, so the common case skips them.
+	plain := plainAlnum(v)
 	if m&mLog4Shell != 0 {
 		if ev, ok := findJNDI(s, v); ok {
 			h.report(s, mLog4Shell, Log4Shell, kind, key, ev, "")
@@ -414,7 +417,7 @@ func (h *HTTPDetectors) checkValue(s *scratch, m detMask, kind string, key, v []
 	if m&mCmd != 0 {
 		if ev, ok := findCmdInjection(s, v); ok {
 			h.report(s, mCmd, CmdInjection, kind, key, ev, "")
-		} else if ev, ok := findWindowsCmd(v); ok {
+		} else if ev, ok := unlessPlain(plain, v, findWindowsCmd); ok {
 			h.report(s, mCmd, CmdInjection, kind, key, ev, "Windows cmd/PowerShell")
 		}
 	}
@@ -442,7 +445,7 @@ func (h *HTTPDetectors) checkValue(s *scratch, m detMask, kind string, key, v []
 	if m&mPHP != 0 {
 		if ev, ok := findPHP(v); ok {
 			h.report(s, mPHP, PHPInjection, kind, key, ev, "")
-		} else if ev, ok := findPHPMore(v); ok {
+		} else if ev, ok := unlessPlain(plain, v, findPHPMore); ok {
 			h.report(s, mPHP, PHPInjection, kind, key, ev, "")
 		}
 	}
@@ -459,7 +462,7 @@ func (h *HTTPDetectors) checkValue(s *scratch, m detMask, kind string, key, v []
 	if m&mSQLi != 0 {
 		if fp, ok := isSQLi(v); ok {
 			h.report(s, mSQLi, SQLi, kind, key, v, "libinjection fingerprint "+fp)
-		} else if ev, ok := findSQLFragment(v, false); ok {
+		} else if ev, ok := unlessPlain(plain, v, findSQLFragmentAny); ok {
 			h.report(s, mSQLi, SQLi, kind, key, ev, "SQL-only function or catalog")
 		}
 	}
@@ -467,7 +470,7 @@ func (h *HTTPDetectors) checkValue(s *scratch, m detMask, kind string, key, v []
 		if isXSS(s, v, kind != "path") {
 			h.report(s, mXSS, XSS, kind, key, v, "")
 		} else if kind != "path" {
-			if ev, ok := findXSSMore(s, v); ok {
+			if ev, ok := unlessPlain(plain, v, s.findXSSMore); ok {
 				h.report(s, mXSS, XSS, kind, key, ev, "")
 			}
 		}
@@ -533,6 +536,24 @@ func (h *HTTPDetectors) checkBody(s *scratch, r *HTTPRequest) {
 		// Text and unknown bodies: only strings no application data legitimately holds.
 		h.checkValue(s, h.want(s, bodyTextChecks), "body", nil, body)
 	}
+}
+
+// unlessPlain runs find on v unless v is plain (letters and digits only).
+func unlessPlain(plain bool, v []byte, find func([]byte) ([]byte, bool)) ([]byte, bool) {
+	if plain {
+		return nil, false
+	}
+	return find(v)
+}
+
+// plainAlnum: v is only ASCII letters and digits.
+func plainAlnum(v []byte) bool {
+	for _, c := range v {
+		if !('a' <= c|0x20 && c|0x20 <= 'z' || '0' <= c && c <= '9') {
+			return false
+		}
+	}
+	return true
 }
 
 func isXMLType(ct []byte) bool {
