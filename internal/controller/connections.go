@@ -227,7 +227,10 @@ func (c *Connections) handle(ctx context.Context, from xds.Node, pol *policy.Pol
 	// The sidecar's explanation of its decision and the single requests it refused on an
 	// otherwise allowed stream ride in the L7 map (kept out of the summary above).
 	sidecarWhy, deniedRequests := r.GetL7()["reason"], r.GetL7()["denied_requests"]
-	if verdict == "deny" || (rule == "" && d.Violation) || deniedRequests != "" {
+	// A stream the sidecar cut for a threat was reported as that threat already (with the
+	// evidence and the response taken); a second, policy-violation event would double count it.
+	threatCut := strings.HasPrefix(sidecarWhy, "threat ")
+	if !threatCut && (verdict == "deny" || (rule == "" && d.Violation) || deniedRequests != "") {
 		why := d.String()
 		action := verdict
 		switch {
@@ -251,8 +254,10 @@ func (c *Connections) handle(ctx context.Context, from xds.Node, pol *policy.Pol
 			Severity: events.SeverityMedium, Reason: why})
 	}
 	mismatch := r.GetL7()["mismatch"] == "true"
-	if mismatch {
+	if mismatch && r.GetDirection() != "inbound" {
 		// The port promised one protocol and carried another (SSH on 443, a tunnel on 53).
+		// An inbound sidecar reports it as a threat itself (with the response it took); the
+		// controller speaks only for the outbound side, e.g. SSH leaving the mesh on 443.
 		f := threat.MismatchFinding(transport.String(), port, r.GetAppProtocol())
 		c.cfg.Events.Emit(ctx, events.Event{Kind: events.KindThreat, Time: start, Name: threat.ProtocolMismatch,
 			Source: srcEP, Destination: dstEP, Protocol: app, L7: l7, RuleID: rule, Action: verdict,

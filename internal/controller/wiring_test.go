@@ -262,8 +262,12 @@ func TestSidecarGetsConfigAndReportsConnections(t *testing.T) {
 			<-time.After(100 * time.Millisecond)
 		}
 	}
-	eventually("/api/v1/events?kind=threat", `"name":"protocol-mismatch"`, `"severity":"medium"`, "ssh on tcp/6379")
 	eventually("/api/v1/events?kind=violation", "namespace is STRICT", "1 request(s) refused on an allowed connection: denied by rule shop/no-flush")
+	// The inbound sidecar reports a protocol mismatch as a threat itself; the controller must
+	// not add a second event from the connection report.
+	if _, body := call("GET", "/api/v1/events?kind=threat", ""); strings.Contains(body, "protocol-mismatch") {
+		t.Errorf("the controller duplicated the inbound sidecar's mismatch threat: %s", body)
+	}
 	if _, body := call("GET", "/api/v1/events?kind=connection", ""); strings.Contains(body, "denied_requests") || !strings.Contains(body, `"l7":"command=FLUSHALL"`) {
 		t.Errorf("the sidecar's decision leaked into (or the command is missing from) the L7 summary: %s", body)
 	}

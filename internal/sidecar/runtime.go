@@ -32,6 +32,7 @@ import (
 	"github.com/meshguard/meshguard/internal/identity/workload"
 	"github.com/meshguard/meshguard/internal/intercept"
 	"github.com/meshguard/meshguard/internal/policy"
+	"github.com/meshguard/meshguard/internal/threat"
 	"github.com/meshguard/meshguard/internal/xds"
 )
 
@@ -200,7 +201,11 @@ func (r *Runtime) Run(ctx context.Context) error {
 	}
 
 	src, err := workload.New(workload.Config{Addr: cfg.IdentityAddr, ServerCAs: cfg.ServerCAs, JoinToken: cfg.JoinToken,
-		SPIFFEID: cfg.SPIFFEID.String(), Clock: cfg.Clock, Log: log.With("component", "identity")})
+		SPIFFEID: cfg.SPIFFEID.String(), Clock: cfg.Clock, Log: log.With("component", "identity"),
+		// Marked, so renewals still reach the controller while the pod is quarantined.
+		Dialer: func(ctx context.Context, addr string) (net.Conn, error) {
+			return (&net.Dialer{Control: intercept.MarkControl(mark)}).DialContext(ctx, "tcp", addr)
+		}})
 	if err != nil {
 		return err
 	}
@@ -298,7 +303,10 @@ func (r *Runtime) Run(ctx context.Context) error {
 		return err
 	}
 	threats, err := NewThreats(ThreatsConfig{Workload: self, Self: cfg.SPIFFEID, Clock: cfg.Clock, Log: log.With("component", "threats"),
-		Reporter: threatBatcher, Capture: captures, Uploader: xc, Metrics: reg})
+		Reporter: threatBatcher, Capture: captures, Uploader: xc, Metrics: reg,
+		// Service-to-service traffic runs far above what one browser sends: the library's
+		// defaults would refuse a busy but legitimate client in protect mode.
+		Flood: threat.FloodConfig{ConnRate: 1000, ConnBurst: 5000, ReqRate: 10000, ReqBurst: 50000}})
 	if err != nil {
 		outLn.Close()
 		return err
