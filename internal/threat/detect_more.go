@@ -44,24 +44,31 @@ func findJava(v []byte) ([]byte, bool) {
 	if i := serializedJava(v); i >= 0 {
 		return v[i:], true
 	}
-	if i := javaGadgetSet.scan(v, func(i int, m string) bool { return javaTokenAt(v, i, m, false) }); i >= 0 {
-		return v[i:], true
+	if len(v) < 8 {
+		return nil, false // shorter than any marker
 	}
-	if !shortLine(v) && (len(v) > 4<<10 || bytes.IndexByte(v, '\n') >= 0) {
-		return nil, false
+	// One pass over the three lists (javaSet: gadgets, then strong, then weak markers).
+	multiLine := !shortLine(v) && (len(v) > 4<<10 || bytes.IndexByte(v, '\n') >= 0)
+	words, prose := false, false
+	if !multiLine {
+		words, prose = wordy(v), isProse(v)
 	}
-	words := wordy(v)
-	// "ProcessBuilder vs Runtime.exec in Java": a question about the class, unless the marker
-	// is code by its punctuation.
-	if i := javaStrongSet.scan(v, func(i int, m string) bool {
-		return (!words || javaCodeMarker(m)) && javaTokenAt(v, i, m, false)
-	}); i >= 0 {
-		return v[i:], true
-	}
-	if words || isProse(v) {
-		return nil, false
-	}
-	if i := javaWeakSet.scan(v, func(i int, m string) bool { return javaTokenAt(v, i, m, m[len(m)-1] != '.') }); i >= 0 {
+	i := javaSet.scanK(v, func(i, k int) bool {
+		m := javaSet.list[k]
+		switch {
+		case k < len(javaGadgets):
+			return javaTokenAt(v, i, m, false)
+		case multiLine:
+			return false
+		case k < len(javaGadgets)+len(javaStrong):
+			// "ProcessBuilder vs Runtime.exec in Java": a question about the class, unless
+			// the marker is code by its punctuation.
+			return (!words || javaCodeMarker(m)) && javaTokenAt(v, i, m, false)
+		default:
+			return !words && !prose && javaTokenAt(v, i, m, m[len(m)-1] != '.')
+		}
+	})
+	if i >= 0 {
 		return v[i:], true
 	}
 	return nil, false
@@ -968,6 +975,23 @@ func newMarkerSet(list []string) *markerSet {
 	return ms
 }
 
+// scanK is scan with the marker's index in the list.
+func (ms *markerSet) scanK(v []byte, ok func(i, k int) bool) int {
+	for i := 0; i < len(v); i++ {
+		b := ms.first[v[i]]
+		for w := 0; w < 2; w++ {
+			for bits := b[w]; bits != 0; bits &= bits - 1 {
+				k := w*64 + bits64TrailingZeros(bits)
+				m := ms.list[k]
+				if len(v)-i >= len(m) && hasPrefixFold(v[i:], m) && ok(i, k) {
+					return i
+				}
+			}
+		}
+	}
+	return -1
+}
+
 // scan calls ok for each marker occurrence in v (by position, then list order) until ok
 // accepts one, and returns its position, or -1.
 func (ms *markerSet) scan(v []byte, ok func(i int, m string) bool) int {
@@ -988,9 +1012,7 @@ func (ms *markerSet) scan(v []byte, ok func(i int, m string) bool) int {
 func bits64TrailingZeros(x uint64) int { return bits.TrailingZeros64(x) }
 
 var (
-	javaGadgetSet = newMarkerSet(javaGadgets[:])
-	javaStrongSet = newMarkerSet(javaStrong[:])
-	javaWeakSet   = newMarkerSet(javaWeak[:])
+	javaSet       = newMarkerSet(append(append(javaGadgets[:len(javaGadgets):len(javaGadgets)], javaStrong[:]...), javaWeak[:]...))
 	sqlOnlySet    = newMarkerSet(sqlOnlyMarkers[:])
 	phpOnlySet    = newMarkerSet(phpOnlyFunctions[:])
 	powershellSet = newMarkerSet(powershellMarkers[:])
