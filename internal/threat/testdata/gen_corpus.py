@@ -305,10 +305,12 @@ for p in PHRASES:
     benign.append(req("GET", "/find?q=" + q(p)))
     benign.append(req("POST", "/api/v1/notes", body=json.dumps({"text": p}), ctype="application/json"))
 
-# More benign variety (added with the java/node/upload/PHP/SQL-fragment/Windows detectors):
-# prose that names SQL, shell, Java, PHP and JavaScript things, developer-API bodies carrying
-# code snippets and stack traces, Windows paths, file names with dots. Each as a query
-# parameter, a form field and a JSON value.
+# benign_dev.txt (added with the java/node/upload/PHP/SQL-fragment/Windows detectors): the
+# traffic of a developer-facing site — prose and searches that name SQL, shell, Java, PHP and
+# JavaScript things, developer-API bodies carrying code snippets and stack traces, Windows
+# paths, file names with dots, uploads. Each phrase as a query parameter, a form field and a
+# JSON value. A separate file: the waf sensor's CRS flags much of it by design.
+benign_dev = []
 DEV_PHRASES = [
     "how do I select from two tables with a union in postgres?", "union select vs union all performance",
     "Union Station to Select Comfort store directions", "information schema views in sql server explained",
@@ -352,9 +354,9 @@ DEV_PHRASES = [
     "ZXhhbXBsZS9vbmFiYz0=", "sig=Qm9ndXMvb25lPQ/onAbc=", "{\"a\": 1}", "{\"$schema\": \"x\"}",
 ]
 for p in DEV_PHRASES:
-    benign.append(req("GET", "/search?q=" + q(p) + "&lang=en"))
-    benign.append(req("POST", "/feedback", body=form({"name": "Sam", "message": p}), ctype="application/x-www-form-urlencoded"))
-    benign.append(req("POST", "/api/v1/snippets", body=json.dumps({"title": p, "public": True}), ctype="application/json"))
+    benign_dev.append(req("GET", "/search?q=" + q(p) + "&lang=en"))
+    benign_dev.append(req("POST", "/feedback", body=form({"name": "Sam", "message": p}), ctype="application/x-www-form-urlencoded"))
+    benign_dev.append(req("POST", "/api/v1/snippets", body=json.dumps({"title": p, "public": True}), ctype="application/json"))
 
 # Developer-API bodies: code snippets and error reports in JSON fields.
 DEV_BODIES = [
@@ -374,19 +376,19 @@ DEV_BODIES = [
     {"settings": {"theme": "dark", "editor.fontFamily": "'Fira Code', monospace", "files.exclude": {"**/.git": True}}},
 ]
 for i, b in enumerate(DEV_BODIES):
-    benign.append(req("POST", f"/api/v2/dev/{i}", body=json.dumps(b), ctype="application/json"))
+    benign_dev.append(req("POST", f"/api/v2/dev/{i}", body=json.dumps(b), ctype="application/json"))
 
 # Uploads of ordinary files, also through XHR uploaders that name the file in a header.
 for i, fn in enumerate(["holiday.photo.2024.jpg", "Q3 report (final).pdf", "data.export.csv", "logo@2x.png", "setup.v2.tar.gz",
                         "notes.md", "invoice #42.pdf", "résumé.docx", "index.html", "styles.min.css"]):
     mb, mct = multipart([("album", "summer")], [("file", fn, "application/octet-stream", "hello world")])
-    benign.append(req("POST", "/upload", body=mb, ctype=mct))
-    benign.append(req("PUT", f"/files/{i}", headers=[f"X-File-Name: {fn}"], body="hello world", ctype="application/octet-stream"))
+    benign_dev.append(req("POST", "/upload", body=mb, ctype=mct))
+    benign_dev.append(req("PUT", f"/files/{i}", headers=[f"X-File-Name: {fn}"], body="hello world", ctype="application/octet-stream"))
 for p in ["/.well-known/openid-configuration", "/.well-known/security.txt", "/static/js/vendor.min.js", "/docs/information_schema.html",
           "/blog/2024/06/union-select-is-not-a-query", "/api/v1/version", "/downloads/app-1.2.3.tar.gz", "/java/lang/String.html",
           "/.netlify/functions/subscribe", "/.auth/login/aad/callback", "/docs/v1.2/sql-guide.html", "/reports/2024/q3.summary.pdf",
           "/api/items/42/history.json", "/static/img/logo.v3.svg", "/blog/why-we-moved-off-mysql.db-dumps"]:
-    benign.append(req("GET", p))
+    benign_dev.append(req("GET", p))
 
 def write(path, rows, labelled):
     with open(path, "w", encoding="utf-8", newline="\n") as f:
@@ -397,4 +399,5 @@ def write(path, rows, labelled):
 
 write("attacks.txt", attacks, True)
 write("benign.txt", benign, False)
-print(len(attacks), "attacks,", len(benign), "benign")
+write("benign_dev.txt", benign_dev, False)
+print(len(attacks), "attacks,", len(benign), "benign,", len(benign_dev), "benign_dev")
