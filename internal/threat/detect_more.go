@@ -956,8 +956,10 @@ func mongoOperatorJSON(v []byte) bool {
 // value byte to the markers that start with it (lists of up to 128), built once from the
 // marker lists above and read-only afterwards.
 type markerSet struct {
-	list  []string
-	first [256][2]uint64
+	list   []string
+	first  [256][2]uint64 // markers by first byte (both cases)
+	second [256][2]uint64 // markers by second byte (both cases; markers of one byte: all)
+	any    [256]bool      // some marker starts with this byte
 }
 
 func newMarkerSet(list []string) *markerSet {
@@ -965,22 +967,43 @@ func newMarkerSet(list []string) *markerSet {
 		panic("threat: marker list longer than 128") // a programming error caught by the tests
 	}
 	ms := &markerSet{list: list}
-	for k, m := range list {
-		c := m[0]
-		ms.first[c][k/64] |= 1 << (k % 64)
+	set := func(t *[256][2]uint64, c byte, k int) {
+		t[c][k/64] |= 1 << (k % 64)
 		if 'a' <= c && c <= 'z' {
-			ms.first[c-'a'+'A'][k/64] |= 1 << (k % 64)
+			t[c-'a'+'A'][k/64] |= 1 << (k % 64)
+		}
+	}
+	for k, m := range list {
+		set(&ms.first, m[0], k)
+		ms.any[m[0]] = true
+		if 'a' <= m[0] && m[0] <= 'z' {
+			ms.any[m[0]-'a'+'A'] = true
+		}
+		if len(m) > 1 {
+			set(&ms.second, m[1], k)
+		} else {
+			for c := 0; c < 256; c++ {
+				ms.second[c][k/64] |= 1 << (k % 64)
+			}
 		}
 	}
 	return ms
 }
 
-// scanK is scan with the marker's index in the list.
+// scanK calls ok for each marker occurrence in v (by position, then list order) with the
+// marker's index until ok accepts one, and returns its position, or -1.
 func (ms *markerSet) scanK(v []byte, ok func(i, k int) bool) int {
 	for i := 0; i < len(v); i++ {
-		b := ms.first[v[i]]
+		if !ms.any[v[i]] {
+			continue
+		}
+		var nx byte
+		if i+1 < len(v) {
+			nx = v[i+1]
+		}
+		f, sc := ms.first[v[i]], ms.second[nx]
 		for w := 0; w < 2; w++ {
-			for bits := b[w]; bits != 0; bits &= bits - 1 {
+			for bits := f[w] & sc[w]; bits != 0; bits &= bits - 1 {
 				k := w*64 + bits64TrailingZeros(bits)
 				m := ms.list[k]
 				if len(v)-i >= len(m) && hasPrefixFold(v[i:], m) && ok(i, k) {
@@ -992,21 +1015,9 @@ func (ms *markerSet) scanK(v []byte, ok func(i, k int) bool) int {
 	return -1
 }
 
-// scan calls ok for each marker occurrence in v (by position, then list order) until ok
-// accepts one, and returns its position, or -1.
+// scan is scanK with the marker itself.
 func (ms *markerSet) scan(v []byte, ok func(i int, m string) bool) int {
-	for i := 0; i < len(v); i++ {
-		b := ms.first[v[i]]
-		for w := 0; w < 2; w++ {
-			for bits := b[w]; bits != 0; bits &= bits - 1 {
-				m := ms.list[w*64+bits64TrailingZeros(bits)]
-				if len(v)-i >= len(m) && hasPrefixFold(v[i:], m) && ok(i, m) {
-					return i
-				}
-			}
-		}
-	}
-	return -1
+	return ms.scanK(v, func(i, k int) bool { return ok(i, ms.list[k]) })
 }
 
 func bits64TrailingZeros(x uint64) int { return bits.TrailingZeros64(x) }
