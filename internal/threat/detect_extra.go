@@ -100,29 +100,32 @@ func isDigitish(b []byte, left bool) bool {
 // findSSRF: URLs aimed at cloud metadata services or using schemes that turn an HTTP fetcher
 // into a raw-socket client.
 func findSSRF(v []byte) ([]byte, bool) {
-	for _, m := range [...]string{"169.254.169.254", "metadata.google.internal", "metadata.azure.com", "100.100.100.200",
-		"fd00:ec2::254", "169.254.170.2", "instance-data/latest", "gopher://", "dict://", "ldap://", "jar:http", "netdoc://", "0x7f000001", "2130706433",
-		"metadata.packet.net", "192.0.0.192", "metadata.tencentyun.com"} {
-		if i := indexFold(v, m); i >= 0 {
-			if m == "ldap://" && bytes.Contains(v, []byte("${")) {
-				continue // log4shell reports that one
-			}
-			return v[max(0, i-8):min(len(v), i+len(m)+64)], true
-		}
+	hasTemplate := bytes.Contains(v, []byte("${"))
+	if i := ssrfSet.scan(v, func(i int, m string) bool {
+		return m != "ldap://" || !hasTemplate // log4shell reports ${jndi:ldap://...}
+	}); i >= 0 {
+		return v[max(0, i-8):min(len(v), i+64)], true
 	}
 	// Host names that always mean this machine, its container host or the cluster API, sent
 	// as a URL or host parameter (not named in a sentence).
 	if !shortLine(v) || wordy(v) {
 		return nil, false
 	}
-	for _, m := range [...]string{"host.docker.internal", "gateway.docker.internal", "kubernetes.docker.internal", "host.containers.internal",
-		"kubernetes.default.svc", "localtest.me", "lvh.me", "ip6-loopback", "ipv6-localhost", "localhost4", "localhost.localdomain"} {
-		if i := indexFold(v, m); i >= 0 && (i == 0 || !isIdentByte(v[i-1])) {
-			return v[max(0, i-8):min(len(v), i+len(m)+64)], true
-		}
+	if i := ssrfHostSet.scan(v, func(i int, _ string) bool { return i == 0 || !isIdentByte(v[i-1]) }); i >= 0 {
+		return v[max(0, i-8):min(len(v), i+64)], true
 	}
 	return nil, false
 }
+
+// Cloud metadata endpoints, loopback in numeric forms, and URL schemes that turn an HTTP
+// fetcher into a raw-socket client.
+var ssrfMarkers = [...]string{"169.254.169.254", "metadata.google.internal", "metadata.azure.com", "100.100.100.200",
+	"fd00:ec2::254", "169.254.170.2", "instance-data/latest", "gopher://", "dict://", "ldap://", "jar:http", "netdoc://", "0x7f000001", "2130706433",
+	"metadata.packet.net", "192.0.0.192", "metadata.tencentyun.com"}
+
+// Names that always mean this machine, its container host or the cluster API.
+var ssrfHosts = [...]string{"host.docker.internal", "gateway.docker.internal", "kubernetes.docker.internal", "host.containers.internal",
+	"kubernetes.default.svc", "localtest.me", "lvh.me", "ip6-loopback", "ipv6-localhost", "localhost4", "localhost.localdomain"}
 
 // Dangerous PHP functions, matched as a call: name followed by "(".
 var phpFunctions = [...]string{"system", "passthru", "shell_exec", "exec", "popen", "proc_open", "pcntl_exec", "eval",

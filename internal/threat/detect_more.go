@@ -774,19 +774,17 @@ func findWindowsCmd(v []byte) ([]byte, bool) {
 	if !shortLine(v) {
 		return nil, false
 	}
-	for i := 0; i < len(v); i++ {
+	if i := winCmdSet.scan(v, func(i int, c string) bool {
 		if i > 0 && v[i-1] != ';' && v[i-1] != '|' && v[i-1] != '&' && v[i-1] != ' ' && v[i-1] != '(' && v[i-1] != '`' && v[i-1] != '\'' && v[i-1] != '"' {
-			continue
+			return false
 		}
-		r := v[i:]
-		for _, c := range [...]string{"iwr ", "iex ", "irm ", "iwr(", "curl.exe ", "certutil ", "certutil.exe ", "bitsadmin ", "mshta ", "regsvr32 ", "rundll32 "} {
-			if hasPrefixFold(r, c) && (i == 0 || v[i-1] != ' ' || sepBefore(v[:i])) {
-				a := skipBlanks(r[len(c):])
-				if len(a) > 0 && (a[0] == '-' || a[0] == '/' || a[0] == '(' || a[0] == '$' || hasPrefixFold(a, "http")) {
-					return r, true
-				}
-			}
+		if i > 0 && v[i-1] == ' ' && !sepBefore(v[:i]) {
+			return false
 		}
+		a := skipBlanks(v[i+len(c):])
+		return len(a) > 0 && (a[0] == '-' || a[0] == '/' || a[0] == '(' || a[0] == '$' || hasPrefixFold(a, "http"))
+	}); i >= 0 {
+		return v[i:], true
 	}
 	t := bytes.TrimLeft(v, " \t;|&")
 	if hasPrefixFold(t, "for ") || hasPrefixFold(t, "for/") {
@@ -1032,6 +1030,9 @@ var (
 	phpMarkerSet  = newMarkerSet(phpMarkers[:])
 	sqlMiscSet    = newMarkerSet(sqlMisc[:])
 	xssMarkerSet  = newMarkerSet(xssMarkers[:])
+	winCmdSet     = newMarkerSet(winCmds[:])
+	ssrfSet       = newMarkerSet(ssrfMarkers[:])
+	ssrfHostSet   = newMarkerSet(ssrfHosts[:])
 )
 
 var nodeAlways = [...]string{"_$$nd_func$$_", "process.mainmodule", "process.binding(", "global.process.", "this.constructor.constructor",
@@ -1051,3 +1052,6 @@ var sqlMisc = [...]string{"procedure analyse", "execute immediate", "exec master
 
 var xssMarkers = [...]string{"alert`", "prompt`", "confirm`", "eval`", ".call`", ".apply`", "function`", "![]+", "+!![]", "!+[]", "[]+[]",
 	"<v:vmlframe", ":vmlframe", "<x:script", "javascript&colon;"}
+
+// Windows download/run commands after a separator (iwr/iex/irm are PowerShell aliases).
+var winCmds = [...]string{"iwr ", "iex ", "irm ", "iwr(", "curl.exe ", "certutil ", "certutil.exe ", "bitsadmin ", "mshta ", "regsvr32 ", "rundll32 "}
