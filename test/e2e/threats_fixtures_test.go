@@ -177,11 +177,11 @@ func rawArgs(c httpCase, host string) []string {
 	return []string{"python3", "-c", rawSender, host, base64.StdEncoding.EncodeToString([]byte(rawRequest(c, host)))}
 }
 
-// rawRequest is the request as it leaves the client: Raw with a Host header, or what curl
-// sends for the other cases (for the offline check of the lists).
+// rawRequest is the request as it leaves the client: Raw with a Host header (pause markers
+// kept for the sender), or what curl sends for the other cases (for the offline check).
 func rawRequest(c httpCase, host string) string {
 	if c.Raw != "" {
-		line, rest, _ := strings.Cut(strings.ReplaceAll(c.Raw, pause, ""), "\r\n")
+		line, rest, _ := strings.Cut(c.Raw, "\r\n")
 		return line + "\r\nHost: " + host + "\r\n" + rest
 	}
 	var b strings.Builder
@@ -218,7 +218,7 @@ func TestThreatFixturesOffline(t *testing.T) {
 		t.Fatal(err)
 	}
 	inspect := func(c httpCase) []threat.Finding {
-		r, err := threat.ParseHTTPRequest([]byte(rawRequest(c, "web.shop.svc.cluster.local")))
+		r, err := threat.ParseHTTPRequest([]byte(strings.ReplaceAll(rawRequest(c, "web.shop.svc.cluster.local"), pause, "")))
 		if err != nil {
 			t.Fatalf("%s: %v", c.Name, err)
 		}
