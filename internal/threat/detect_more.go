@@ -167,7 +167,7 @@ func serializedJava(v []byte) int {
 // markers, child_process, require('...'), process.mainModule/binding, and __proto__ or
 // constructor.prototype paths.
 func findNode(v []byte) ([]byte, bool) {
-	if bytes.IndexByte(v, '_') < 0 && bytes.IndexByte(v, '.') < 0 && bytes.IndexByte(v, '(') < 0 && bytes.IndexByte(v, '[') < 0 {
+	if bytes.IndexByte(v, '_') < 0 && bytes.IndexByte(v, '.') < 0 && bytes.IndexByte(v, '(') < 0 && bytes.IndexByte(v, '[') < 0 && bytes.IndexByte(v, '{') < 0 {
 		return nil, false
 	}
 	if i := nodeAlwaysSet.scan(v, func(int, string) bool { return true }); i >= 0 {
@@ -577,6 +577,18 @@ func findSQLFragment(v []byte, callsOnly bool) ([]byte, bool) {
 	if callsOnly {
 		return nil, false
 	}
+	// ORDER BY <n> then a comment: the column-count probe (ORDER BY 1--, order by 3#).
+	if i := indexFold(v, "order by"); i >= 0 {
+		r := bytes.TrimLeft(v[i+8:], " \t+")
+		k := 0
+		for k < len(r) && '0' <= r[k] && r[k] <= '9' {
+			k++
+		}
+		if t := bytes.TrimLeft(r[k:], " \t+"); k > 0 && (bytes.HasPrefix(t, []byte("--")) || bytes.HasPrefix(t, []byte("#")) || bytes.HasPrefix(t, []byte("/*"))) {
+			return v[i:], true
+		}
+	}
+
 	if i := indexFold(v, "union"); i >= 0 && unionSelect(v[i+5:]) && !isProse(v) &&
 		!(words && v[i+5] == ' ' && hasPrefixFold(bytes.TrimLeft(v[i+5:], " "), "select") && !containsFold(v[i:], " from")) {
 		return v[i:], true
@@ -923,6 +935,27 @@ func (s *scratch) findXSSMore(v []byte) ([]byte, bool) {
 	return nil, false
 }
 
+// whereJSInjection: breaking out of a string inside a MongoDB $where JavaScript expression
+// ('; return true; var x=', "|| this.password.match(/.*/)//).
+func whereJSInjection(v []byte) bool {
+	for i := 0; i+8 < len(v); i++ {
+		if v[i] != '\'' && v[i] != '"' {
+			continue
+		}
+		r := bytes.TrimLeft(v[i+1:], " ")
+		if len(r) > 0 && r[0] == ';' {
+			r = bytes.TrimLeft(r[1:], " ")
+			if hasPrefixFold(r, "return ") || hasPrefixFold(r, "while(") || hasPrefixFold(r, "sleep(") {
+				return true
+			}
+		}
+		if bytes.HasPrefix(r, []byte("||")) && containsFold(r, "this.") {
+			return true
+		}
+	}
+	return false
+}
+
 // mongoOperatorJSON: a parameter holding a JSON object with a MongoDB query operator
 // ({"$ne": null}, {"$gt":""}), for applications that JSON.parse a parameter into a filter.
 func mongoOperatorJSON(v []byte) bool {
@@ -1039,7 +1072,7 @@ var nodeAlways = [...]string{"_$$nd_func$$_", "process.mainmodule", "process.bin
 	"constructor.constructor(", "process.dlopen", "__js_function", "require.main.", "constructor._load(", ":constructor:constructor",
 	":module:prototype", ":__proto__:"}
 
-var nodeShort = [...]string{"child_process", "process[", "require[", "process.spawn(", ".execsync(", ".spawnsync(", "new function(",
+var nodeShort = [...]string{"constructor\":{\"prototype", "constructor\": {\"prototype", "child_process", "process[", "require[", "process.spawn(", ".execsync(", ".spawnsync(", "new function(",
 	"new function (", "eval(string.fromcharcode", "[constructor][prototype]", "__proto__", "constructor.prototype", "constructor[prototype]", "constructor[\"prototype\"]",
 	"constructor['prototype']", "require(", "module.exports=", "module.exports =", "process.env[", "process[\"env\"]", "process['env']"}
 

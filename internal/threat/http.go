@@ -180,6 +180,8 @@ type scratch struct {
 	a, b, j, n, l, t []byte
 	found            detMask
 	out              []Finding
+	// ctorKey: the previous JSON key was "constructor" ({"constructor":{"prototype":...}}).
+	ctorKey bool
 }
 
 // NewHTTP builds the HTTP detectors.
@@ -288,7 +290,7 @@ const (
 // Inspect appends the findings for r to dst (at most one per detector) and returns it.
 func (h *HTTPDetectors) Inspect(r *HTTPRequest, dst []Finding) []Finding {
 	s := h.pool.Get().(*scratch)
-	s.found, s.out = 0, dst
+	s.found, s.out, s.ctorKey = 0, dst, false
 	h.inspect(s, r)
 	out := s.out
 	s.out = nil
@@ -475,8 +477,8 @@ func (h *HTTPDetectors) checkValue(s *scratch, m detMask, kind string, key, v []
 			}
 		}
 	}
-	if m&mNoSQL != 0 && mongoOperatorJSON(v) {
-		h.report(s, mNoSQL, NoSQLInjection, kind, key, v, "query operator in a JSON parameter")
+	if m&mNoSQL != 0 && !plain && (mongoOperatorJSON(v) || whereJSInjection(v)) {
+		h.report(s, mNoSQL, NoSQLInjection, kind, key, v, "query operator or $where break-out in a parameter")
 	}
 }
 
@@ -522,9 +524,10 @@ func (h *HTTPDetectors) checkBody(s *scratch, r *HTTPRequest) {
 				if h.on&mNoSQL != 0 && s.found&mNoSQL == 0 && mongoCodeOperator(value) {
 					h.report(s, mNoSQL, NoSQLInjection, "json", value, value, "server-side JavaScript operator")
 				}
-				if h.on&mNode != 0 && s.found&mNode == 0 && isProtoKey(value) {
+				if h.on&mNode != 0 && s.found&mNode == 0 && (isProtoKey(value) || s.ctorKey && bytes.Equal(value, []byte("prototype"))) {
 					h.report(s, mNode, NodeInjection, "json", value, value, "prototype pollution key")
 				}
+				s.ctorKey = bytes.Equal(value, []byte("constructor"))
 				h.checkValue(s, h.want(s, nameChecks), "json", value, fullDecode(s, value, false))
 				return
 			}
