@@ -526,6 +526,11 @@ func TestThreatDNSTunnel(t *testing.T) {
 		return countIn(t, tunnel.SidecarLog, `msg="config applied"`) > applied
 	})
 
+	// A server in the tunnel pod that web reaches (connections into the pod).
+	startInPod(t, "tunnel", "python3", "-m", "http.server", "--bind", "0.0.0.0", "8081")
+	inbound := "http://" + tunnel.IP + ":8081/"
+	labEventually(t, "web", "Directory listing", "curl", "-sS", "-m", "5", inbound)
+
 	// An established connection, before the tunnel.
 	stop := filepath.Join(t.TempDir(), "stop")
 	kaOut, kaDone, _ := startInPod(t, "tunnel", "python3", "-c", keepAlive, stop)
@@ -572,6 +577,9 @@ func TestThreatDNSTunnel(t *testing.T) {
 	if r := Run(t, "lab", "exec", "tunnel", "--", "curl", "-sS", "-m", "5", webURL+"/"); r.Code == 0 || strings.Contains(r.Stdout, "hello from") {
 		t.Errorf("quarantined pod still reaches web: exit %d %q", r.Code, r.Stdout)
 	}
+	if r := Run(t, "lab", "exec", "web", "--", "curl", "-sS", "-m", "5", inbound); r.Code == 0 {
+		t.Errorf("web still reaches the quarantined pod: %q", tail(r.Stdout, 200))
+	}
 	select {
 	case err := <-kaDone:
 		if err == nil {
@@ -609,6 +617,7 @@ func TestThreatDNSTunnel(t *testing.T) {
 		t.Errorf("release output: %q", r.Stdout)
 	}
 	labEventually(t, "tunnel", "hello from web", "curl", "-sS", "-m", "5", webURL+"/")
+	labEventually(t, "web", "Directory listing", "curl", "-sS", "-m", "5", inbound)
 	if out := MustRun(t, "quarantine", "list").Stdout; strings.Contains(out, "shop/tunnel") {
 		t.Errorf("quarantine list still shows shop/tunnel after release:\n%s", out)
 	}
