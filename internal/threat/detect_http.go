@@ -616,7 +616,7 @@ func restrictedPath(s *scratch, p []byte) []byte {
 	}
 	if i := bytes.LastIndexByte(p, '/'); i >= 0 {
 		last := p[i+1:]
-		for _, ext := range [...]string{".sql", ".sql.gz", ".sql.zip", ".sql.bz2", ".sql.xz", ".bak", ".swp", ".dump"} {
+		for _, ext := range [...]string{".sql", ".sql.gz", ".sql.zip", ".sql.bz2", ".sql.xz", ".bak", ".swp", ".dump", ".old", ".orig", ".save", "~"} {
 			if hasSuffixFold(last, ext) {
 				return p[i:] // database dumps and editor/backup copies left in the web root
 			}
@@ -791,6 +791,15 @@ func findCmdInjection(s *scratch, v []byte) ([]byte, bool) {
 		}
 		if cmdAt(s, v[start:], c == '`' || c == '$' || c == '<' || c == '>') {
 			return v[i:min(len(v), i+MaxEvidence)], true
+		}
+	}
+	// Server-side includes: <!--#exec cmd="id" -->, <!--#include virtual="/etc/passwd" -->.
+	if i := bytes.Index(v, []byte("<!--#")); i >= 0 {
+		r := v[i+5:]
+		for _, d := range [...]string{"exec", "include", "echo", "config", "fsize", "flastmod", "printenv", "set"} {
+			if hasPrefixFold(r, d) {
+				return v[i:], true
+			}
 		}
 	}
 	// Value that is itself a substitution-free command with a glob path: /???/c?t /???/p??s??
