@@ -25,9 +25,18 @@ func CaptureInspector(mgr *mgcap.Manager, workload string, ids func() string, se
 		}
 		cli, srv := pcapAddrs(s.SourceAddr, dst)
 		rec := mgr.Open(mgcap.ConnInfo{ID: id, Workload: workload, Proto: mgcap.TCP, Client: cli, Server: srv})
-		return &recording{rec: rec, next: obs}
+		r := &recording{rec: rec, next: obs}
+		if _, ok := obs.(h2Refuser); ok {
+			return h2Recording{r} // keep the HTTP/2 layer under the inspector
+		}
+		return r
 	}
 }
+
+// h2Recording is a recording whose inspector refuses single HTTP/2 streams (grpcdeny.go).
+type h2Recording struct{ *recording }
+
+func (h2Recording) refusesHTTP2() {}
 
 // recording is Recorder.Tee that keeps the inner observer's Annotate (reports need it).
 type recording struct {

@@ -79,6 +79,7 @@ type enforcer struct {
 
 	reqs, refused  int             // requests and refusals in the chunk being fed
 	first          policy.Decision // first refusal of the chunk
+	firstGRPC      bool            // the first refusal of the chunk is a gRPC call
 	denied         int             // refused requests so far
 	lastDenial     policy.Decision
 	violation      bool // a request passed as a violation (monitor mode)
@@ -130,7 +131,7 @@ func (o *enforcer) onMessage(m *dpi.Message) {
 	o.reqs++
 	if d.Verdict == policy.Deny {
 		if o.refused == 0 {
-			o.first = d
+			o.first, o.firstGRPC = d, m.Get(dpi.AttrService) != nil
 		}
 		o.refused++
 		return
@@ -182,9 +183,16 @@ func (o *enforcer) FromClient(p []byte) error {
 		}
 		return &Drop{Reply: reply, Reason: o.first.String()}
 	}
+	if o.app == "http2" || o.app == "grpc" {
+		return h2Refusal(o.first.String(), o.firstGRPC) // only that stream is refused (grpcdeny.go)
+	}
 	o.cut = &policyDenial{d: o.first, reply: nativeRefusal(o.app, o.first.String())}
 	return o.cut
 }
+
+// refusesHTTP2 puts the HTTP/2 layer (grpcdeny.go) under the enforcer: a refused HTTP/2
+// request is answered on its own stream and the connection carries on.
+func (*enforcer) refusesHTTP2() {}
 
 func (o *enforcer) FromServer(p []byte) error {
 	o.mu.Lock()

@@ -220,6 +220,10 @@ func (st *streamThreats) verdict(o *enforcer) error {
 		// One command alone in its chunk: refuse it and keep the connection.
 		return &Drop{Reply: redisError(out.why), Reason: out.why}
 	}
+	if o.app == "http2" || o.app == "grpc" {
+		// The chunk ends with the request's header block: refuse that stream alone.
+		return h2Refusal(out.why, o.app == "grpc")
+	}
 	o.cut = &policyDenial{d: d, why: out.why, reply: nativeRefusal(o.app, out.why)}
 	return o.cut
 }
