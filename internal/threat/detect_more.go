@@ -758,7 +758,8 @@ func sleepCall(r []byte) bool {
 }
 
 // PowerShell cmdlets and idioms used to download and run code.
-var powershellMarkers = [...]string{"invoke-webrequest", "invoke-expression", "invoke-restmethod", "invoke-command", "start-process",
+var powershellMarkers = [...]string{"powershell -e", "powershell -nop", "powershell -w", "powershell -c", "powershell -ep", "powershell.exe -",
+	"pwsh -e", "pwsh -c", "pwsh -nop", "invoke-webrequest", "invoke-expression", "invoke-restmethod", "invoke-command", "start-process",
 	"new-object net.webclient", "new-object system.net.webclient", "net.webclient", ".downloadstring(", ".downloadfile(",
 	"[system.convert]::frombase64string", "frombase64string(", "-encodedcommand", "-executionpolicy bypass", "-exec bypass",
 	"set-executionpolicy", "invoke-mimikatz", "iex(", "iex (", "[scriptblock]::create", "start-bitstransfer", "get-wmiobject"}
