@@ -149,35 +149,28 @@ func findPHP(v []byte) ([]byte, bool) {
 	if !shortLine(v) || bytes.IndexByte(v, '(') < 0 {
 		return nil, false
 	}
-	for _, f := range phpFunctions {
-		for from := 0; from < len(v); {
-			i := indexFold(v[from:], f)
-			if i < 0 {
-				break
-			}
-			i += from
-			from = i + len(f)
-			if i > 0 && (isIdentByte(v[i-1])) {
-				continue
-			}
-			j := i + len(f)
-			for j < len(v) && v[j] == ' ' {
-				j++
-			}
-			if f == "phpinfo" && bytes.HasPrefix(v[j:], []byte("()")) {
-				return v[i:], true
-			}
-			if j+1 < len(v) && v[j] == '(' {
-				a := v[j+1]
-				// A literal, variable or nested call argument: system('id'), eval($_POST[x]), assert(base64_decode(...)).
-				if a == '\'' || a == '"' || a == '$' || a == '`' || (isIdentByte(a) && bytes.IndexByte(v[j+1:], '(') > 0) {
-					// Require some PHP-ish context around: a statement separator or a preceding quote/paren.
-					if i == 0 || bytes.ContainsAny(v[:i], ";'\")|&") {
-						return v[i:], true
-					}
-				}
+	if i := phpFuncSet.scan(v, func(i int, f string) bool {
+		if i > 0 && isIdentByte(v[i-1]) {
+			return false
+		}
+		j := i + len(f)
+		for j < len(v) && v[j] == ' ' {
+			j++
+		}
+		if f == "phpinfo" && bytes.HasPrefix(v[j:], []byte("()")) {
+			return true
+		}
+		if j+1 < len(v) && v[j] == '(' {
+			a := v[j+1]
+			// A literal, variable or nested call argument: system('id'), eval($_POST[x]), assert(base64_decode(...)),
+			// with some PHP-ish context around: a statement separator or a preceding quote/paren.
+			if a == '\'' || a == '"' || a == '$' || a == '`' || (isIdentByte(a) && bytes.IndexByte(v[j+1:], '(') > 0) {
+				return i == 0 || bytes.ContainsAny(v[:i], ";'\")|&")
 			}
 		}
+		return false
+	}); i >= 0 {
+		return v[i:], true
 	}
 	return nil, false
 }

@@ -392,52 +392,40 @@ func phpCallable(v []byte) int {
 	if bytes.IndexByte(v, '(') < 0 {
 		return -1
 	}
-	for _, f := range phpExecFunctions {
-		for from := 0; from < len(v); {
-			i := indexFold(v[from:], f)
-			if i < 0 {
+	return phpExecSet.scan(v, func(i int, f string) bool {
+		from := i + len(f)
+		if i > 0 && isIdentByte(v[i-1]) || from < len(v) && isIdentByte(v[from]) {
+			return false
+		}
+		r := v[from:]
+		b := skipPHPBlanks(r)
+		if len(b) > 0 && b[0] == '(' {
+			between := r[:len(r)-len(b)]
+			if bytes.Contains(between, []byte("/*")) || bytes.Contains(between, []byte("//")) || bytes.IndexByte(between, '#') >= 0 ||
+				bytes.IndexAny(between, "\r\n") >= 0 || i > 0 && v[i-1] == '@' {
+				return true
+			}
+			// The whole value is one call: system(whoami), eval($x);
+			if i == 0 || i == 1 && v[0] == '@' {
+				e := bytes.LastIndexByte(b, ')')
+				return e > 0 && len(bytes.TrimRight(b[e+1:], " ;")) == 0 && bytes.IndexByte(b[1:e], ' ') < 0
+			}
+			return false
+		}
+		// (system)(...), ("system")(...), [system][0](...), "system"(...)
+		k := 0
+		closed := false
+		for k < len(r) && k < 24 {
+			c := r[k]
+			if c == ')' || c == ']' || c == '"' || c == '\'' {
+				closed = true
+			} else if !(c == ' ' || c == '[' || ('0' <= c && c <= '9') || c == '{' || c == '}') {
 				break
 			}
-			i += from
-			from = i + len(f)
-			if i > 0 && isIdentByte(v[i-1]) || from < len(v) && isIdentByte(v[from]) {
-				continue
-			}
-			r := v[from:]
-			b := skipPHPBlanks(r)
-			if len(b) > 0 && b[0] == '(' {
-				between := r[:len(r)-len(b)]
-				if bytes.Contains(between, []byte("/*")) || bytes.Contains(between, []byte("//")) || bytes.IndexByte(between, '#') >= 0 ||
-					bytes.IndexAny(between, "\r\n") >= 0 || i > 0 && v[i-1] == '@' {
-					return i
-				}
-				// The whole value is one call: system(whoami), eval($x);
-				if i == 0 || i == 1 && v[0] == '@' {
-					e := bytes.LastIndexByte(b, ')')
-					if e > 0 && len(bytes.TrimRight(b[e+1:], " ;")) == 0 && bytes.IndexByte(b[1:e], ' ') < 0 {
-						return i
-					}
-				}
-				continue
-			}
-			// (system)(...), ("system")(...), [system][0](...), "system"(...)
-			k := 0
-			closed := false
-			for k < len(r) && k < 24 {
-				c := r[k]
-				if c == ')' || c == ']' || c == '"' || c == '\'' {
-					closed = true
-				} else if !(c == ' ' || c == '[' || ('0' <= c && c <= '9') || c == '{' || c == '}') {
-					break
-				}
-				k++
-			}
-			if closed && k < len(r) && r[k] == '(' && i > 0 && bytes.IndexAny(v[max(0, i-4):i], "(['\"") >= 0 {
-				return i
-			}
+			k++
 		}
-	}
-	return -1
+		return closed && k < len(r) && r[k] == '(' && i > 0 && bytes.IndexAny(v[max(0, i-4):i], "(['\"") >= 0
+	})
 }
 
 // skipPHPBlanks skips whitespace and /* */, //, # comments the way PHP's lexer does before "(".
@@ -1065,6 +1053,8 @@ var (
 	sqlMiscSet    = newMarkerSet(sqlMisc[:])
 	xssMarkerSet  = newMarkerSet(xssMarkers[:])
 	winCmdSet     = newMarkerSet(winCmds[:])
+	phpExecSet    = newMarkerSet(phpExecFunctions[:])
+	phpFuncSet    = newMarkerSet(phpFunctions[:])
 	ssrfSet       = newMarkerSet(ssrfMarkers[:])
 	ssrfHostSet   = newMarkerSet(ssrfHosts[:])
 )
