@@ -656,9 +656,18 @@ func findTraversal(s *scratch, v []byte) ([]byte, bool) {
 		if c == '/' && len(s.t) > 0 && s.t[len(s.t)-1] == '/' {
 			continue
 		}
+		// "/./" is "/": /etc/./passwd
+		if c == '/' && len(s.t) > 1 && s.t[len(s.t)-1] == '.' && s.t[len(s.t)-2] == '/' {
+			s.t = s.t[:len(s.t)-1]
+			continue
+		}
 		s.t = append(s.t, c)
 	}
 	n := s.t
+	// An absolute path to a dotenv file (/var/www/html/.env).
+	if len(n) > 5 && n[0] == '/' && bytes.IndexByte(n, ' ') < 0 && (bytes.HasSuffix(n, []byte("/.env")) || bytes.Contains(n, []byte("/.env.")) || bytes.Contains(n, []byte("/.git/config"))) {
+		return v, true
+	}
 	if bytes.Contains(n, []byte("..;/")) {
 		n = bytes.ReplaceAll(n, []byte("..;/"), []byte("../"))
 	}
@@ -751,6 +760,11 @@ var bareCommands = [...]string{"id", "whoami", "uname", "ifconfig", "ipconfig", 
 func findCmdInjection(s *scratch, v []byte) ([]byte, bool) {
 	if bytes.Contains(v, []byte("```")) {
 		return nil, false // Markdown with fenced code: documentation, not a parameter
+	}
+	if hasPrefixFold(v, "${ifs}") || hasPrefixFold(v, "$ifs") { // ${IFS}id: a command after a field separator
+		if cmdAt(s, v, false) {
+			return v, true
+		}
 	}
 	for i := 0; i < len(v); i++ {
 		c := v[i]
