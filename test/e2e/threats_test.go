@@ -274,8 +274,11 @@ func TestThreatHTTPAttacks(t *testing.T) {
 	}
 	t.Logf("attacks blocked %d/%d (%d named by the expected detector), benign passed %d/%d",
 		blocked, len(attackCases), named, passed, len(benignCases))
-	if blocked*100 < 90*len(attackCases) {
-		t.Errorf("attacks blocked %d/%d, want at least 90%%", blocked, len(attackCases))
+	// Every attack on the list is one the built-in detectors catch offline
+	// (TestThreatFixturesOffline); through the mesh each must be blocked too: a miss here is a
+	// way around the sidecar (framing, slow bodies, codings), not a detection gap.
+	if blocked != len(attackCases) {
+		t.Errorf("attacks blocked %d/%d, want all", blocked, len(attackCases))
 	}
 	if passed != len(benignCases) {
 		t.Errorf("benign passed %d/%d, want all", passed, len(benignCases))
