@@ -841,14 +841,17 @@ func (s *scratch) findXSSMore(v []byte) ([]byte, bool) {
 			}
 		}
 	}
-	if i := xssMarkerSet.scan(v, func(int, string) bool { return true }); i >= 0 {
+	// Not inline code in Markdown: "`alert` | `block`" names a word between backticks.
+	if i := xssMarkerSet.scan(v, func(i int, m string) bool {
+		return m[len(m)-1] != '`' || i == 0 || v[i-1] != '`' && v[i-1] != '$' && (m[0] == '.' || !isIdentByte(v[i-1]))
+	}); i >= 0 {
 		return v[i:], true
 	}
 	// Attribute break-out: a quote (or "<tag ") then an event handler or formaction.
 	for i := 0; i+4 < len(v); i++ {
 		c := v[i]
 		// Not '/': base64 signatures and tokens end in ".../onXyz=".
-		if c != '"' && c != '\'' && c != '`' && c != '<' {
+		if c != '"' && c != '\'' && c != '<' {
 			continue
 		}
 		j := i + 1
