@@ -26,6 +26,7 @@ import (
 	"log/slog"
 	"net/netip"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/jonboulle/clockwork"
@@ -127,7 +128,14 @@ type Manager struct {
 	pending map[string]*pending  // captures recording their "after" part, by capture ID
 	done    map[string]chan struct{}
 	results map[string]error
+
+	noHistory atomic.Bool // rings are not filled (captures in progress still record)
 }
+
+// SetHistory turns the per-connection history rings on or off (on by default). With no rule
+// that could trigger a capture, keeping every stream's last bytes is memory and copying
+// for nothing; captures started meanwhile (on demand) still record from their start.
+func (m *Manager) SetHistory(on bool) { m.noHistory.Store(!on) }
 
 // New validates cfg and opens the store directory.
 func New(cfg Config) (*Manager, error) {
@@ -238,7 +246,9 @@ func (r *Recorder) record(fromClient bool, p []byte) {
 		return
 	}
 	r.ring.expire(now - int64(r.m.cfg.Window))
-	r.ring.put(now, fromClient, p, r.m.cfg.PerConnBytes, r.m.budget.take)
+	if !r.m.noHistory.Load() {
+		r.ring.put(now, fromClient, p, r.m.cfg.PerConnBytes, r.m.budget.take)
+	}
 	for _, pc := range r.attached {
 		pc.append(r, now, fromClient, p)
 	}

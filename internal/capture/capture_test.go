@@ -383,3 +383,31 @@ func TestConfigNamesTheBadField(t *testing.T) {
 		t.Fatalf("defaults rejected: %v", err)
 	}
 }
+
+// TestHistoryOff: without history the rings stay empty (no memory, no copy), and a capture
+// still records what follows its trigger.
+func TestHistoryOff(t *testing.T) {
+	m, clk := newManager(t, func(c *Config) { c.After = 5 * time.Second })
+	m.SetHistory(false)
+	r := m.Open(conn("c1", "shop/api-0", 40001))
+	_ = r.FromClient([]byte("GET /before HTTP/1.1\r\nHost: api\r\n\r\n"))
+	if n := r.Buffered(); n != 0 {
+		t.Fatalf("ring holds %d bytes with history off", n)
+	}
+	id, err := m.Trigger(Request{ConnID: "c1", Reason: "sqli"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	_ = r.FromClient([]byte("GET /after HTTP/1.1\r\nHost: api\r\n\r\n"))
+	r.Close()
+	f := finishCapture(t, m, clk, id, 5*time.Second)
+	if got := tshark(t, f, "-Y", "http.request", "-T", "fields", "-e", "http.request.uri"); got != "/after\n" {
+		t.Fatalf("requests in capture = %q, want only the one after the trigger", got)
+	}
+	m.SetHistory(true)
+	r2 := m.Open(conn("c2", "shop/api-0", 40002))
+	_ = r2.FromClient([]byte("GET / HTTP/1.1\r\n\r\n"))
+	if r2.Buffered() == 0 {
+		t.Fatal("history back on, but the ring is empty")
+	}
+}

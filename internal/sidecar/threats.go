@@ -10,6 +10,7 @@ import (
 	"io"
 	"log/slog"
 	"net/netip"
+	"slices"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -235,7 +236,22 @@ func (t *Threats) Apply(s *xdsv1.Snapshot, set *policy.Set) {
 			}
 		}
 	}
+	if t.cfg.Capture != nil {
+		// History rings cost memory and a copy of every byte: keep them only while a
+		// response rule could ask for a capture of what came before its trigger.
+		t.cfg.Capture.SetHistory(wantsCapture(v.rules))
+	}
 	t.view.Store(v)
+}
+
+// wantsCapture says whether any response rule has the capture action.
+func wantsCapture(rules []policy.ResponseRule) bool {
+	for i := range rules {
+		if slices.Contains(rules[i].Spec.Actions, string(response.Capture)) {
+			return true
+		}
+	}
+	return false
 }
 
 func modeOf(m xdsv1.PolicyMode) policy.Mode {
