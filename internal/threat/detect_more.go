@@ -545,8 +545,8 @@ func findSQLFragment(v []byte, callsOnly bool) ([]byte, bool) {
 	words := wordy(v)
 	if i := sqlOnlySet.scan(v, func(i int, m string) bool {
 		switch {
-		case callsOnly && m[len(m)-1] != '(':
-			return false // in a path only function calls: /docs/information_schema is a page
+		case callsOnly && m[len(m)-1] != '(' && m != "::json" && m != "::jsonb":
+			return false // in a path only function calls and JSON casts: /docs/information_schema is a page
 		case i > 0 && isIdentByte(v[i-1]) && m[0] != '@' && m[0] != ':' && m[0] != '/':
 			return false
 		case m == "sleep(" && !sleepCall(v[i+6:]):
