@@ -230,7 +230,10 @@ func (c *Connections) handle(ctx context.Context, from xds.Node, pol *policy.Pol
 	// A stream the sidecar cut for a threat was reported as that threat already (with the
 	// evidence and the response taken); a second, policy-violation event would double count it.
 	threatCut := strings.HasPrefix(sidecarWhy, "threat ")
-	if !threatCut && (verdict == "deny" || (rule == "" && d.Violation) || deniedRequests != "") {
+	// The sidecar's DNS proxy reports each exchange with the pod's resolver: recorded above,
+	// never a violation (the names asked are judged by the DNS rules and tunnel detection).
+	resolver := r.GetL7()["resolver"] == "true"
+	if !threatCut && !resolver && (verdict == "deny" || (rule == "" && d.Violation) || deniedRequests != "") {
 		why := d.String()
 		action := verdict
 		switch {
@@ -342,7 +345,7 @@ func l7Summary(m map[string]string) string {
 	}
 	keys := make([]string, 0, len(m))
 	for k := range m {
-		if k != "reason" && k != "denied_requests" { // the sidecar's decision, not traffic
+		if k != "reason" && k != "denied_requests" && k != "resolver" { // the sidecar's decision and hop, not traffic
 			keys = append(keys, k)
 		}
 	}

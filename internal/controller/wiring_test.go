@@ -202,6 +202,9 @@ func TestSidecarGetsConfigAndReportsConnections(t *testing.T) {
 		{Direction: "inbound", Authenticated: true, SourceSpiffeId: "spiffe://example.org/ns/shop/sa/cache", SourceAddr: "10.244.0.3:5006",
 			DestinationSpiffeId: id.String(), DestinationAddr: "10.244.0.2:6380", DestinationPort: 6380, AppProtocol: "redis", Verdict: "allow",
 			L7: map[string]string{"command": "FLUSHALL", "reason": "denied by rule shop/no-flush", "denied_requests": "1"}},
+		// web-0's DNS proxy asking the pod's resolver: recorded, never a violation.
+		{Direction: "outbound", SourceSpiffeId: id.String(), SourceAddr: "127.0.0.1:40000", DestinationAddr: "10.244.0.1:53",
+			DestinationPort: 53, AppProtocol: "dns", CloseReason: "closed", L7: map[string]string{"resolver": "true", "qname": "web.shop.svc.cluster.local."}},
 		// web-0's sidecar calling the unmeshed legacy pod through its service VIP, directly.
 		{Direction: "outbound", SourceSpiffeId: id.String(), SourceAddr: "10.244.0.2", DestinationAddr: "10.96.0.9", DestinationPort: 80,
 			AppProtocol: "http", CloseReason: "closed"},
@@ -265,6 +268,9 @@ func TestSidecarGetsConfigAndReportsConnections(t *testing.T) {
 	eventually("/api/v1/events?kind=violation", "namespace is STRICT", "1 request(s) refused on an allowed connection: denied by rule shop/no-flush")
 	// The inbound sidecar reports a protocol mismatch as a threat itself; the controller must
 	// not add a second event from the connection report.
+	if _, body := call("GET", "/api/v1/events?kind=violation", ""); strings.Contains(body, "10.244.0.1:53") {
+		t.Errorf("a DNS proxy exchange with the resolver was judged as a violation: %s", body)
+	}
 	if _, body := call("GET", "/api/v1/events?kind=threat", ""); strings.Contains(body, "protocol-mismatch") {
 		t.Errorf("the controller duplicated the inbound sidecar's mismatch threat: %s", body)
 	}

@@ -63,6 +63,12 @@ func (in *dnsInspection) observe(src net.Addr, upstream string, qb, rb []byte, s
 		rep.DestAddr = ap
 	}
 	o.Annotate(&rep)
+	if rep.L7 == nil {
+		rep.L7 = map[string]string{}
+	}
+	// The hop to the pod's resolver, not a flow the app chose: the controller records it but
+	// does not judge it against the policy (resolution must work in every mode).
+	rep.L7["resolver"] = "true"
 	in.report(rep)
 }
 
