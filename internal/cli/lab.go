@@ -30,6 +30,9 @@ virtual IP and a DNS name <svc>.<ns>.svc.cluster.local. A background daemon owns
 'lab down' removes everything it made. The topology file's optional top-level
 'mesh: {permissiveNamespaces: [NS...], egress: allow-any|registry-only}' configures the lab's
 controller (see examples/shop.yaml); it is read at 'lab up', so change it with down + up.
+'dns: {zones: [{name: t.example.net, server: NS/POD}]}' delegates a zone to a pod's DNS server
+(port 53) or to an ip:port, as a resolver forwards to an authoritative server: how a DNS tunnel
+to an "external" pod runs in the lab.
 
   meshguard lab up -f examples/shop.yaml
   meshguard lab status

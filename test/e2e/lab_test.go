@@ -13,6 +13,7 @@ import (
 	"github.com/google/nftables"
 	"github.com/vishvananda/netlink"
 
+	"github.com/meshguard/meshguard/internal/events"
 	"github.com/meshguard/meshguard/internal/lab"
 )
 
@@ -420,6 +421,29 @@ func TestLabShopExample(t *testing.T) {
 	}
 	// postgres accepts connections a moment before it finishes starting up: bounded retries.
 	labEventually(t, "client", "42", "psql", "-h", "postgres.shop.svc.cluster.local", "-U", "postgres", "-tAc", "select 6*7")
+
+	// The shipped threat policy does what its header says: an SQL injection to web is refused
+	// by web's sidecar, reported, and its capture downloads and opens in tshark.
+	policyFile, err := filepath.Abs("../../examples/threat-policy.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	MustRun(t, "apply", "-f", policyFile)
+	labEventually(t, "client", "denied by meshguard: threat sqli", "curl", "-s", "-m", "5",
+		"http://web.shop.svc.cluster.local/?id=1'%20OR%20'1'='1")
+	var sqli events.Event
+	waitUntil(t, "the sqli threat event with a capture", 30*time.Second, func() bool {
+		for _, e := range threatEvents(t) {
+			if e.Name == "sqli" && e.CaptureRef != "" {
+				sqli = e
+				return true
+			}
+		}
+		return false
+	})
+	if uris := tshark(t, "-r", captureGet(t, sqli.CaptureRef), "-Y", "http.request", "-T", "fields", "-e", "http.request.uri"); !strings.Contains(uris, "OR") {
+		t.Errorf("capture %s lacks the attack request: %q", sqli.CaptureRef, uris)
+	}
 	MustRun(t, "lab", "down")
 	labAssertGone(t, st)
 }
