@@ -160,7 +160,12 @@ func (o *enforcer) FromClient(p []byte) error {
 		err := o.th.fromClient(o, p)
 		o.lastChunk = nil
 		if err != nil {
-			return err
+			if o.refused == 0 {
+				return err
+			}
+			// The policy refuses a request of this chunk itself: its refusal, naming the
+			// rule, is the answer (the threat was reported all the same).
+			o.cut = nil
 		}
 	}
 	o.lastChunk = nil
