@@ -102,7 +102,15 @@ func TestCorpusRatesPL1(t *testing.T) {
 			fpsCombined++
 		}
 	}
+	dev := load("benign_dev.txt")
+	fpsDev := 0
+	for _, b := range dev {
+		if len(w.Inspect(parse(t, string(b.Raw)), nil)) > 0 {
+			fpsDev++
+		}
+	}
 	pct := func(n, d int) float64 { return 100 * float64(n) / float64(d) }
+	fmt.Printf("waf sensor PL1 (CRS alone): false positives on benign_dev.txt %d/%d (%.2f%%)\n", fpsDev, len(dev), pct(fpsDev, len(dev)))
 	fmt.Printf("waf sensor PL1 (CRS alone): detected %d/%d attacks (%.1f%%), false positives %d/%d (%.2f%%)\n",
 		detected, len(attacks), pct(detected, len(attacks)), fps, len(benign), pct(fps, len(benign)))
 	fmt.Printf("waf sensor PL1 + built-in detectors: detected %d/%d attacks (%.1f%%), false positives %d/%d (%.2f%%)\n",
@@ -114,9 +122,12 @@ func TestCorpusRatesPL1(t *testing.T) {
 		t.Errorf("CRS PL1 alone detection %.1f%% fell (was 91%%)", dr)
 	}
 	// The CRS at PL1 flags code and shell snippets in free text (posts with Markdown); record
-	// the rate and keep it from growing.
-	if fpr := pct(fps, len(benign)); fpr > 15 {
-		t.Errorf("WAF PL1 false positives %.2f%% above the 15%% ceiling", fpr)
+	// the rate and keep it from growing (TestFPBreakdown lists the rules).
+	if fpr := pct(fps, len(benign)); fpr > 10 {
+		t.Errorf("WAF PL1 false positives %.2f%% above the 10%% ceiling (was 9.6%%)", fpr)
+	}
+	if fpr := pct(fpsDev, len(dev)); fpr > 33 {
+		t.Errorf("WAF PL1 false positives on benign_dev %.2f%% above the 33%% ceiling (was 32.7%%)", fpr)
 	}
 }
 
