@@ -54,23 +54,27 @@ func (l labSidecars) SidecarSpec(s *lab.State, p *lab.PodState) (lab.SystemSpec,
 	if err := os.WriteFile(tokenFile, []byte(resp.Token+"\n"), 0o600); err != nil {
 		return lab.SystemSpec{}, fmt.Errorf("write join token: %w", err)
 	}
+	args := []string{"sidecar",
+		"--spiffe-id", id,
+		"--namespace", p.Namespace,
+		"--workload", p.Name,
+		"--identity", adm.Identity,
+		"--xds", adm.XDS,
+		"--ca-file", adm.CAFile,
+		"--join-token-file", tokenFile,
+		"--upstream-dns", s.DNS,
+		"--state-file", filepath.Join(dir, "config.pb"),
+		"--capture-dir", filepath.Join(dir, "captures"),
+		// Inside the lab's 3s grace before SIGKILL on lab down.
+		"--drain-timeout", "2s",
+		"--log-level", l.g.logLevel,
+	}
+	if s.Mesh.ThreatDetectionOff {
+		args = append(args, "--threat-detection=false")
+	}
 	return lab.SystemSpec{
-		Name: "sidecar:" + p.Key(),
-		Args: []string{"sidecar",
-			"--spiffe-id", id,
-			"--namespace", p.Namespace,
-			"--workload", p.Name,
-			"--identity", adm.Identity,
-			"--xds", adm.XDS,
-			"--ca-file", adm.CAFile,
-			"--join-token-file", tokenFile,
-			"--upstream-dns", s.DNS,
-			"--state-file", filepath.Join(dir, "config.pb"),
-			"--capture-dir", filepath.Join(dir, "captures"),
-			// Inside the lab's 3s grace before SIGKILL on lab down.
-			"--drain-timeout", "2s",
-			"--log-level", l.g.logLevel,
-		},
+		Name:      "sidecar:" + p.Key(),
+		Args:      args,
 		Netns:     p.Netns,
 		ReadyLine: "sidecar ready",
 		Timeout:   60 * time.Second,

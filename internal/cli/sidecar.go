@@ -98,6 +98,8 @@ It logs "sidecar ready" once it has identity and config; SIGTERM drains and remo
 	f.DurationVar(&cfg.DrainTimeout, "drain-timeout", 0, "how long connections may finish after SIGTERM (default 10s)")
 	f.DurationVar(&cfg.ResolveTimeout, "ready-timeout", 0, "how long the app's connections wait for the sidecar to be ready (default 10s)")
 	f.BoolVar(&noIntercept, "no-intercept", false, "do not install interception rules (testing)")
+	threatDetection := f.Bool("threat-detection", true, "run the built-in threat detectors and the groups' sensors on allowed traffic; false only to measure their cost (bench/threats.sh)")
+	cmd.PreRun = func(*cobra.Command, []string) { cfg.NoThreatDetection = !*threatDetection }
 	for _, n := range []string{"spiffe-id", "namespace", "workload", "identity", "xds", "ca-file"} {
 		_ = cmd.MarkFlagRequired(n)
 	}

@@ -65,6 +65,9 @@ type Mesh struct {
 	PermissiveNamespaces []string `json:"permissiveNamespaces,omitempty"`
 	// Egress is "allow-any" or "registry-only"; empty means registry-only.
 	Egress string `json:"egress,omitempty"`
+	// ThreatDetectionOff (`threatDetection: false`) starts the sidecars with
+	// --threat-detection=false: the no-detectors baseline of bench/threats.sh.
+	ThreatDetectionOff bool `json:"threatDetectionOff,omitempty"`
 }
 
 // Pod is one pod instance after replica expansion.
@@ -373,7 +376,7 @@ func labelValueProblem(v string) string {
 
 var (
 	topKeys     = []string{"pods", "services", "mesh", "dns"}
-	meshKeys    = []string{"permissiveNamespaces", "egress"}
+	meshKeys    = []string{"permissiveNamespaces", "egress", "threatDetection"}
 	dnsKeys     = []string{"zones"}
 	zoneKeys    = []string{"name", "server"}
 	podKeys     = []string{"name", "namespace", "serviceAccount", "labels", "command", "user", "replicas", "sidecar"}
@@ -448,6 +451,13 @@ func (p *parser) mesh(n *yaml.Node, field string) Mesh {
 			} else {
 				m.Egress = e
 			}
+		}
+	}
+	if v, ok := fields["threatDetection"]; ok {
+		if v.Kind != yaml.ScalarNode || v.Tag != "!!bool" {
+			p.fail(v, field+".threatDetection", "want true or false, got %s", kindName(v))
+		} else {
+			m.ThreatDetectionOff = !(v.Value == "true" || v.Value == "True" || v.Value == "TRUE")
 		}
 	}
 	return m

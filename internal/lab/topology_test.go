@@ -117,7 +117,7 @@ func TestParseTopologyMistakes(t *testing.T) {
 		{"empty file", "", []string{"t.yaml:1: empty topology"}},
 		{"bad yaml", "pods:\n  - name: [\n", []string{"t.yaml:"}},
 		{"bad egress", "pods:\n  - name: a\n    command: [x]\nmesh:\n  egress: ALLOW_ANY\n", []string{"t.yaml:5: mesh.egress: \"ALLOW_ANY\" is not an egress mode (want allow-any or registry-only)"}},
-		{"unknown mesh field", "pods:\n  - name: a\n    command: [x]\nmesh: {mtls: permissive}\n", []string{"t.yaml:4: mesh.mtls: unknown field (known: permissiveNamespaces, egress)"}},
+		{"unknown mesh field", "pods:\n  - name: a\n    command: [x]\nmesh: {mtls: permissive}\n", []string{"t.yaml:4: mesh.mtls: unknown field (known: permissiveNamespaces, egress, threatDetection)"}},
 		{"bad permissive namespace", "pods:\n  - name: a\n    command: [x]\nmesh:\n  permissiveNamespaces: [legacy, Bad_NS]\n", []string{"t.yaml:5: mesh.permissiveNamespaces[1]:"}},
 		{"permissive not a list", "pods:\n  - name: a\n    command: [x]\nmesh:\n  permissiveNamespaces: legacy\n", []string{"t.yaml:5: mesh.permissiveNamespaces: want a list"}},
 		{"two docs", "pods:\n  - name: a\n    command: [x]\n---\npods: []\n", []string{"more than one YAML document"}},
@@ -258,5 +258,29 @@ func TestParseTopologyMesh(t *testing.T) {
 	plain, err := ParseTopology("shop.yaml", []byte(goodTopology), nil)
 	if err != nil || plain.Mesh.Egress != "" || plain.Mesh.PermissiveNamespaces != nil {
 		t.Fatalf("without mesh: %+v %v (want defaults)", plain.Mesh, err)
+	}
+}
+
+func TestParseTopologyThreatDetection(t *testing.T) {
+	off, err := ParseTopology("t.yaml", []byte(goodTopology+"mesh: {threatDetection: false}\n"), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	st, err := Plan(off, t.TempDir(), DefaultPodCIDR, DefaultServiceCIDR)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !st.Mesh.ThreatDetectionOff {
+		t.Fatalf("threatDetection: false did not reach the state the sidecar launcher reads: %+v", st.Mesh)
+	}
+	for _, src := range []string{goodTopology, goodTopology + "mesh: {threatDetection: true}\n"} {
+		on, err := ParseTopology("t.yaml", []byte(src), nil)
+		if err != nil || on.Mesh.ThreatDetectionOff {
+			t.Fatalf("default or true: %+v %v (want detection on)", on.Mesh, err)
+		}
+	}
+	_, err = ParseTopology("t.yaml", []byte(goodTopology+"mesh:\n  threatDetection: \"no\"\n"), nil)
+	if err == nil || !strings.Contains(err.Error(), "t.yaml:20: mesh.threatDetection: want true or false") {
+		t.Fatalf("quoted string: %v, want a file:line error", err)
 	}
 }

@@ -70,10 +70,13 @@ type RuntimeConfig struct {
 	// CaptureDir is the capture store (0700; pcaps 0600): streams are recorded in memory and
 	// triggered or on-demand captures written there. "" disables capture (response rules
 	// asking for one log a warning).
-	CaptureDir     string
-	ResolveTimeout time.Duration // how long the app's connections wait for readiness; default 10s
-	DrainTimeout   time.Duration // default 10s
-	BuildVersion   string
+	CaptureDir string
+	// NoThreatDetection turns the built-in detectors and the sensors off (inbound streams get
+	// policy enforcement only, DNS no tunnel detector): the baseline of the threat benchmarks.
+	NoThreatDetection bool
+	ResolveTimeout    time.Duration // how long the app's connections wait for readiness; default 10s
+	DrainTimeout      time.Duration // default 10s
+	BuildVersion      string
 
 	Clock clockwork.Clock
 	Log   *slog.Logger
@@ -358,8 +361,14 @@ func (r *Runtime) Run(ctx context.Context) error {
 		batcher.Add(rep.Proto())
 	}
 
+	// Without detection the inspectors get no Threats; it still serves captures and commands.
+	detect := threats
+	if cfg.NoThreatDetection {
+		detect = nil
+		log.Warn("threat detection off (--threat-detection=false): allowed traffic is not inspected for threats")
+	}
 	if cfg.UpstreamDNS != "" {
-		di := &dnsInspection{eng: eng, self: cfg.SPIFFEID, report: report, threats: threats}
+		di := &dnsInspection{eng: eng, self: cfg.SPIFFEID, report: report, threats: detect}
 		if captures != nil {
 			di.recs = newDNSRecorders(captures, self, cfg.UpstreamDNS, threats.newConnID)
 			closers = append(closers, di.recs.close)
@@ -420,7 +429,7 @@ func (r *Runtime) Run(ctx context.Context) error {
 	r.mu.Lock()
 	in, err := NewInbound(InboundConfig{Creds: creds, Clock: cfg.Clock, Log: log.With("component", "inbound"),
 		TunnelListener: tunLn, PlainListener: plainLn, OriginalDst: intercept.OriginalDst,
-		Mode: InboundMode(r.index.Load()), Admit: policyAdmitter(&r.pview, r.index.Load), Inspect: record(ThreatInspector(eng, &r.pview, r.index.Load, threats)), Report: report, DrainTimeout: cfg.DrainTimeout})
+		Mode: InboundMode(r.index.Load()), Admit: policyAdmitter(&r.pview, r.index.Load), Inspect: record(ThreatInspector(eng, &r.pview, r.index.Load, detect)), Report: report, DrainTimeout: cfg.DrainTimeout})
 	if err == nil {
 		r.in = in
 	}
