@@ -34,6 +34,7 @@ func TestClientShapesNotFlagged(t *testing.T) {
 		// 920120 still guards file names that can re-quote the header parameter.
 		multipart("shell.php;.jpg"),
 		multipart("a=b.php"),
+		multipart(`1.j\s\p`),
 	} {
 		r := parse(t, raw)
 		if f := w.Inspect(r, nil); len(f) == 0 {

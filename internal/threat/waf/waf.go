@@ -104,7 +104,10 @@ type WAF struct {
 }
 
 // New builds the rule set (expensive: build once per Config and reuse).
-func New(cfg Config) (*WAF, error) {
+func New(cfg Config) (*WAF, error) { return newWAF(cfg) }
+
+// newWAF is New with extra directives after the CRS (tests measure rule removals with it).
+func newWAF(cfg Config, extra ...string) (*WAF, error) {
 	cfg, err := cfg.withDefaults()
 	if err != nil {
 		return nil, err
@@ -147,6 +150,7 @@ func New(cfg Config) (*WAF, error) {
 		`SecRule FILES "@rx [\"=;\\\\]|'[^']*'" "id:9000020,phase:2,t:none,pass,nolog,setvar:tx.meshguard_unsafe_filename=1"`,
 		`SecRule &TX:meshguard_unsafe_filename "@eq 0" "id:9000021,phase:2,t:none,pass,nolog,ctl:ruleRemoveTargetById=920120;FILES"`,
 		"Include @owasp_crs/*.conf",
+		strings.Join(extra, "\n"),
 	}, "\n")
 	w, err := coraza.NewWAF(coraza.NewWAFConfig().WithRootFS(coreruleset.FS).WithDirectives(directives))
 	if err != nil {
