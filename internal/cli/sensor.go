@@ -6,6 +6,7 @@ import (
 	"net/url"
 	"regexp"
 	"slices"
+	"strconv"
 	"strings"
 
 	"github.com/spf13/cobra"
@@ -23,6 +24,7 @@ type sensorFlags struct {
 	action    string
 	patterns  []string
 	custom    []string
+	exclude   []string
 }
 
 func sensorPath(ns, group, sensor string) string {
@@ -42,7 +44,7 @@ func sensorBody(cmd *cobra.Command, sensor string, f *sensorFlags) (map[string]a
 	changed := cmd.Flags().Changed
 	other := []string{"patterns", "custom"} // the flags that belong to the other sensor
 	if sensor == "dlp" {
-		other = []string{"paranoia-level", "anomaly-threshold", "body-limit"}
+		other = []string{"paranoia-level", "anomaly-threshold", "body-limit", "exclude"}
 	}
 	for _, n := range other {
 		if changed(n) {
@@ -75,6 +77,17 @@ func sensorBody(cmd *cobra.Command, sensor string, f *sensorFlags) (map[string]a
 				return nil, fmt.Errorf("--body-limit %d: want a positive number of bytes", f.bodyLimit)
 			}
 			body["bodyLimit"] = f.bodyLimit
+		}
+		if changed("exclude") {
+			var xs []policy.WAFExclusion
+			for _, e := range f.exclude {
+				x, err := parseExclusion(e)
+				if err != nil {
+					return nil, err
+				}
+				xs = append(xs, x)
+			}
+			body["exclusions"] = xs
 		}
 	case "dlp":
 		if changed("patterns") {
@@ -116,6 +129,33 @@ func sensorBody(cmd *cobra.Command, sensor string, f *sensorFlags) (map[string]a
 	return body, nil
 }
 
+// parseExclusion reads --exclude RULE[,RULE...][=TARGET[,TARGET...]][@PATH], e.g.
+// 932235,942100=ARGS:comment@/forum/.
+func parseExclusion(s string) (policy.WAFExclusion, error) {
+	var x policy.WAFExclusion
+	rest := s
+	if i := strings.LastIndexByte(rest, '@'); i >= 0 {
+		rest, x.PathPrefix = rest[:i], rest[i+1:]
+	}
+	ids, targets, _ := strings.Cut(rest, "=")
+	for _, id := range strings.Split(ids, ",") {
+		n, err := strconv.Atoi(strings.TrimSpace(id))
+		if err != nil {
+			return x, fmt.Errorf("--exclude %q: %q is not a rule ID; want RULE[,RULE...][=TARGET[,TARGET...]][@PATH], e.g. 932235,942100=ARGS:comment@/forum/", s, id)
+		}
+		x.Rules = append(x.Rules, n)
+	}
+	if targets != "" {
+		for _, t := range strings.Split(targets, ",") {
+			x.Targets = append(x.Targets, strings.TrimSpace(t))
+		}
+	}
+	if field, problem := x.Check(); field != "" {
+		return x, fmt.Errorf("--exclude %q: %s: %s", s, field, problem)
+	}
+	return x, nil
+}
+
 func otherSensor(s string) string {
 	if s == "waf" {
 		return "dlp"
@@ -139,6 +179,9 @@ func describeSensor(body map[string]any) string {
 	}
 	if c, ok := body["custom"].([]policy.CustomPattern); ok {
 		parts = append(parts, fmt.Sprintf("%d custom patterns", len(c)))
+	}
+	if x, ok := body["exclusions"].([]policy.WAFExclusion); ok {
+		parts = append(parts, fmt.Sprintf("%d rule exclusions", len(x)))
 	}
 	if len(parts) == 0 {
 		return ""
@@ -173,10 +216,14 @@ func newSensorEnableCommand(g *globals) *cobra.Command {
 the rest keep their defaults (WAF: paranoia level 1, anomaly threshold 5).
 
 WAF flags: --paranoia-level 1..4 (higher catches more and false-alarms more),
---anomaly-threshold N (CRS inbound score that counts as an attack), --body-limit BYTES.
+--anomaly-threshold N (CRS inbound score that counts as an attack), --body-limit BYTES,
+--exclude RULE[,RULE...][=TARGET[,TARGET...]][@PATH] (repeatable): keep CRS rules off a field
+that legitimately carries what they look for, e.g. a Markdown editor's body; the rule IDs are
+in the threat events' reason (waf: ... 932235 ...). Every --exclude given replaces the list.
 DLP flags: --patterns a,b (built-in: ` + strings.Join(policy.DLPPatterns(), ", ") + `),
 --custom NAME=REGEX (repeatable).`,
 		Example: `  meshguard sensor enable shop/web waf --paranoia-level 2 --action block
+  meshguard sensor enable shop/web waf --action block --exclude 932235,932260=ARGS:comment@/forum/
   meshguard sensor enable shop/web dlp --patterns credit-card,aws-access-key --action alert
   meshguard sensor enable shop/api dlp --custom employee-id='EMP-[0-9]{6}'
   meshguard get events --kind threat`,
@@ -215,6 +262,7 @@ DLP flags: --patterns a,b (built-in: ` + strings.Join(policy.DLPPatterns(), ", "
 	fl.StringVar(&f.action, "action", "", "alert or block (default: the group's mode decides)")
 	fl.StringSliceVar(&f.patterns, "patterns", nil, "dlp: built-in pattern names, comma-separated")
 	fl.StringArrayVar(&f.custom, "custom", nil, "dlp: NAME=REGEX custom pattern (repeatable)")
+	fl.StringArrayVar(&f.exclude, "exclude", nil, "waf: RULE[,RULE...][=TARGET[,TARGET...]][@PATH] rule exclusion (repeatable)")
 	return cmd
 }
 

@@ -31,6 +31,9 @@ func TestSensorEnableSendsOnlyGivenFlags(t *testing.T) {
 			`{"patterns":["credit-card","aws-access-key"],"action":"alert"}`, "", true},
 		{[]string{"sensor", "enable", "shop/web", "dlp", "--custom", "employee-id=EMP-[0-9]{6}"}, "PUT", "/api/v1/groups/shop/web/sensors/dlp",
 			`{"custom":[{"name":"employee-id","regex":"EMP-[0-9]{6}"}]}`, "", true},
+		{[]string{"sensor", "enable", "shop/web", "waf", "--exclude", "932235,942100=ARGS:comment,ARGS:json.body@/forum/", "--exclude", "920350"}, "PUT", "/api/v1/groups/shop/web/sensors/waf",
+			`{"exclusions":[{"rules":[932235,942100],"targets":["ARGS:comment","ARGS:json.body"],"pathPrefix":"/forum/"},{"rules":[920350]}]}`,
+			"sensor waf enabled on group shop/web (2 rule exclusions)\npolicy version 7\n", true},
 		{[]string{"sensor", "disable", "shop/web", "waf"}, "DELETE", "/api/v1/groups/shop/web/sensors/waf",
 			"", "sensor waf disabled on group shop/web\npolicy version 9\n", false},
 	} {
@@ -80,6 +83,11 @@ func TestSensorFlagValidation(t *testing.T) {
 		{[]string{"sensor", "enable", "shop/web", "dlp", "--patterns", ""}, "--patterns: give at least one pattern name"},
 		{[]string{"sensor", "enable", "shop/web", "dlp", "--custom", "x"}, `--custom "x": want NAME=REGEX`},
 		{[]string{"sensor", "enable", "shop/web", "dlp", "--custom", "x=a("}, "--custom x: regex"},
+		{[]string{"sensor", "enable", "shop/web", "waf", "--exclude", "abc"}, `--exclude "abc": "abc" is not a rule ID`},
+		{[]string{"sensor", "enable", "shop/web", "waf", "--exclude", "12"}, "12 is not a CRS rule ID"},
+		{[]string{"sensor", "enable", "shop/web", "waf", "--exclude", `942100=ARGS:a"b`}, `targets: "ARGS:a\"b": want COLLECTION`},
+		{[]string{"sensor", "enable", "shop/web", "waf", "--exclude", "942100@forum"}, `pathPrefix: "forum": want an absolute path`},
+		{[]string{"sensor", "enable", "shop/web", "dlp", "--patterns", "credit-card", "--exclude", "942100"}, "--exclude does not apply to the dlp sensor"},
 	} {
 		code, _, errs := f.run(tc.args...)
 		if code == 0 || !strings.Contains(errs, tc.want) {

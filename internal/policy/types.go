@@ -1,6 +1,8 @@
 package policy
 
 import (
+	"fmt"
+	"regexp"
 	"strings"
 )
 
@@ -221,6 +223,48 @@ type WAFSensor struct {
 	AnomalyThreshold int          `yaml:"anomalyThreshold,omitempty" json:"anomalyThreshold,omitempty"` // default 5
 	BodyLimit        int          `yaml:"bodyLimit,omitempty" json:"bodyLimit,omitempty"`               // bytes inspected
 	Action           SensorAction `yaml:"action,omitempty" json:"action,omitempty"`                     // alert|block; default: from mode
+	// Exclusions keep CRS rules off the fields that legitimately carry what they look for
+	// (a Markdown editor's body, a search box), the way the CRS's application exclusion
+	// packages do; the rest of the request stays inspected by those rules.
+	Exclusions []WAFExclusion `yaml:"exclusions,omitempty" json:"exclusions,omitempty"`
+}
+
+// WAFExclusion removes CRS rules, or only some of their targets, for requests under a path.
+type WAFExclusion struct {
+	Rules      []int    `yaml:"rules" json:"rules"`                               // CRS rule IDs, e.g. 942100
+	Targets    []string `yaml:"targets,omitempty" json:"targets,omitempty"`       // e.g. ARGS:comment, ARGS:json.body; none: the whole rule
+	PathPrefix string   `yaml:"pathPrefix,omitempty" json:"pathPrefix,omitempty"` // e.g. /api/posts; none: every path
+}
+
+// wafTarget is what an exclusion target may name: a collection, optionally one key of it. The
+// value is written into a Coraza directive, so nothing outside this shape is accepted.
+var wafTarget = regexp.MustCompile(`^(ARGS|ARGS_GET|ARGS_POST|ARGS_NAMES|REQUEST_COOKIES|REQUEST_COOKIES_NAMES|REQUEST_HEADERS|FILES|FILES_NAMES|XML)(:[A-Za-z0-9_.\-\[\]]{1,128})?$`)
+
+// wafPath is what an exclusion's pathPrefix may be (it is written into a Coraza directive).
+var wafPath = regexp.MustCompile(`^/[A-Za-z0-9._~%/-]{0,255}$`)
+
+// Check says what is wrong with an exclusion, naming the field; nil when it is valid.
+func (x WAFExclusion) Check() (field, problem string) {
+	if len(x.Rules) == 0 || len(x.Rules) > 64 {
+		return "rules", "want 1 to 64 CRS rule IDs, e.g. [942100]"
+	}
+	for _, r := range x.Rules {
+		if r < 900000 || r > 999999 {
+			return "rules", fmt.Sprintf("%d is not a CRS rule ID (they run from 900000 to 999999)", r)
+		}
+	}
+	if len(x.Targets) > 32 {
+		return "targets", "at most 32 targets"
+	}
+	for _, t := range x.Targets {
+		if !wafTarget.MatchString(t) {
+			return "targets", fmt.Sprintf("%q: want COLLECTION or COLLECTION:key, e.g. ARGS:comment, ARGS:json.body, REQUEST_COOKIES:prefs (collections: ARGS, ARGS_GET, ARGS_POST, ARGS_NAMES, REQUEST_COOKIES, REQUEST_COOKIES_NAMES, REQUEST_HEADERS, FILES, FILES_NAMES, XML)", t)
+		}
+	}
+	if x.PathPrefix != "" && !wafPath.MatchString(x.PathPrefix) {
+		return "pathPrefix", fmt.Sprintf("%q: want an absolute path of letters, digits and ._~%%/- (e.g. /api/posts)", x.PathPrefix)
+	}
+	return "", ""
 }
 
 // DLPSensor looks for sensitive data in requests and responses.

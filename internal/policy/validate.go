@@ -216,6 +216,14 @@ func (g *Group) validate() []error {
 			if !validSensorAction(w.Action, true) {
 				e("spec.sensors.waf.action", "%q is not an action (allowed: alert, block)", w.Action)
 			}
+			if len(w.Exclusions) > 64 {
+				e("spec.sensors.waf.exclusions", "at most 64 exclusions")
+			}
+			for i, x := range w.Exclusions {
+				if field, problem := x.Check(); field != "" {
+					e(fmt.Sprintf("spec.sensors.waf.exclusions[%d].%s", i, field), "%s", problem)
+				}
+			}
 		}
 		if d := s.DLP; d != nil {
 			for i, p := range d.Patterns {

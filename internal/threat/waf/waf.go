@@ -51,13 +51,14 @@ type Config struct {
 	BodyLimit        int                 // request body bytes inspected (the rest is not)
 	ArgumentsLimit   int                 // arguments evaluated per request (DefaultArgumentsLimit)
 	Action           policy.SensorAction // alert|block; empty: the group's mode decides
-	Log              *slog.Logger        // optional
+	Exclusions       []policy.WAFExclusion
+	Log              *slog.Logger // optional
 }
 
 // FromPolicy converts a Group's spec.sensors.waf.
 func FromPolicy(s *policy.WAFSensor, log *slog.Logger) Config {
 	return Config{ParanoiaLevel: s.ParanoiaLevel, AnomalyThreshold: s.AnomalyThreshold, BodyLimit: s.BodyLimit,
-		Action: s.Action, Log: log}
+		Action: s.Action, Exclusions: s.Exclusions, Log: log}
 }
 
 func (c Config) withDefaults() (Config, error) {
@@ -88,13 +89,61 @@ func (c Config) withDefaults() (Config, error) {
 	if c.Action != "" && c.Action != policy.SensorAlert && c.Action != policy.SensorBlock {
 		return c, fmt.Errorf("waf: action %q is not an action (allowed: alert, block)", c.Action)
 	}
+	if len(c.Exclusions) > 64 {
+		return c, fmt.Errorf("waf: %d exclusions; at most 64", len(c.Exclusions))
+	}
+	for i, x := range c.Exclusions {
+		if field, problem := x.Check(); field != "" {
+			return c, fmt.Errorf("waf: exclusions[%d].%s: %s", i, field, problem)
+		}
+	}
 	return c, nil
+}
+
+// exclusionDirectives turns the (validated) exclusions into Coraza directives placed after the
+// CRS: without a path, configure-time target updates or removals; with one, a phase-1 rule
+// that removes them for the requests under that path only.
+func exclusionDirectives(xs []policy.WAFExclusion) []string {
+	var out []string
+	for i, x := range xs {
+		if x.PathPrefix == "" {
+			for _, r := range x.Rules {
+				id := strconv.Itoa(r)
+				if len(x.Targets) == 0 {
+					out = append(out, "SecRuleRemoveById "+id)
+					continue
+				}
+				for _, t := range x.Targets {
+					out = append(out, "SecRuleUpdateTargetById "+id+` "!`+t+`"`)
+				}
+			}
+			continue
+		}
+		var ctl []string
+		for _, r := range x.Rules {
+			id := strconv.Itoa(r)
+			if len(x.Targets) == 0 {
+				ctl = append(ctl, "ctl:ruleRemoveById="+id)
+				continue
+			}
+			for _, t := range x.Targets {
+				ctl = append(ctl, "ctl:ruleRemoveTargetById="+id+";"+t)
+			}
+		}
+		out = append(out, `SecRule REQUEST_FILENAME "@beginsWith `+x.PathPrefix+`" "id:`+strconv.Itoa(9001000+i)+
+			`,phase:1,pass,nolog,t:none,`+strings.Join(ctl, ",")+`"`)
+	}
+	return out
 }
 
 // Key identifies the rule set a Config builds, so callers can share WAFs between groups.
 func (c Config) Key() string {
 	c, _ = c.withDefaults()
-	return fmt.Sprintf("pl%d/t%d/b%d/a%d", c.ParanoiaLevel, c.AnomalyThreshold, c.BodyLimit, c.ArgumentsLimit)
+	k := fmt.Sprintf("pl%d/t%d/b%d/a%d", c.ParanoiaLevel, c.AnomalyThreshold, c.BodyLimit, c.ArgumentsLimit)
+	if len(c.Exclusions) > 0 {
+		k += "/x" + strings.Join(exclusionDirectives(c.Exclusions), "\n")
+	}
+	return k
 }
 
 // WAF evaluates requests against the CRS. Safe for concurrent use.
@@ -150,6 +199,7 @@ func newWAF(cfg Config, extra ...string) (*WAF, error) {
 		`SecRule FILES "@rx [\"=;\\\\]|'[^']*'" "id:9000020,phase:2,t:none,pass,nolog,setvar:tx.meshguard_unsafe_filename=1"`,
 		`SecRule &TX:meshguard_unsafe_filename "@eq 0" "id:9000021,phase:2,t:none,pass,nolog,ctl:ruleRemoveTargetById=920120;FILES"`,
 		"Include @owasp_crs/*.conf",
+		strings.Join(exclusionDirectives(cfg.Exclusions), "\n"),
 		strings.Join(extra, "\n"),
 	}, "\n")
 	w, err := coraza.NewWAF(coraza.NewWAFConfig().WithRootFS(coreruleset.FS).WithDirectives(directives))
