@@ -8,18 +8,52 @@ import (
 	"sync"
 )
 
-// bufPool recycles copy buffers: one per direction per stream would otherwise be 64 KiB of
-// garbage per connection.
-type bufPool struct{ p sync.Pool }
+// bufPool recycles copy buffers in two sizes. A copy holds its buffer while it waits for the
+// next chunk, which on a keep-alive connection is most of the time: it starts with a small
+// one (enough for a typical request or response) and takes a large one only while reads
+// fill the small one (bulk transfers), so idle streams hold 4 KiB per direction, not 32.
+type bufPool struct{ small, large sync.Pool }
 
-const copyBufSize = 32 << 10
+const (
+	copyBufSize  = 32 << 10 // the largest chunk an observer sees
+	smallBufSize = 4 << 10
+)
 
 func newBufPool() *bufPool {
-	return &bufPool{p: sync.Pool{New: func() any { b := make([]byte, copyBufSize); return &b }}}
+	return &bufPool{
+		small: sync.Pool{New: func() any { b := make([]byte, smallBufSize); return &b }},
+		large: sync.Pool{New: func() any { b := make([]byte, copyBufSize); return &b }},
+	}
 }
 
-func (bp *bufPool) get() *[]byte  { return bp.p.Get().(*[]byte) }
-func (bp *bufPool) put(b *[]byte) { bp.p.Put(b) }
+// copyBuf is the buffer one copy currently holds.
+type copyBuf struct {
+	bp *bufPool
+	b  *[]byte
+}
+
+func (bp *bufPool) get() copyBuf { return copyBuf{bp: bp, b: bp.small.Get().(*[]byte)} }
+
+func (c *copyBuf) release() {
+	if len(*c.b) == copyBufSize {
+		c.bp.large.Put(c.b)
+	} else {
+		c.bp.small.Put(c.b)
+	}
+}
+
+// fit switches to the large buffer after a read that filled the small one, and back after
+// a read the small one would have held.
+func (c *copyBuf) fit(nr int) {
+	switch size := len(*c.b); {
+	case size == smallBufSize && nr == size:
+		c.bp.small.Put(c.b)
+		c.b = c.bp.large.Get().(*[]byte)
+	case size == copyBufSize && nr < smallBufSize:
+		c.bp.large.Put(c.b)
+		c.b = c.bp.small.Get().(*[]byte)
+	}
+}
 
 // closeWriter is a stream that can signal EOF to its peer while still reading.
 type closeWriter interface{ CloseWrite() error }
@@ -37,15 +71,14 @@ func closeWrite(w io.Writer) {
 // replaces the chunk; its reply is written to back, the writer to src's peer, and a Drop
 // with a reply but no back is a denial) and a splicer (it writes the chunk itself).
 func (bp *bufPool) copyHalf(dst io.Writer, src io.Reader, observe func([]byte) error, back io.Writer) (int64, error) {
-	b := bp.get()
-	defer bp.put(b)
-	buf := *b
+	cb := bp.get()
+	defer func() { cb.release() }()
 	fl, _ := dst.(http.Flusher)
 	var n int64
 	for {
-		nr, rerr := src.Read(buf)
+		nr, rerr := src.Read(*cb.b)
 		if nr > 0 {
-			out := buf[:nr]
+			out := (*cb.b)[:nr]
 			if observe != nil {
 				if err := observe(out); err != nil {
 					if sp, ok := err.(splicer); ok {
@@ -82,6 +115,7 @@ func (bp *bufPool) copyHalf(dst io.Writer, src io.Reader, observe func([]byte) e
 					fl.Flush()
 				}
 			}
+			cb.fit(nr) // after the chunk is written: out may point into the buffer
 		}
 		if rerr != nil {
 			if errors.Is(rerr, io.EOF) {

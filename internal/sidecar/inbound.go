@@ -167,7 +167,9 @@ func NewInbound(cfg InboundConfig) (*InboundProxy, error) {
 		MaxConcurrentStreams:         cfg.MaxConcurrentStreams,
 		MaxUploadBufferPerStream:     1 << 20,
 		MaxUploadBufferPerConnection: 16 << 20,
-		MaxReadFrameSize:             1 << 20,
+		// The peer's transport holds a scratch buffer of this size (up to 512 KiB) for each
+		// stream's whole life; our copies write at most copyBufSize at a time anyway.
+		MaxReadFrameSize: copyBufSize,
 		// Dead peers (pod gone without FIN) are found by pings, idle tunnels are let go.
 		ReadIdleTimeout: 30 * time.Second,
 		PingTimeout:     15 * time.Second,

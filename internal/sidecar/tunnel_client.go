@@ -68,8 +68,9 @@ func (c *TunnelClientConfig) validate() error {
 // rotates, the next stream gets a fresh connection with the new certificate and the old
 // connection is drained, so long-lived streams keep flowing.
 type TunnelClient struct {
-	cfg TunnelClientConfig
-	t   *http2.Transport
+	cfg  TunnelClientConfig
+	t    *http2.Transport
+	bufs *bufPool // upload buffers of the streams
 
 	mu      sync.Mutex
 	conns   map[string]*peerConn
@@ -95,6 +96,7 @@ func NewTunnelClient(cfg TunnelClientConfig) (*TunnelClient, error) {
 	}
 	return &TunnelClient{
 		cfg:     cfg,
+		bufs:    newBufPool(),
 		t:       &http2.Transport{IdleConnTimeout: cfg.IdleTimeout, ReadIdleTimeout: 30 * time.Second, PingTimeout: 10 * time.Second},
 		conns:   map[string]*peerConn{},
 		dialing: map[string]*dialCall{},
@@ -108,14 +110,14 @@ func (c *TunnelClient) Open(ctx context.Context, peer Peer, authority string) (*
 	if err != nil {
 		return nil, err
 	}
-	pr, pw := io.Pipe()
+	pw := newStreamPipe(c.bufs)
 	sctx, cancel := context.WithCancel(context.Background())
 	req := (&http.Request{
 		Method: http.MethodConnect,
 		URL:    &url.URL{Host: authority},
 		Host:   authority,
 		Header: http.Header{},
-		Body:   pr,
+		Body:   pw,
 	}).WithContext(sctx)
 	// The request context lives as long as the stream; ctx only bounds the setup.
 	stop := context.AfterFunc(ctx, cancel)
@@ -124,17 +126,17 @@ func (c *TunnelClient) Open(ctx context.Context, peer Peer, authority string) (*
 		if err == nil {
 			resp.Body.Close()
 		}
-		_ = pw.CloseWithError(ctx.Err())
+		pw.abort(ctx.Err())
 		return nil, fmt.Errorf("tunnel to %s (%s) for %s: %w", peer.Addr, peer.ID, authority, ctx.Err())
 	}
 	if err != nil {
 		cancel()
-		_ = pw.Close()
+		pw.closeWrite(io.EOF)
 		return nil, fmt.Errorf("tunnel to %s (%s) for %s: %w", peer.Addr, peer.ID, authority, err)
 	}
 	if resp.StatusCode != http.StatusOK {
 		cancel()
-		_ = pw.Close()
+		pw.closeWrite(io.EOF)
 		resp.Body.Close()
 		return nil, &RefusedError{Peer: peer, Authority: authority, Status: resp.StatusCode, Reason: resp.Header.Get(headerReason)}
 	}
@@ -286,7 +288,7 @@ func (c *TunnelClient) Close(ctx context.Context) error {
 // app while still reading its answer.
 type TunnelStream struct {
 	r      io.ReadCloser
-	w      *io.PipeWriter
+	w      *streamPipe
 	cancel context.CancelFunc
 	once   sync.Once
 }
@@ -295,12 +297,15 @@ func (s *TunnelStream) Read(p []byte) (int, error)  { return s.r.Read(p) }
 func (s *TunnelStream) Write(p []byte) (int, error) { return s.w.Write(p) }
 
 // CloseWrite ends the request body: the peer delivers EOF to the app.
-func (s *TunnelStream) CloseWrite() error { return s.w.Close() }
+func (s *TunnelStream) CloseWrite() error {
+	s.w.closeWrite(io.EOF)
+	return nil
+}
 
 // Close tears the stream down in both directions (RST_STREAM if still open).
 func (s *TunnelStream) Close() error {
 	s.once.Do(func() {
-		_ = s.w.CloseWithError(net.ErrClosed)
+		s.w.abort(net.ErrClosed)
 		s.r.Close()
 		s.cancel()
 	})
