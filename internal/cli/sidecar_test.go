@@ -3,6 +3,8 @@ package cli
 import (
 	"os"
 	"path/filepath"
+	"runtime"
+	"runtime/debug"
 	"strings"
 	"testing"
 )
@@ -28,5 +30,30 @@ func TestReadSecretFileRefusesReadableByOthers(t *testing.T) {
 	}
 	if _, err := readSecretFile(p); err == nil {
 		t.Fatal("empty token file accepted")
+	}
+}
+
+func TestTuneRuntimeLeavesEnvironmentSettingsAlone(t *testing.T) {
+	procs, gc, limit := runtime.GOMAXPROCS(0), debug.SetGCPercent(100), debug.SetMemoryLimit(-1)
+	t.Cleanup(func() {
+		runtime.GOMAXPROCS(procs)
+		debug.SetGCPercent(gc)
+		debug.SetMemoryLimit(limit)
+		runtime.MemProfileRate = 512 * 1024
+	})
+	none := func(string) string { return "" }
+	tuneRuntime(none, 1, 37, 64<<20)
+	if got, gcNow, limNow := runtime.GOMAXPROCS(0), debug.SetGCPercent(37), debug.SetMemoryLimit(-1); got != 1 || gcNow != 37 || limNow != 64<<20 {
+		t.Fatalf("flags not applied: GOMAXPROCS %d, GOGC %d, limit %d", got, gcNow, limNow)
+	}
+	runtime.GOMAXPROCS(2)
+	debug.SetGCPercent(100)
+	debug.SetMemoryLimit(1 << 40)
+	env := func(k string) string {
+		return map[string]string{"GOMAXPROCS": "2", "GOGC": "100", "GOMEMLIMIT": "1TiB"}[k]
+	}
+	tuneRuntime(env, 1, 37, 64<<20)
+	if got, gcNow, limNow := runtime.GOMAXPROCS(0), debug.SetGCPercent(100), debug.SetMemoryLimit(-1); got != 2 || gcNow != 100 || limNow != 1<<40 {
+		t.Fatalf("environment overridden: GOMAXPROCS %d, GOGC %d, limit %d", got, gcNow, limNow)
 	}
 }
