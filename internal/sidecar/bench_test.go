@@ -186,8 +186,9 @@ func httpApp(b *testing.B) *net.TCPAddr {
 // process's CPU time per request (client and app included: subtract direct's for the
 // sidecars' share) and latency percentiles. The paced rate matters: at a fixed rate the
 // proxies' goroutines park and wake for every request, which a back-to-back loop hides.
-// "inspected" wires the inspectors as the runtime does: DPI on the outbound side, capture
-// recorder + threat detection (builtin detectors, a protect-mode policy) on the inbound side.
+// The inspected variants add, layer by layer, what the runtime wires: the policy and DPI,
+// the capture recorders, then threat detection (built-in detectors, a protect-mode policy):
+// "inspected" is all of it, as in a sidecar.
 // Run with a fixed count: -bench MeshHTTPPaced -benchtime 6000x.
 func BenchmarkMeshHTTPPaced(b *testing.B) {
 	app := httpApp(b)
@@ -202,18 +203,25 @@ func BenchmarkMeshHTTPPaced(b *testing.B) {
 	}
 	th := newTestThreats(b, nil, mgr, nil, nil)
 	th.Apply(index().Snapshot(), view.Load().pol.Set())
-	inbound := CaptureInspector(mgr, "shop/redis", th.newConnID, nil, ThreatInspector(eng, view, index, th))
+	record := func(next Inspector) Inspector { return CaptureInspector(mgr, "shop/redis", th.newConnID, nil, next) }
+	// Each inspected variant adds one layer of what the runtime wires, to show its share.
+	variants := []struct {
+		name    string
+		in, out Inspector
+	}{
+		{"sidecar-pair", nil, nil},
+		{"sidecar-pair-policy-dpi", ThreatInspector(eng, view, index, nil), DPIInspector(eng)},
+		{"sidecar-pair-policy-dpi-capture", record(ThreatInspector(eng, view, index, nil)), record(DPIInspector(eng))},
+		{"sidecar-pair-inspected", record(ThreatInspector(eng, view, index, th)), record(DPIInspector(eng))},
+	}
 	paths := map[string]func() (io.ReadWriteCloser, error){
 		"direct": func() (io.ReadWriteCloser, error) { return net.Dial("tcp", app.String()) },
 	}
-	for _, inspected := range []bool{false, true} {
+	names := []string{"direct"}
+	for _, v := range variants {
 		var opts []meshOpt
-		var outInspect Inspector
-		name := "sidecar-pair"
-		if inspected {
-			name += "-inspected"
-			opts = append(opts, func(c *InboundConfig) { c.Inspect = inbound })
-			outInspect = DPIInspector(eng)
+		if v.in != nil {
+			opts = append(opts, func(c *InboundConfig) { c.Inspect = v.in })
 		}
 		m := newMesh(b, opts...)
 		ln := listenLocal(b)
@@ -225,7 +233,7 @@ func BenchmarkMeshHTTPPaced(b *testing.B) {
 			Resolver: resolverFunc(func(context.Context, netip.AddrPort, netip.AddrPort) (Route, error) {
 				return Route{Kind: RouteTunnel, Peer: m.peer, Authority: fmt.Sprintf(":%d", app.Port)}, nil
 			}),
-			Tunnel: m.client, Inspect: outInspect,
+			Tunnel: m.client, Inspect: v.out,
 		})
 		if err != nil {
 			b.Fatal(err)
@@ -234,11 +242,12 @@ func BenchmarkMeshHTTPPaced(b *testing.B) {
 		done := make(chan struct{})
 		go func() { _ = out.Run(ctx); close(done) }()
 		b.Cleanup(func() { cancel(); <-done })
-		paths[name] = func() (io.ReadWriteCloser, error) { return net.Dial("tcp", ln.Addr().String()) }
+		paths[v.name] = func() (io.ReadWriteCloser, error) { return net.Dial("tcp", ln.Addr().String()) }
+		names = append(names, v.name)
 	}
 	const conns, rate = 32, 2000
 	req := []byte("GET /echo?size=1024 HTTP/1.1\r\nHost: app-mesh.bench.svc.cluster.local:8080\r\nUser-Agent: fortio.org/fortio-1.68.2\r\n\r\n")
-	for _, name := range []string{"direct", "sidecar-pair", "sidecar-pair-inspected"} {
+	for _, name := range names {
 		open := paths[name]
 		b.Run(name, func(b *testing.B) {
 			ss := make([]io.ReadWriteCloser, conns)
