@@ -9,6 +9,8 @@
 # Root. Installs what it needs (scripts/lib.sh). Usage: bench/mesh.sh [--smoke]
 #   --smoke: 2 s per run at 100 qps, to check the harness end to end.
 #   MESHGUARD_BIN=path: use that meshguard binary instead of building ./cmd/meshguard.
+#   THREATS=off: sidecars without threat detectors (mesh: {threatDetection: false}), to
+#   measure their share of the sidecar's cost.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
@@ -106,6 +108,9 @@ fi
 topology() {
 	sed -e "s|@BENCH@|$ROOT/bench|g" -e "s|@CERTS@|$CERTS|g" -e "s|@FORTIO@|$FORTIO|g" bench/mesh-topology.yaml |
 		if [ "$1" = 1 ]; then cat; else sed '/# mesh:begin/,/# mesh:end/d'; fi >"$WORK/topology.yaml"
+	if [ "${THREATS:-on}" = off ]; then
+		echo 'mesh: {threatDetection: false}' >>"$WORK/topology.yaml"
+	fi
 }
 topology $MESH
 LAB_UP=1
@@ -206,6 +211,7 @@ SETUPS=(direct nginx)
 declare -A POD=([direct]=client [mesh]=mesh-client [nginx]=client)
 declare -A URL=([direct]=$URL_DIRECT [mesh]=$URL_MESH [nginx]=$URL_NGINX)
 CMD="fortio load -qps $QPS -uniform -c $CONNS -t $DUR -json OUT URL"
+[ "${THREATS:-on}" = off ] && echo "THREATS=off: sidecars run without threat detectors"
 echo "machine: $(nproc) cpus, load $(cut -d' ' -f1-3 /proc/loadavg) before the runs; $("$FORTIO" version | head -1 | sed 's/^/fortio /'); $(nginx -v 2>&1 | sed 's/.*: //')"
 for s in "${SETUPS[@]}"; do
 	pids_of "$s" >"$WORK/$s.pids"
