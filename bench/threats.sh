@@ -174,7 +174,7 @@ wait_ok() {
 
 # events_of NAME DEST: how many stored threat events NAME (any name: "") have DEST as destination.
 events_of() {
-	"$MG" get events --kind threat --since 1h --limit 1000 -o json 2>/dev/null |
+	"$MG" get events --kind threat --since 1h --limit 0 -o json 2>/dev/null |
 		jq --arg n "$1" --arg d "$2" '[.[]? | select(($n == "" or .name == $n) and .destination.workload == $d)] | length' 2>/dev/null || echo 0
 }
 # wait_event NAME DEST URL: sends a request to URL from mesh-client until a NAME event for
@@ -232,7 +232,7 @@ cell() {
 }
 
 APP_MESH=app-mesh.bench.svc.cluster.local APP_WAF=app-waf.bench.svc.cluster.local APP_DIRECT=app-direct.bench.svc.cluster.local
-echo "machine: $(nproc) cpus, load $(cut -d' ' -f1-3 /proc/loadavg) before the runs; $("$FORTIO" version | head -1 | sed 's/^/fortio /'); meshguard $(git rev-parse --short HEAD 2>/dev/null || echo '?')"
+echo "machine: $(nproc) cpus, load $(cut -d' ' -f1-3 /proc/loadavg) before the runs; $("$FORTIO" version | head -1 | sed 's/^/fortio /'); meshguard ${MESHGUARD_BIN:-working tree at $(git rev-parse --short HEAD 2>/dev/null || echo '?')}"
 
 # Lab 1: detection on (the default): direct, built-in, waf.
 topology on
@@ -252,7 +252,7 @@ cell builtin mesh-client "$APP_MESH" app-mesh
 cell waf mesh-client "$APP_WAF" app-waf
 declare -A EV=([builtin]=$(($(events_of "" bench/app-mesh) - EV0[builtin])) [waf]=$(($(events_of "" bench/app-waf) - EV0[waf])))
 # What fired (the probes above included), for the record: count, name, request, reason.
-"$MG" get events --kind threat --since 1h --limit 1000 -o json 2>/dev/null |
+"$MG" get events --kind threat --since 1h --limit 0 -o json 2>/dev/null |
 	jq -r '[.[]? | select(.destination.workload | test("^bench/app-(mesh|waf)$")) | "\(.destination.workload) \(.name) \(.action) \(.l7 // "" | .[:60]) \(.reason // "" | .[:140]) evidence \(.evidence // "" | @base64d | .[:80] | @json)"] | group_by(.) | map("\(length)x \(.[0])") | .[]' >&2 || true
 timeout 120 "$MG" lab down >/dev/null
 LAB_UP=0
