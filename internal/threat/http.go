@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"hash/maphash"
 	"sync"
 )
 
@@ -170,8 +171,11 @@ func (c HTTPConfig) withDefaults() (HTTPConfig, error) {
 // HTTPDetectors runs the built-in HTTP detectors. It is stateless after construction and safe
 // for concurrent use.
 type HTTPDetectors struct {
-	cfg  HTTPConfig
-	on   detMask
+	cfg HTTPConfig
+	on  detMask
+	// seed hashes the JSON strings already found clean in a body; random per process, so a
+	// client cannot choose a payload whose hash collides with a clean string's.
+	seed maphash.Seed
 	pool sync.Pool // *scratch
 }
 
@@ -182,7 +186,14 @@ type scratch struct {
 	out              []Finding
 	// ctorKey: the previous JSON key was "constructor" ({"constructor":{"prototype":...}}).
 	ctorKey bool
+	// clean holds the hashes of this body's JSON strings (keys complemented) already checked
+	// without a finding: documents repeat their keys and many values, and a string clean
+	// under the detectors still wanted is clean again (the wanted set only shrinks).
+	clean map[uint64]struct{}
 }
+
+// maxCleanJSON bounds scratch.clean: past it, strings are simply checked again.
+const maxCleanJSON = 4096
 
 // NewHTTP builds the HTTP detectors.
 func NewHTTP(cfg HTTPConfig) (*HTTPDetectors, error) {
@@ -190,7 +201,7 @@ func NewHTTP(cfg HTTPConfig) (*HTTPDetectors, error) {
 	if err != nil {
 		return nil, err
 	}
-	h := &HTTPDetectors{cfg: cfg, on: maskAll}
+	h := &HTTPDetectors{cfg: cfg, on: maskAll, seed: maphash.MakeSeed()}
 	for _, d := range cfg.Disabled {
 		h.on &^= maskOf(d)
 	}
@@ -519,8 +530,14 @@ func (h *HTTPDetectors) checkBody(s *scratch, r *HTTPRequest) {
 			h.checkArg(s, argChecks, "body", p.name, p.value, false)
 		})
 	case isJSON(ct) || (len(ct) == 0 && looksJSON(body)):
+		if s.clean == nil {
+			s.clean = make(map[uint64]struct{}, 256)
+		}
+		clear(s.clean)
 		walkJSON(s, body, func(key, value []byte, isKey bool) {
+			hk := maphash.Bytes(h.seed, value)
 			if isKey {
+				hk = ^hk // keys get other checks than values: their own namespace
 				if h.on&mNoSQL != 0 && s.found&mNoSQL == 0 && mongoCodeOperator(value) {
 					h.report(s, mNoSQL, NoSQLInjection, "json", value, value, "server-side JavaScript operator")
 				}
@@ -528,10 +545,19 @@ func (h *HTTPDetectors) checkBody(s *scratch, r *HTTPRequest) {
 					h.report(s, mNode, NodeInjection, "json", value, value, "prototype pollution key")
 				}
 				s.ctorKey = bytes.Equal(value, []byte("constructor"))
-				h.checkValue(s, h.want(s, nameChecks), "json", value, fullDecode(s, value, false))
+			}
+			if _, ok := s.clean[hk]; ok {
 				return
 			}
-			h.checkValue(s, h.want(s, argChecks), "json", key, fullDecode(s, value, false))
+			n := len(s.out)
+			if isKey {
+				h.checkValue(s, h.want(s, nameChecks), "json", value, fullDecode(s, value, false))
+			} else {
+				h.checkValue(s, h.want(s, argChecks), "json", key, fullDecode(s, value, false))
+			}
+			if len(s.out) == n && len(s.clean) < maxCleanJSON {
+				s.clean[hk] = struct{}{}
+			}
 		})
 	case isXMLType(ct) || (len(ct) == 0 && bytes.HasPrefix(bytes.TrimLeft(body, " \t\r\n"), []byte("<"))):
 		h.checkValue(s, h.want(s, bodyTextChecks|mSSRF), "body", nil, body)
