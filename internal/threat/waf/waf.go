@@ -171,6 +171,11 @@ func newWAF(cfg Config, extra ...string) (*WAF, error) {
 		"SecArgumentsLimit " + strconv.Itoa(cfg.ArgumentsLimit),
 		"SecResponseBodyAccess Off",
 		"SecAuditEngine Off", // findings become meshguard events; no Coraza audit log
+		// 200002 (body not parseable) denies outright. A body cut at the inspection bound is
+		// never parseable as JSON or XML, so every large JSON upload was refused: the rule only
+		// marks the error here, and Inspect reports it when the body was whole.
+		"SecRuleRemoveById 200002",
+		`SecRule REQBODY_ERROR "!@eq 0" "id:` + strconv.Itoa(reqBodyErrorRule) + `,phase:2,t:none,pass,log,msg:'Failed to parse request body.',logdata:'%{reqbody_error_msg}'"`,
 		"Include @crs-setup.conf.example",
 		`SecAction "id:900000,phase:1,pass,t:none,nolog,setvar:tx.blocking_paranoia_level=` + strconv.Itoa(cfg.ParanoiaLevel) + `"`,
 		`SecAction "id:900110,phase:1,pass,t:none,nolog,setvar:tx.inbound_anomaly_score_threshold=` + strconv.Itoa(cfg.AnomalyThreshold) + `,setvar:tx.outbound_anomaly_score_threshold=4"`,
@@ -224,8 +229,23 @@ func (w *WAF) Inspect(r *threat.HTTPRequest, dst []threat.Finding) []threat.Find
 	if it := w.evaluate(tx, r); it != nil {
 		return append(dst, w.finding(it, tx.MatchedRules()))
 	}
+	if r.BodyTruncated || len(r.Body) >= w.cfg.BodyLimit {
+		return dst // a cut body does not parse; that says nothing about the request
+	}
+	for _, m := range tx.MatchedRules() {
+		if m.Rule().ID() == reqBodyErrorRule {
+			// A whole body the application would fail to parse as its declared type: as
+			// Coraza's 200002 did, a finding (parser differentials hide attacks).
+			f := threat.NewFinding(threat.WAFAnomaly, "REQUEST_BODY", nil, "request body does not parse as its Content-Type: "+m.Data())
+			f.RuleID = 200002
+			return append(dst, f)
+		}
+	}
 	return dst
 }
+
+// reqBodyErrorRule marks an unparseable request body without denying (see newWAF).
+const reqBodyErrorRule = 9000030
 
 // evaluate runs phases 1 and 2 of the CRS on r in tx and returns the interruption, if any.
 func (w *WAF) evaluate(tx types.Transaction, r *threat.HTTPRequest) *types.Interruption {
