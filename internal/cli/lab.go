@@ -28,8 +28,10 @@ func newLabCommand(g *globals) *cobra.Command {
 network, PID, mount and UTS namespace, IP, hostname, labels and service account; services get a
 virtual IP and a DNS name <svc>.<ns>.svc.cluster.local. A background daemon owns the lab;
 'lab down' removes everything it made. The topology file's optional top-level
-'mesh: {permissiveNamespaces: [NS...], egress: allow-any|registry-only}' configures the lab's
-controller (see examples/shop.yaml); it is read at 'lab up', so change it with down + up.
+'mesh: {permissiveNamespaces: [NS...], egress: allow-any|registry-only, threatDetection: false}'
+configures the lab's controller and sidecars (see examples/shop.yaml; threatDetection: false runs
+the sidecars without detectors, a benchmark baseline); it is read at 'lab up', so change it with
+down + up.
 'dns: {zones: [{name: t.example.net, server: NS/POD}]}' delegates a zone to a pod's DNS server
 (port 53) or to an ip:port, as a resolver forwards to an authoritative server: how a DNS tunnel
 to an "external" pod runs in the lab.
