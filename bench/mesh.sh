@@ -38,45 +38,8 @@ else
 	MG="$ROOT/bin/meshguard"
 fi
 
-# One lab per machine: the lock the e2e tests take, held until this script exits.
-mkdir -p /run/meshguard
-exec 9>/run/meshguard/e2e-lab.lock
-if ! flock -w 600 9; then
-	echo "bench/mesh.sh: another process holds /run/meshguard/e2e-lab.lock for over 10 minutes" >&2
-	exit 1
-fi
-# A lab someone else brought up (without the lock) is theirs: wait for it (bounded), never stop it.
-# A stale one (its daemon gone) is what 'lab up' cleans first.
-lab_daemon_alive() {
-	local pid
-	pid=$(jq -r '.daemon.pid // 0' /run/meshguard/lab/state.json 2>/dev/null) || return 1
-	[ "$pid" -gt 0 ] && tr '\0' ' ' </proc/"$pid"/cmdline 2>/dev/null | grep -q 'lab daemon'
-}
-for i in $(seq 60); do
-	lab_daemon_alive || break
-	if [ "$i" = 60 ]; then
-		echo "bench/mesh.sh: a lab has been running on this machine for 5 minutes; not touching it ('meshguard lab down' first)" >&2
-		exit 1
-	fi
-	[ "$i" = 1 ] && echo "bench/mesh.sh: a lab is running on this machine; waiting for it to go (up to 5 minutes)" >&2
-	sleep 5 # poll interval of a bounded wait
-done
-
-WORK=$(mktemp -d /tmp/meshguard-mesh-bench.XXXXXX) # 0700
-LAB_UP=0
-cleanup() {
-	local rc=$?
-	if [ "$LAB_UP" = 1 ]; then
-		timeout 120 "$MG" lab down >/dev/null 2>&1 || echo "bench/mesh.sh: lab down failed; run 'meshguard lab down'" >&2
-	fi
-	rm -rf "$WORK"
-	exit $rc
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
-# lab up copies the lab controller's admin config into ~/.meshguard: keep the real home out of it.
-export HOME="$WORK/home"
-mkdir -p "$HOME"
+source bench/lib.sh
+bench_lab_begin bench/mesh.sh 600
 
 # mTLS material for the nginx pair: ECDSA P-256 CA, server and client certificates.
 CERTS="$WORK/certs"

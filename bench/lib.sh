@@ -1,0 +1,48 @@
+# Shared by the lab benchmarks (bench/mesh.sh, bench/threats.sh); source after setting MG (the
+# meshguard binary), then call bench_lab_begin NAME LOCK_WAIT_SECONDS. It takes the lab lock the
+# e2e tests take (held until the script exits), waits (bounded) for a lab someone else brought
+# up, makes WORK (0700) with HOME inside it (lab up copies the lab's admin config there), and
+# on exit brings the lab down when LAB_UP=1 and removes WORK.
+
+lab_daemon_alive() {
+	local pid
+	pid=$(jq -r '.daemon.pid // 0' /run/meshguard/lab/state.json 2>/dev/null) || return 1
+	[ "$pid" -gt 0 ] && tr '\0' ' ' </proc/"$pid"/cmdline 2>/dev/null | grep -q 'lab daemon'
+}
+
+bench_lab_begin() {
+	local name=$1 wait=$2 i
+	BENCH_NAME=$name
+	mkdir -p /run/meshguard
+	exec 9>/run/meshguard/e2e-lab.lock
+	if ! flock -w "$wait" 9; then
+		echo "$name: another process holds /run/meshguard/e2e-lab.lock for over $wait s" >&2
+		exit 1
+	fi
+	# A lab someone else brought up (without the lock) is theirs: wait for it, never stop it.
+	# A stale one (its daemon gone) is what 'lab up' cleans first.
+	for i in $(seq 60); do
+		lab_daemon_alive || break
+		if [ "$i" = 60 ]; then
+			echo "$name: a lab has been running on this machine for 5 minutes; not touching it ('meshguard lab down' first)" >&2
+			exit 1
+		fi
+		[ "$i" = 1 ] && echo "$name: a lab is running on this machine; waiting for it to go (up to 5 minutes)" >&2
+		sleep 5 # poll interval of a bounded wait
+	done
+	WORK=$(mktemp -d "/tmp/meshguard-${name##*/}.XXXXXX") # 0700
+	LAB_UP=0
+	trap bench_lab_cleanup EXIT
+	trap 'exit 130' INT TERM
+	export HOME="$WORK/home"
+	mkdir -p "$HOME"
+}
+
+bench_lab_cleanup() {
+	local rc=$?
+	if [ "$LAB_UP" = 1 ]; then
+		timeout 120 "$MG" lab down >/dev/null 2>&1 || echo "$BENCH_NAME: lab down failed; run 'meshguard lab down'" >&2
+	fi
+	rm -rf "$WORK"
+	exit $rc
+}
