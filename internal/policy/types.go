@@ -222,6 +222,7 @@ type WAFSensor struct {
 	ParanoiaLevel    int          `yaml:"paranoiaLevel,omitempty" json:"paranoiaLevel,omitempty"`       // 1..4, default 1
 	AnomalyThreshold int          `yaml:"anomalyThreshold,omitempty" json:"anomalyThreshold,omitempty"` // default 5
 	BodyLimit        int          `yaml:"bodyLimit,omitempty" json:"bodyLimit,omitempty"`               // bytes inspected
+	ArgumentsLimit   int          `yaml:"argumentsLimit,omitempty" json:"argumentsLimit,omitempty"`     // arguments the CRS evaluates; default 256
 	Action           SensorAction `yaml:"action,omitempty" json:"action,omitempty"`                     // alert|block; default: from mode
 	// Exclusions keep CRS rules off the fields that legitimately carry what they look for
 	// (a Markdown editor's body, a search box), the way the CRS's application exclusion

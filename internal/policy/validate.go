@@ -213,6 +213,9 @@ func (g *Group) validate() []error {
 			if w.BodyLimit < 0 {
 				e("spec.sensors.waf.bodyLimit", "must not be negative")
 			}
+			if w.ArgumentsLimit < 0 || w.ArgumentsLimit > 10000 {
+				e("spec.sensors.waf.argumentsLimit", "%d: want 1 to 10000 (each argument costs ~0.3 ms of CPU; default 256)", w.ArgumentsLimit)
+			}
 			if !validSensorAction(w.Action, true) {
 				e("spec.sensors.waf.action", "%q is not an action (allowed: alert, block)", w.Action)
 			}

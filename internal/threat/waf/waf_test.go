@@ -35,7 +35,7 @@ func TestConfigValidation(t *testing.T) {
 		}
 	}
 	c := FromPolicy(&policy.WAFSensor{ParanoiaLevel: 2, Action: policy.SensorBlock}, nil)
-	if c.ParanoiaLevel != 2 || c.Action != policy.SensorBlock || c.Key() != "pl2/t5/b131072/a1000" {
+	if c.ParanoiaLevel != 2 || c.Action != policy.SensorBlock || c.Key() != "pl2/t5/b131072/a256" {
 		t.Fatalf("FromPolicy = %+v key %s", c, c.Key())
 	}
 }
