@@ -156,7 +156,8 @@ func (r *Runtime) Run(ctx context.Context) error {
 	mark := int(cfg.Mark)
 
 	// Intercept first, so no connection of the app escapes the sidecar. The controller's ports
-	// are excluded: the identity client cannot mark its sockets.
+	// are excluded as well as the mark: the sidecar's first attestation must not depend on the
+	// mark being honoured (it predates the identity client's marked dialer).
 	if cfg.Intercept {
 		excl := append([]uint16(nil), cfg.ExcludeOutboundPorts...)
 		for _, a := range []string{cfg.IdentityAddr, cfg.XDSAddr} {
@@ -203,12 +204,13 @@ func (r *Runtime) Run(ctx context.Context) error {
 		log.Warn("capture disabled: no --capture-dir; response rules with a capture action will only log")
 	}
 
+	// The sidecar's connections to the controller are marked: not redirected back into the
+	// sidecar, and let through while the pod is quarantined (reports, uploads, SVID renewals).
+	controllerDial := func(ctx context.Context, addr string) (net.Conn, error) {
+		return (&net.Dialer{Control: intercept.MarkControl(mark)}).DialContext(ctx, "tcp", addr)
+	}
 	src, err := workload.New(workload.Config{Addr: cfg.IdentityAddr, ServerCAs: cfg.ServerCAs, JoinToken: cfg.JoinToken,
-		SPIFFEID: cfg.SPIFFEID.String(), Clock: cfg.Clock, Log: log.With("component", "identity"),
-		// Marked, so renewals still reach the controller while the pod is quarantined.
-		Dialer: func(ctx context.Context, addr string) (net.Conn, error) {
-			return (&net.Dialer{Control: intercept.MarkControl(mark)}).DialContext(ctx, "tcp", addr)
-		}})
+		SPIFFEID: cfg.SPIFFEID.String(), Clock: cfg.Clock, Log: log.With("component", "identity"), Dialer: controllerDial})
 	if err != nil {
 		return err
 	}
@@ -283,9 +285,7 @@ func (r *Runtime) Run(ctx context.Context) error {
 
 	conn, err := grpc.NewClient(cfg.XDSAddr,
 		grpc.WithTransportCredentials(credentials.NewTLS(controllerTLS(src, cfg.ServerCAs, cfg.XDSAddr))),
-		grpc.WithContextDialer(func(ctx context.Context, addr string) (net.Conn, error) {
-			return (&net.Dialer{Control: intercept.MarkControl(mark)}).DialContext(ctx, "tcp", addr)
-		}),
+		grpc.WithContextDialer(controllerDial),
 		grpc.WithConnectParams(grpc.ConnectParams{MinConnectTimeout: 5 * time.Second,
 			Backoff: backoff.Config{BaseDelay: 200 * time.Millisecond, Multiplier: 1.6, Jitter: 0.2, MaxDelay: 3 * time.Second}}))
 	if err != nil {
