@@ -210,6 +210,11 @@ func mongoOperatorInName(n []byte) bool {
 	if j := bytes.IndexByte(op, ']'); j >= 0 {
 		op = op[:j]
 	}
+	return mongoOperator(op)
+}
+
+// mongoOperator says whether op (without its $) is a MongoDB query operator.
+func mongoOperator(op []byte) bool {
 	switch string(op) {
 	case "ne", "eq", "gt", "gte", "lt", "lte", "in", "nin", "regex", "where", "exists", "or", "and", "not", "nor", "expr", "function", "elemMatch":
 		return true

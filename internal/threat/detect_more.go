@@ -966,9 +966,7 @@ func mongoOperatorJSON(v []byte) bool {
 		if e < 0 || e > 12 {
 			continue
 		}
-		op := r[2 : 2+e]
-		switch string(op) {
-		case "ne", "eq", "gt", "gte", "lt", "lte", "in", "nin", "regex", "where", "exists", "or", "and", "not", "nor", "expr", "function", "elemMatch", "text":
+		if op := r[2 : 2+e]; mongoOperator(op) || string(op) == "text" {
 			return true
 		}
 	}
@@ -1043,6 +1041,7 @@ func (ms *markerSet) scan(v []byte, ok func(i int, m string) bool) int {
 	return ms.scanK(v, func(i, k int) bool { return ok(i, ms.list[k]) })
 }
 
+// bits64TrailingZeros is bits.TrailingZeros64, callable where a local named bits shadows the package.
 func bits64TrailingZeros(x uint64) int { return bits.TrailingZeros64(x) }
 
 var (

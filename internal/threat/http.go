@@ -393,10 +393,10 @@ func (h *HTTPDetectors) checkArg(s *scratch, checks detMask, kind string, name, 
 	if len(name) > 0 {
 		// Argument names are attacker-chosen too (CRS ARGS_NAMES); keep a decoded copy for the key.
 		s.n = append(s.n[:0], fullDecode(s, name, plus)...)
-		if h.on&mNoSQL != 0 && s.found&mNoSQL == 0 && mongoOperatorInName(s.n) {
+		if h.want(s, mNoSQL) != 0 && mongoOperatorInName(s.n) {
 			h.report(s, mNoSQL, NoSQLInjection, kind, s.n, s.n, "query operator in a parameter name")
 		}
-		if h.on&mNode != 0 && s.found&mNode == 0 && isProtoKey(s.n) {
+		if h.want(s, mNode) != 0 && isProtoKey(s.n) {
 			h.report(s, mNode, NodeInjection, kind, s.n, s.n, "prototype pollution in a parameter name")
 		}
 		h.checkValue(s, m&nameChecks, kind, s.n, s.n)
@@ -538,10 +538,10 @@ func (h *HTTPDetectors) checkBody(s *scratch, r *HTTPRequest) {
 			hk := maphash.Bytes(h.seed, value)
 			if isKey {
 				hk = ^hk // keys get other checks than values: their own namespace
-				if h.on&mNoSQL != 0 && s.found&mNoSQL == 0 && mongoCodeOperator(value) {
+				if h.want(s, mNoSQL) != 0 && mongoCodeOperator(value) {
 					h.report(s, mNoSQL, NoSQLInjection, "json", value, value, "server-side JavaScript operator")
 				}
-				if h.on&mNode != 0 && s.found&mNode == 0 && (isProtoKey(value) || s.ctorKey && bytes.Equal(value, []byte("prototype"))) {
+				if h.want(s, mNode) != 0 && (isProtoKey(value) || s.ctorKey && bytes.Equal(value, []byte("prototype"))) {
 					h.report(s, mNode, NodeInjection, "json", value, value, "prototype pollution key")
 				}
 				s.ctorKey = bytes.Equal(value, []byte("constructor"))
