@@ -79,7 +79,7 @@ func (s *Server) applyPolicy(w http.ResponseWriter, r *http.Request) {
 	p, _ := PrincipalFrom(r.Context())
 	in, ok, err := parseFiles(w, r)
 	if err != nil {
-		s.audit(r.Context(), p, "policy.apply", "refuse", "apply: "+firstLine(err.Error()))
+		s.audit(r.Context(), p, "policy.apply", "refuse", "apply: "+FirstLine(err.Error()))
 		s.fail(w, r, err)
 		return
 	}
@@ -131,7 +131,7 @@ func (s *Server) setMode(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusBadRequest, fmt.Sprintf("mode %q: want discover, monitor or protect", req.Mode))
 		return
 	}
-	ns, _ := policy.SplitKey(req.Group)
+	ns, name := policy.SplitKey(req.Group)
 	if !mayEdit(p, ns) {
 		s.forbidden(w, r, p, fmt.Sprintf("group %s: %s may only change policy of namespace %q; mode unchanged", req.Group, p.Name, p.Namespace))
 		return
@@ -141,7 +141,7 @@ func (s *Server) setMode(w http.ResponseWriter, r *http.Request) {
 		s.fail(w, r, err)
 		return
 	}
-	writeJSON(w, http.StatusOK, ApplyResponse{Version: v, Objects: []policy.ObjectRef{{Kind: policy.KindGroup, Namespace: ns, Name: strings.TrimPrefix(req.Group, ns+"/")}}})
+	writeJSON(w, http.StatusOK, ApplyResponse{Version: v, Objects: []policy.ObjectRef{{Kind: policy.KindGroup, Namespace: ns, Name: name}}})
 }
 
 func (s *Server) deleteDoc(w http.ResponseWriter, r *http.Request) {
@@ -219,7 +219,8 @@ func (s *Server) listRules(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusOK, out)
 }
 
-func firstLine(s string) string {
+// FirstLine is s up to its first line break, marked as cut: an error fit for an audit reason.
+func FirstLine(s string) string {
 	if i := strings.IndexByte(s, '\n'); i >= 0 {
 		return s[:i] + " (...)"
 	}

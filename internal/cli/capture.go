@@ -133,9 +133,7 @@ kept unless --force.`,
 			if err != nil {
 				return err
 			}
-			long := *c.http
-			long.Timeout = duration + captureSlack
-			c.http = &long
+			c.http.Timeout = duration + captureSlack // the client is this command's own
 			fmt.Fprintf(g.stderr, "capturing %s/%s for %v...\n", ns, name, duration)
 			stop := captureProgress(g, duration)
 			var info capture.Info
@@ -231,9 +229,7 @@ func newCaptureGetCommand(g *globals) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			long := *c.http
-			long.Timeout = downloadTimeout
-			c.http = &long
+			c.http.Timeout = downloadTimeout
 			return downloadCapture(cmd.Context(), g, cmd, c, id, &out)
 		},
 	}

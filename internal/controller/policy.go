@@ -163,16 +163,9 @@ func (p *PolicyService) audit(ctx context.Context, by, name, what string, err er
 		Source: events.Endpoint{Identity: by}, Action: "change", Severity: events.SeverityInfo, Reason: what}
 	if err != nil {
 		e.Action, e.Severity = "refuse", events.SeverityLow
-		e.Reason = what + ": " + firstLine(err.Error())
+		e.Reason = what + ": " + api.FirstLine(err.Error())
 	}
 	p.cfg.Audit.Emit(ctx, e)
-}
-
-func firstLine(s string) string {
-	if i := strings.IndexByte(s, '\n'); i >= 0 {
-		return s[:i] + " (...)"
-	}
-	return s
 }
 
 func describe(objs []policy.ObjectRef) string {
