@@ -81,10 +81,7 @@ func (in *dnsInspection) refuse(src netip.AddrPort, connID, upstream string, q *
 	var f []threat.Finding
 	l7 := ""
 	for _, qq := range q.Question {
-		qt := dns.TypeToString[qq.Qtype]
-		if qt == "" {
-			qt = "TYPE" + strconv.Itoa(int(qq.Qtype))
-		}
+		qt := dns.Type(qq.Qtype).String()
 		n := len(f)
 		f = t.dns.Observe(threat.DNSQuery{Client: t.cfg.Workload, Name: []byte(qq.Name), QType: qt}, f)
 		if len(f) > n && l7 == "" {

@@ -87,8 +87,7 @@ type enforcer struct {
 	learn          bool
 	cut            *policyDenial // the stream was cut by the policy (or a threat)
 
-	th        *streamThreats // nil: no threat detection
-	lastChunk []byte         // the client chunk being fed (valid during FromClient only)
+	th *streamThreats // nil: no threat detection
 }
 
 func (o *enforcer) decideConn() {
@@ -149,17 +148,13 @@ func (o *enforcer) FromClient(p []byte) error {
 	if o.decided && o.cut == nil && !l7Decided(o.app) && o.fed[dpi.ClientToServer] >= dpiBudget {
 		return nil // no requests to decide: bulk uploads cost nothing past the budget
 	}
-	o.lastChunk = p
 	o.fl.Feed(dpi.ClientToServer, p) // no budget for applications with request rules
 	o.fed[dpi.ClientToServer] += len(p)
 	if err := o.connVerdict(); err != nil {
-		o.lastChunk = nil
 		return err
 	}
 	if o.th != nil {
-		err := o.th.fromClient(o, p)
-		o.lastChunk = nil
-		if err != nil {
+		if err := o.th.fromClient(o, p); err != nil {
 			if o.refused == 0 {
 				return err
 			}
@@ -168,7 +163,6 @@ func (o *enforcer) FromClient(p []byte) error {
 			o.cut = nil
 		}
 	}
-	o.lastChunk = nil
 	if o.refused == 0 {
 		if o.decided && o.conn.Mode == policy.ModeProtect && l7Decided(o.app) && o.fl.Err() != nil {
 			// The parser gave up: later requests could not be decided, so fail closed.

@@ -192,7 +192,7 @@ func (st *streamThreats) fromClient(o *enforcer, p []byte) error {
 			} else {
 				st.pre, st.started = nil, true // not worth holding: no HTTP inspection
 			}
-			return st.verdict(o)
+			return st.verdict(o, p)
 		}
 		st.started = true
 		if o.fl.Protocol() == "http" {
@@ -210,18 +210,18 @@ func (st *streamThreats) fromClient(o *enforcer, p []byte) error {
 			st.requestHead(h)
 		}
 	}
-	return st.verdict(o)
+	return st.verdict(o, p)
 }
 
 // verdict turns the chunk's pending outcome into the refusal the copy loop acts on.
-func (st *streamThreats) verdict(o *enforcer) error {
+func (st *streamThreats) verdict(o *enforcer, p []byte) error {
 	out := st.pending
 	st.pending = outcome{}
 	if !out.block {
 		return nil
 	}
 	d := policy.Decision{Verdict: policy.Deny, Mode: st.view.mode, Group: st.view.group}
-	if o.app == "redis" && wholeRESP(o.lastChunk) == 1 {
+	if o.app == "redis" && wholeRESP(p) == 1 {
 		// One command alone in its chunk: refuse it and keep the connection.
 		return &Drop{Reply: redisError(out.why), Reason: out.why}
 	}
@@ -338,7 +338,7 @@ func (st *streamThreats) fromServer(o *enforcer, p []byte) error {
 		}
 		keep := f[:0]
 		for _, x := range f {
-			if !contains(st.respDLP, x.Message) {
+			if !slices.Contains(st.respDLP, x.Message) {
 				st.respDLP = append(st.respDLP, x.Message)
 				keep = append(keep, x)
 			}
@@ -358,15 +358,6 @@ func (st *streamThreats) fromServer(o *enforcer, p []byte) error {
 	// Mid-response there is no native refusal left: cut.
 	o.cut = &policyDenial{d: policy.Decision{Verdict: policy.Deny, Mode: st.view.mode, Group: st.view.group}, why: out.why}
 	return o.cut
-}
-
-func contains(list []string, s string) bool {
-	for _, x := range list {
-		if x == s {
-			return true
-		}
-	}
-	return false
 }
 
 func clip(s string, n int) string {
