@@ -137,7 +137,7 @@ kept unless --force.`,
 			fmt.Fprintf(g.stderr, "capturing %s/%s for %v...\n", ns, name, duration)
 			stop := captureProgress(g, duration)
 			var info capture.Info
-			raw, err := c.fetch(cmd.Context(), "POST", workloadPath(ns, name)+"/captures",
+			raw, err := c.doRaw(cmd.Context(), "POST", workloadPath(ns, name)+"/captures",
 				api.CaptureRequest{Duration: duration.String()}, 1<<20)
 			stop()
 			if err != nil {
@@ -197,7 +197,7 @@ func captureProgress(g *globals, d time.Duration) (stop func()) {
 }
 
 func downloadCapture(ctx context.Context, g *globals, cmd *cobra.Command, c *apiClient, id string, out *captureOutput) error {
-	pcap, err := c.fetch(ctx, "GET", capturePath(id)+"/pcap", nil, maxPCAP)
+	pcap, err := c.doRaw(ctx, "GET", capturePath(id)+"/pcap", nil, maxPCAP)
 	if err != nil {
 		return fmt.Errorf("download capture %s: %w", id, err)
 	}
@@ -245,21 +245,7 @@ func newCaptureListCommand(g *globals) *cobra.Command {
 		Example: "  meshguard capture list\n  meshguard capture list -o json",
 		Args:    cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			if err := checkFormat(output, outputFormats...); err != nil {
-				return err
-			}
-			c, err := g.apiClient()
-			if err != nil {
-				return err
-			}
-			var list []capture.Info
-			if err := c.do(cmd.Context(), "GET", "/api/v1/captures", nil, &list); err != nil {
-				return fmt.Errorf("capture list: %w", err)
-			}
-			if list == nil {
-				list = []capture.Info{}
-			}
-			return printOut(cmd.OutOrStdout(), output, list, func(tw *tabwriter.Writer) {
+			return getList(cmd, g, output, "capture list", "/api/v1/captures", func(tw *tabwriter.Writer, list []capture.Info) {
 				fmt.Fprintln(tw, "ID\tCREATED\tWORKLOAD\tCONNECTIONS\tBYTES\tTRUNCATED\tREASON")
 				for _, x := range list {
 					fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%d\t%v\t%s\n", x.ID, x.Created.Local().Format(time.DateTime),

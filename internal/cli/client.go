@@ -13,7 +13,10 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"text/tabwriter"
 	"time"
+
+	"github.com/spf13/cobra"
 
 	"github.com/meshguard/meshguard/internal/api"
 )
@@ -76,20 +79,33 @@ func (g *globals) apiClient() (*apiClient, error) {
 	}, nil
 }
 
+// maxAnswer bounds a JSON answer of the API.
+const maxAnswer = 16 << 20
+
 // do sends in (JSON, unless nil) to method path and decodes a 2xx response into out (unless
-// nil). A non-2xx response becomes an error carrying the API's one-line reason.
+// nil). A non-2xx response becomes an *apiStatusError carrying the API's one-line reason.
 func (c *apiClient) do(ctx context.Context, method, path string, in, out any) error {
+	raw, err := c.doRaw(ctx, method, path, in, maxAnswer)
+	if err != nil || out == nil {
+		return err
+	}
+	return json.Unmarshal(raw, out)
+}
+
+// doRaw is do without the decoding: it returns the body of a 2xx answer (pcaps, or JSON the
+// caller decodes itself), refusing one larger than limit bytes.
+func (c *apiClient) doRaw(ctx context.Context, method, path string, in any, limit int64) ([]byte, error) {
 	var body io.Reader
 	if in != nil {
 		b, err := json.Marshal(in)
 		if err != nil {
-			return err
+			return nil, err
 		}
 		body = bytes.NewReader(b)
 	}
 	req, err := http.NewRequestWithContext(ctx, method, c.base+path, body)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	if c.token != "" {
 		req.Header.Set("Authorization", "Bearer "+c.token)
@@ -99,24 +115,40 @@ func (c *apiClient) do(ctx context.Context, method, path string, in, out any) er
 	}
 	resp, err := c.http.Do(req)
 	if err != nil {
-		return fmt.Errorf("controller API %s: %w (is the controller running?)", c.base, err)
+		return nil, fmt.Errorf("controller API %s: %w (is the controller running?)", c.base, err)
 	}
 	defer resp.Body.Close()
-	raw, err := io.ReadAll(io.LimitReader(resp.Body, 16<<20))
-	if err != nil {
-		return err
-	}
 	if resp.StatusCode/100 != 2 {
+		raw, _ := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
 		var e api.Error
 		if json.Unmarshal(raw, &e) == nil && e.Error != "" {
-			return errors.New(e.Error)
+			return nil, &apiStatusError{code: resp.StatusCode, msg: e.Error}
 		}
-		return fmt.Errorf("controller API %s %s: %s", method, path, resp.Status)
+		return nil, &apiStatusError{code: resp.StatusCode, msg: fmt.Sprintf("controller API %s %s: %s", method, path, resp.Status)}
 	}
-	if out == nil {
-		return nil
+	raw, err := io.ReadAll(io.LimitReader(resp.Body, limit+1))
+	if err != nil {
+		return nil, fmt.Errorf("controller API %s %s: read answer: %w", method, path, err)
 	}
-	return json.Unmarshal(raw, out)
+	if int64(len(raw)) > limit {
+		return nil, fmt.Errorf("controller API %s %s: answer larger than %d bytes", method, path, limit)
+	}
+	return raw, nil
+}
+
+// apiStatusError is a non-2xx answer of the REST API, kept with its status code so callers
+// can tell "this controller does not have the route" (404) from a refusal.
+type apiStatusError struct {
+	code int
+	msg  string
+}
+
+func (e *apiStatusError) Error() string { return e.msg }
+
+// isNotFound reports whether err is the API's 404.
+func isNotFound(err error) bool {
+	var se *apiStatusError
+	return errors.As(err, &se) && se.code == http.StatusNotFound
 }
 
 // postStatus POSTs req to path and prints the controller's one-line status; verb names the
@@ -132,4 +164,24 @@ func (g *globals) postStatus(ctx context.Context, verb, path string, req any) er
 	}
 	_, err = fmt.Fprintln(g.stdout, resp.Status)
 	return err
+}
+
+// getList GETs the list at path and prints it as a table (table writes header and rows) or
+// as JSON/YAML, an empty list as []; verb names the command in errors.
+func getList[T any](cmd *cobra.Command, g *globals, output, verb, path string, table func(tw *tabwriter.Writer, list []T)) error {
+	if err := checkFormat(output, outputFormats...); err != nil {
+		return err
+	}
+	c, err := g.apiClient()
+	if err != nil {
+		return err
+	}
+	var list []T
+	if err := c.do(cmd.Context(), "GET", path, nil, &list); err != nil {
+		return fmt.Errorf("%s: %w", verb, err)
+	}
+	if list == nil {
+		list = []T{}
+	}
+	return printOut(cmd.OutOrStdout(), output, list, func(tw *tabwriter.Writer) { table(tw, list) })
 }

@@ -1,13 +1,8 @@
 package cli
 
 import (
-	"bytes"
-	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
-	"net/http"
 	"net/url"
 	"strings"
 	"text/tabwriter"
@@ -30,65 +25,6 @@ func splitNSName(arg, what, example string) (ns, name string, err error) {
 // workloadPath is /api/v1/workloads/NS/NAME with both parts escaped.
 func workloadPath(ns, name string) string {
 	return "/api/v1/workloads/" + url.PathEscape(ns) + "/" + url.PathEscape(name)
-}
-
-// apiStatusError is a non-2xx answer of the REST API, kept with its status code so callers
-// can tell "this controller does not have the route" (404) from a refusal.
-type apiStatusError struct {
-	code int
-	msg  string
-}
-
-func (e *apiStatusError) Error() string { return e.msg }
-
-// fetch sends in (JSON, unless nil) and returns the body of a 2xx answer, refusing one larger
-// than limit bytes; unlike do it keeps the raw bytes (pcaps) and the status code of failures.
-func (c *apiClient) fetch(ctx context.Context, method, path string, in any, limit int64) ([]byte, error) {
-	var body io.Reader
-	if in != nil {
-		b, err := json.Marshal(in)
-		if err != nil {
-			return nil, err
-		}
-		body = bytes.NewReader(b)
-	}
-	req, err := http.NewRequestWithContext(ctx, method, c.base+path, body)
-	if err != nil {
-		return nil, err
-	}
-	if c.token != "" {
-		req.Header.Set("Authorization", "Bearer "+c.token)
-	}
-	if in != nil {
-		req.Header.Set("Content-Type", "application/json")
-	}
-	resp, err := c.http.Do(req)
-	if err != nil {
-		return nil, fmt.Errorf("controller API %s: %w (is the controller running?)", c.base, err)
-	}
-	defer resp.Body.Close()
-	if resp.StatusCode/100 != 2 {
-		raw, _ := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
-		var e api.Error
-		if json.Unmarshal(raw, &e) == nil && e.Error != "" {
-			return nil, &apiStatusError{code: resp.StatusCode, msg: e.Error}
-		}
-		return nil, &apiStatusError{code: resp.StatusCode, msg: fmt.Sprintf("controller API %s %s: %s", method, path, resp.Status)}
-	}
-	raw, err := io.ReadAll(io.LimitReader(resp.Body, limit+1))
-	if err != nil {
-		return nil, fmt.Errorf("controller API %s %s: read answer: %w", method, path, err)
-	}
-	if int64(len(raw)) > limit {
-		return nil, fmt.Errorf("controller API %s %s: answer larger than %d bytes", method, path, limit)
-	}
-	return raw, nil
-}
-
-// isNotFound reports whether err is the API's 404.
-func isNotFound(err error) bool {
-	var se *apiStatusError
-	return errors.As(err, &se) && se.code == http.StatusNotFound
 }
 
 func newQuarantineCommand(g *globals) *cobra.Command {
@@ -151,22 +87,8 @@ func newQuarantineListCommand(g *globals) *cobra.Command {
 		Example: "  meshguard quarantine list\n  meshguard quarantine list -o json",
 		Args:    cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			if err := checkFormat(output, outputFormats...); err != nil {
-				return err
-			}
-			c, err := g.apiClient()
-			if err != nil {
-				return err
-			}
-			var out []api.QuarantineStatus
-			if err := c.do(cmd.Context(), "GET", "/api/v1/quarantines", nil, &out); err != nil {
-				return fmt.Errorf("quarantine list: %w", err)
-			}
-			if out == nil {
-				out = []api.QuarantineStatus{}
-			}
-			return printOut(cmd.OutOrStdout(), output, out, func(tw *tabwriter.Writer) {
-				quarantineTable(tw, out, "")
+			return getList(cmd, g, output, "quarantine list", "/api/v1/quarantines", func(tw *tabwriter.Writer, qs []api.QuarantineStatus) {
+				quarantineTable(tw, qs, "")
 			})
 		},
 	}

@@ -82,7 +82,7 @@ func printStatus(w io.Writer, v statusView) error {
 // fetchQuarantined asks the API for the quarantined workloads; unknown is true when the
 // controller predates quarantine (404) rather than an error.
 func fetchQuarantined(ctx context.Context, c *apiClient) (qs []api.QuarantineStatus, unknown bool, err error) {
-	raw, err := c.fetch(ctx, "GET", "/api/v1/quarantines", nil, 16<<20)
+	raw, err := c.doRaw(ctx, "GET", "/api/v1/quarantines", nil, maxAnswer)
 	if isNotFound(err) {
 		return nil, true, nil
 	}
