@@ -2,7 +2,8 @@
 # meshguard binary), then call bench_lab_begin NAME LOCK_WAIT_SECONDS. It takes the lab lock the
 # e2e tests take (held until the script exits), waits (bounded) for a lab someone else brought
 # up, makes WORK (0700) with HOME inside it (lab up copies the lab's admin config there), and
-# on exit brings the lab down when LAB_UP=1 and removes WORK.
+# on exit brings the lab down when LAB_UP=1 and removes WORK. Then wait_ok, pod_field and
+# cpu_ticks help measure the lab's pods.
 
 lab_daemon_alive() {
 	local pid
@@ -45,4 +46,27 @@ bench_lab_cleanup() {
 	fi
 	rm -rf "$WORK"
 	exit $rc
+}
+
+# wait_ok POD URL: up to 30 s for one 200 from URL inside POD.
+wait_ok() {
+	local i
+	for i in $(seq 60); do
+		if "$MG" lab exec "$1" -- curl -fsS -o /dev/null --max-time 2 "$2" 2>/dev/null; then
+			return 0
+		fi
+		sleep 0.5 # poll interval of a bounded wait for the pods to come up
+	done
+	return 1
+}
+
+# pod_field POD JQ-PATH: a field of the lab's state for POD, e.g. pod_field app .sidecarProc.pid.
+pod_field() { jq -r --arg n "$1" ".pods[] | select(.name == \$n) | $2" /run/meshguard/lab/state.json; }
+
+cpu_ticks() { # cpu_ticks PID...: sum of utime+stime (clock ticks) over the pids
+	local t=0 p
+	for p in "$@"; do
+		t=$((t + $(awk '{ sub(/^.*\) /, ""); print $12 + $13 }' /proc/"$p"/stat)))
+	done
+	echo $t
 }

@@ -94,17 +94,6 @@ URL_DIRECT="http://app-direct.bench.svc.cluster.local:8080/echo?size=$SIZE"
 URL_NGINX="http://127.0.0.1:18080/echo?size=$SIZE"
 URL_MESH="http://app-mesh.bench.svc.cluster.local:8080/echo?size=$SIZE"
 
-# wait_ok POD URL: up to 30 s for one 200 from URL inside POD.
-wait_ok() {
-	local i
-	for i in $(seq 60); do
-		if "$MG" lab exec "$1" -- curl -fsS -o /dev/null --max-time 2 "$2" 2>/dev/null; then
-			return 0
-		fi
-		sleep 0.5 # poll interval of a bounded wait for the pods to come up
-	done
-	return 1
-}
 wait_ok client "$URL_DIRECT" || { echo "bench/mesh.sh: direct path not answering" >&2; exit 1; }
 wait_ok client "$URL_NGINX" || { echo "bench/mesh.sh: nginx pair not answering" >&2; "$MG" lab logs client >&2; "$MG" lab logs app-nginx >&2; exit 1; }
 if [ $MESH = 1 ] && ! wait_ok mesh-client "$URL_MESH"; then
@@ -113,7 +102,6 @@ if [ $MESH = 1 ] && ! wait_ok mesh-client "$URL_MESH"; then
 fi
 
 # pids_of SETUP: the host pids of the proxies measured for a setup.
-pod_field() { jq -r --arg n "$1" ".pods[] | select(.name == \$n) | $2" /run/meshguard/lab/state.json; }
 nginx_tree() { # nginx master (the pod's PID 1, exec'd by the wrapper) and its nginx workers
 	local m=$1 c
 	echo "$m"
@@ -136,13 +124,6 @@ pids_of() { # pids_of SETUP: "SIDE PID" lines, SIDE c (client side) or s (server
 	esac
 }
 HZ=$(getconf CLK_TCK)
-cpu_ticks() { # sum of utime+stime over pids
-	local t=0 p
-	for p in "$@"; do
-		t=$((t + $(awk '{ sub(/^.*\) /, ""); print $12 + $13 }' /proc/"$p"/stat)))
-	done
-	echo $t
-}
 mem_kb() { # mem_kb FILE FIELD PID...: sum of FIELD (kB) from /proc/PID/FILE
 	local f=$1 k=$2 t=0 p
 	shift 2

@@ -123,17 +123,9 @@ topology() { # topology off|on
 	fi >"$WORK/topology-$1.yaml"
 }
 
-# wait_ok POD URL: up to 30 s for one 200 from URL inside POD.
-wait_ok() {
-	local i
-	for i in $(seq 60); do
-		if "$MG" lab exec "$1" -- curl -fsS -o /dev/null --max-time 2 "$2" 2>/dev/null; then
-			return 0
-		fi
-		sleep 0.5 # poll interval of a bounded wait for the pods to come up
-	done
-	echo "bench/threats.sh: $2 not answering from $1 within 30 s" >&2
-	return 1
+# need_ok POD URL: wait_ok (bench/lib.sh), or stop the run saying which path does not answer.
+need_ok() {
+	wait_ok "$1" "$2" || { echo "bench/threats.sh: $2 not answering from $1 within 30 s" >&2; return 1; }
 }
 
 # events_of NAME DEST: how many stored threat events NAME (any name: "") have DEST as destination.
@@ -152,11 +144,6 @@ wait_event() {
 	done
 	echo "bench/threats.sh: no $1 event for $2 within 60 s" >&2
 	return 1
-}
-
-pod_field() { jq -r --arg n "$1" ".pods[] | select(.name == \$n) | $2" /run/meshguard/lab/state.json; }
-cpu_ticks() { # utime+stime of a pid
-	awk '{ sub(/^.*\) /, ""); print $12 + $13 }' /proc/"$1"/stat
 }
 
 load() { # load POD URL OUT.json FORTIO-ARGS...; one retry if fortio dies while the lab is still ours
@@ -202,9 +189,9 @@ echo "machine: $(nproc) cpus, load $(cut -d' ' -f1-3 /proc/loadavg) before the r
 topology on
 LAB_UP=1
 "$MG" lab up -f "$WORK/topology-on.yaml"
-wait_ok client "http://$APP_DIRECT:8080/echo?size=16"
-wait_ok mesh-client "http://$APP_MESH:8080/echo?size=16"
-wait_ok mesh-client "http://$APP_WAF:8080/echo?size=16"
+need_ok client "http://$APP_DIRECT:8080/echo?size=16"
+need_ok mesh-client "http://$APP_MESH:8080/echo?size=16"
+need_ok mesh-client "http://$APP_WAF:8080/echo?size=16"
 # The built-in detectors are live on app-mesh (an SQL injection is reported; the auto group
 # is in discover mode, so nothing is blocked).
 wait_event sqli bench/app-mesh "http://$APP_MESH:8080/echo?size=16&id=1%27%20OR%20%271%27%3D%271"
@@ -229,8 +216,8 @@ tr '\0' ' ' </proc/"$(pod_field app-mesh .sidecarProc.pid)"/cmdline | grep -q --
 	echo "bench/threats.sh: the app-mesh sidecar was not started with --threat-detection=false" >&2
 	exit 1
 }
-wait_ok client "http://$APP_DIRECT:8080/echo?size=16"
-wait_ok mesh-client "http://$APP_MESH:8080/echo?size=16"
+need_ok client "http://$APP_DIRECT:8080/echo?size=16"
+need_ok mesh-client "http://$APP_MESH:8080/echo?size=16"
 EV0[off]=$(events_of "" bench/app-mesh)
 "$MG" lab exec mesh-client -- curl -s -o /dev/null --max-time 2 "http://$APP_MESH:8080/echo?size=16&id=1%27%20OR%20%271%27%3D%271" || true
 cell direct2 client "$APP_DIRECT" -
