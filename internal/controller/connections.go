@@ -1,6 +1,7 @@
 package controller
 
 import (
+	"container/heap"
 	"context"
 	"fmt"
 	"log/slog"
@@ -70,6 +71,7 @@ type Connections struct {
 
 	mu    sync.Mutex
 	flows map[flowKey]*flowEntry
+	byAge flowAges // the same entries, least recently seen first: a full table evicts in O(log n)
 }
 
 type flowKey struct {
@@ -86,6 +88,56 @@ type flowEntry struct {
 	srcGroups          []string
 	dstGroups          []string
 	srcKnown, dstKnown bool // the sides are registered workloads (conn.Source/Destination are keys)
+	key                flowKey
+	age                int // index in Connections.byAge
+}
+
+// flowAges is a min-heap of flow entries by conn.LastSeen.
+type flowAges []*flowEntry
+
+func (h flowAges) Len() int           { return len(h) }
+func (h flowAges) Less(i, j int) bool { return h[i].conn.LastSeen.Before(h[j].conn.LastSeen) }
+func (h flowAges) Swap(i, j int) {
+	h[i], h[j] = h[j], h[i]
+	h[i].age, h[j].age = i, j
+}
+func (h *flowAges) Push(x any) {
+	e := x.(*flowEntry)
+	e.age = len(*h)
+	*h = append(*h, e)
+}
+func (h *flowAges) Pop() any {
+	old := *h
+	e := old[len(old)-1]
+	old[len(old)-1] = nil
+	*h = old[:len(old)-1]
+	return e
+}
+
+// add puts a new entry, with its LastSeen set, in the table.
+func (c *Connections) add(e *flowEntry) {
+	c.flows[e.key] = e
+	heap.Push(&c.byAge, e)
+}
+
+// seen moves e's LastSeen forward to t (reports may arrive out of order).
+func (c *Connections) seen(e *flowEntry, t time.Time, inTable bool) {
+	if !t.After(e.conn.LastSeen) {
+		return
+	}
+	e.conn.LastSeen = t
+	if inTable {
+		heap.Fix(&c.byAge, e.age)
+	}
+}
+
+// evictOldest drops the least recently seen flow.
+func (c *Connections) evictOldest() {
+	if len(c.byAge) == 0 {
+		return
+	}
+	e := heap.Pop(&c.byAge).(*flowEntry)
+	delete(c.flows, e.key)
 }
 
 // NewConnections validates cfg and registers the violation counter.
@@ -110,36 +162,41 @@ type side struct {
 	w      registry.Workload
 	known  bool
 	addr   string
+	name   string // the workload's key, else the address's IP (without the port)
 	groups []string
 }
 
 func (c *Connections) resolve(id, addr string) side {
-	s := side{addr: addr}
+	s := side{addr: addr, name: addr}
+	// addr is an ip:port or a bare IP; parsed once for all the lookups below.
+	var ip netip.Addr
+	hasPort := false
 	if ap, err := netip.ParseAddrPort(addr); err == nil {
-		s.w, s.known = c.cfg.Directory.ByIP(ap.Addr().Unmap())
+		ip, hasPort = ap.Addr(), true
 	} else if a, err := netip.ParseAddr(addr); err == nil {
-		s.w, s.known = c.cfg.Directory.ByIP(a.Unmap())
+		ip = a
+	}
+	if ip.IsValid() {
+		s.w, s.known = c.cfg.Directory.ByIP(ip.Unmap())
 	}
 	if !s.known && id != "" {
 		s.w, s.known = c.cfg.Directory.BySPIFFEID(id)
 	}
-	if !s.known {
+	if !s.known && ip.IsValid() {
 		// A service VIP (an outbound report to a pod without a sidecar carries the address the
 		// app dialled): with one endpoint, that is the workload reached.
-		ip, err := netip.ParseAddr(addr)
-		if ap, perr := netip.ParseAddrPort(addr); perr == nil {
-			ip, err = ap.Addr(), nil
-		}
-		if err == nil {
-			if svc, ok := c.cfg.Directory.ServiceByVIP(ip.Unmap()); ok && len(svc.Endpoints) == 1 {
-				if ns, name, ok := strings.Cut(svc.Endpoints[0], "/"); ok {
-					s.w, s.known = c.cfg.Directory.Workload(ns, name)
-				}
+		if svc, ok := c.cfg.Directory.ServiceByVIP(ip.Unmap()); ok && len(svc.Endpoints) == 1 {
+			if ns, name, ok := strings.Cut(svc.Endpoints[0], "/"); ok {
+				s.w, s.known = c.cfg.Directory.Workload(ns, name)
 			}
 		}
 	}
-	if s.known {
+	switch {
+	case s.known:
 		s.groups = c.cfg.Directory.GroupsOf(s.w.Namespace, s.w.Name)
+		s.name = s.w.Key()
+	case hasPort:
+		s.name = ip.String()
 	}
 	return s
 }
@@ -150,17 +207,7 @@ func (c *Connections) self(n xds.Node, addr string) side {
 	if !ok {
 		return c.resolve("", addr)
 	}
-	return side{w: w, known: true, addr: addr, groups: c.cfg.Directory.GroupsOf(w.Namespace, w.Name)}
-}
-
-func (s side) name() string {
-	if s.known {
-		return s.w.Key()
-	}
-	if ap, err := netip.ParseAddrPort(s.addr); err == nil {
-		return ap.Addr().String()
-	}
-	return s.addr
+	return side{w: w, known: true, addr: addr, name: w.Key(), groups: c.cfg.Directory.GroupsOf(w.Namespace, w.Name)}
 }
 
 // HandleReports implements xds.ReportSink.
@@ -214,8 +261,8 @@ func (c *Connections) handle(ctx context.Context, from xds.Node, pol *policy.Pol
 	if ns := r.GetStartUnixNano(); ns > 0 {
 		start = time.Unix(0, ns)
 	}
-	srcEP := events.Endpoint{Workload: src.name(), Identity: r.GetSourceSpiffeId(), Address: r.GetSourceAddr()}
-	dstEP := events.Endpoint{Workload: dst.name(), Identity: r.GetDestinationSpiffeId(), Address: r.GetDestinationAddr(), Group: d.Group}
+	srcEP := events.Endpoint{Workload: src.name, Identity: r.GetSourceSpiffeId(), Address: r.GetSourceAddr()}
+	dstEP := events.Endpoint{Workload: dst.name, Identity: r.GetDestinationSpiffeId(), Address: r.GetDestinationAddr(), Group: d.Group}
 	if src.known {
 		srcEP.Group = registry.AutoGroupKey(&src.w)
 	}
@@ -271,7 +318,7 @@ func (c *Connections) handle(ctx context.Context, from xds.Node, pol *policy.Pol
 			DstGroup: d.Group, Port: port, Transport: transport, App: app, L7: l7})
 	}
 
-	k := flowKey{src: src.name(), dst: dst.name(), port: port, transport: transport, app: app, verdict: verdict, authenticated: r.GetAuthenticated()}
+	k := flowKey{src: src.name, dst: dst.name, port: port, transport: transport, app: app, verdict: verdict, authenticated: r.GetAuthenticated()}
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	e, ok := c.flows[k]
@@ -279,10 +326,9 @@ func (c *Connections) handle(ctx context.Context, from xds.Node, pol *policy.Pol
 		if len(c.flows) >= maxFlows {
 			c.evictOldest()
 		}
-		e = &flowEntry{conn: api.Connection{Source: k.src, Destination: k.dst, Port: port, Transport: transport.String(),
+		e = &flowEntry{key: k, conn: api.Connection{Source: k.src, Destination: k.dst, Port: port, Transport: transport.String(),
 			App: app, Verdict: verdict, SrcGroup: srcEP.Group, DstGroup: d.Group,
 			System: isSystem(app, port, dst, c.cfg.SystemPorts), Authenticated: k.authenticated}}
-		c.flows[k] = e
 	}
 	e.srcGroups, e.dstGroups = src.groups, dst.groups
 	e.srcKnown, e.dstKnown = src.known, dst.known
@@ -290,8 +336,9 @@ func (c *Connections) handle(ctx context.Context, from xds.Node, pol *policy.Pol
 	e.conn.Bytes += r.GetBytesSent() + r.GetBytesReceived()
 	e.conn.RuleID = rule
 	e.conn.Mismatch = e.conn.Mismatch || mismatch
-	if start.After(e.conn.LastSeen) {
-		e.conn.LastSeen = start
+	c.seen(e, start, ok)
+	if !ok {
+		c.add(e)
 	}
 }
 
@@ -313,18 +360,6 @@ func reportVerdict(r *xdsv1.ConnectionReport) (verdict, rule, refusal string) {
 		return "deny", r.GetRuleId(), why
 	}
 	return "allow", r.GetRuleId(), ""
-}
-
-func (c *Connections) evictOldest() {
-	var oldest flowKey
-	var t time.Time
-	first := true
-	for k, e := range c.flows {
-		if first || e.conn.LastSeen.Before(t) {
-			oldest, t, first = k, e.conn.LastSeen, false
-		}
-	}
-	delete(c.flows, oldest)
 }
 
 // isSystem says whether a flow is mesh system traffic: DNS, or a controller port on an
@@ -436,16 +471,16 @@ func (c *Connections) Seed(evs []events.Event) {
 			if len(c.flows) >= maxFlows {
 				continue
 			}
-			fe = &flowEntry{conn: api.Connection{Source: k.src, Destination: k.dst, Port: k.port, Transport: "tcp", App: k.app,
+			fe = &flowEntry{key: k, conn: api.Connection{Source: k.src, Destination: k.dst, Port: k.port, Transport: "tcp", App: k.app,
 				Verdict: k.verdict, SrcGroup: e.Source.Group, DstGroup: e.Destination.Group, RuleID: e.RuleID,
 				System:        isSystem(k.app, k.port, side{known: strings.Contains(k.dst, "/")}, c.cfg.SystemPorts),
 				Authenticated: authn, Mismatch: strings.Contains(e.L7, "mismatch=true")},
 				srcKnown: strings.Contains(k.src, "/"), dstKnown: strings.Contains(k.dst, "/")}
-			c.flows[k] = fe
 		}
 		fe.conn.Count++
-		if e.Time.After(fe.conn.LastSeen) {
-			fe.conn.LastSeen = e.Time
+		c.seen(fe, e.Time, ok)
+		if !ok {
+			c.add(fe)
 		}
 	}
 }
