@@ -19,6 +19,8 @@ import (
 	"time"
 
 	"github.com/vishvananda/netns"
+
+	"github.com/meshguard/meshguard/internal/intercept"
 )
 
 // SystemSpec describes a lab-managed process that is not a pod's command: the controller now,
@@ -314,32 +316,20 @@ func dialHost(ctx context.Context, addr string) (net.Conn, error) {
 	return dialer.DialContext(ctx, "tcp", addr)
 }
 
-// dialIn dials from inside the netns at path: the socket is created on a locked thread
-// switched into it, and stays there.
+// dialIn dials from inside the netns at path: the socket is created on a thread switched
+// into it (intercept.Do), and stays there.
 func dialIn(path string) dialFunc {
 	return func(ctx context.Context, addr string) (net.Conn, error) {
-		ns, err := netns.GetFromPath(path)
-		if err != nil {
-			return nil, err
+		var c net.Conn
+		err := intercept.Do(path, func() (err error) {
+			c, err = dialHost(ctx, addr)
+			return err
+		})
+		if err != nil && c != nil {
+			c.Close() // dialled, but the thread could not switch back
+			c = nil
 		}
-		defer ns.Close()
-		runtime.LockOSThread()
-		orig, err := netns.Get()
-		if err != nil {
-			runtime.UnlockOSThread()
-			return nil, err
-		}
-		defer orig.Close()
-		if err := netns.Set(ns); err != nil {
-			runtime.UnlockOSThread()
-			return nil, err
-		}
-		c, derr := dialHost(ctx, addr)
-		if err := netns.Set(orig); err != nil {
-			return nil, err // the thread stays locked: the runtime discards it
-		}
-		runtime.UnlockOSThread()
-		return c, derr
+		return c, err
 	}
 }
 
