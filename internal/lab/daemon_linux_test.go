@@ -4,8 +4,6 @@ import (
 	"context"
 	"net"
 	"os"
-	"path/filepath"
-	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -19,16 +17,7 @@ import (
 // to a listener that exists only on the loopback of the given netns, and leaves the caller in
 // the host's netns.
 func TestDialInReachesListenerInNetns(t *testing.T) {
-	if os.Geteuid() != 0 {
-		t.Skip("needs root to create a network namespace")
-	}
-	path := filepath.Join(NetnsDir, "mgtest-dial-"+strconv.Itoa(os.Getpid()))
-	ns, err := newNamedNetns(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ns.Close()
-	t.Cleanup(func() { _ = deleteNetns(path) })
+	path, ns := testNetns(t, "mgtest-dial-")
 	h, err := netlink.NewHandleAt(ns)
 	if err != nil {
 		t.Fatal(err)

@@ -7,21 +7,33 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+
+	"github.com/vishvananda/netns"
 )
 
-// TestStartInNetns checks the seam sidecars use: a process started with startIn lives in the
-// given network namespace, and the caller's thread stays in the host's.
-func TestStartInNetns(t *testing.T) {
+// testNetns creates a network namespace for the test, bind-mounted at NetnsDir/PREFIX<pid> and
+// removed at cleanup; it skips the test unless root.
+func testNetns(t *testing.T, prefix string) (string, netns.NsHandle) {
+	t.Helper()
 	if os.Geteuid() != 0 {
 		t.Skip("needs root to create a network namespace")
 	}
-	path := filepath.Join(NetnsDir, "mgtest-"+strconv.Itoa(os.Getpid()))
+	path := filepath.Join(NetnsDir, prefix+strconv.Itoa(os.Getpid()))
 	ns, err := newNamedNetns(path)
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer ns.Close()
-	t.Cleanup(func() { _ = deleteNetns(path) })
+	t.Cleanup(func() {
+		ns.Close()
+		_ = deleteNetns(path)
+	})
+	return path, ns
+}
+
+// TestStartInNetns checks the seam sidecars use: a process started with startIn lives in the
+// given network namespace, and the caller's thread stays in the host's.
+func TestStartInNetns(t *testing.T) {
+	path, ns := testNetns(t, "mgtest-")
 	want, err := os.Readlink("/proc/self/ns/net")
 	if err != nil {
 		t.Fatal(err)

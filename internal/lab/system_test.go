@@ -6,7 +6,6 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
-	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -25,16 +24,7 @@ func testDaemon(t *testing.T) *Daemon {
 }
 
 func TestStartSystemInNetnsWaitsForReadyLine(t *testing.T) {
-	if os.Geteuid() != 0 {
-		t.Skip("needs root to create a network namespace")
-	}
-	path := filepath.Join(NetnsDir, "mgtest-sys-"+strconv.Itoa(os.Getpid()))
-	ns, err := newNamedNetns(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ns.Close()
-	t.Cleanup(func() { _ = deleteNetns(path) })
+	path, ns := testNetns(t, "mgtest-sys-")
 	d := testDaemon(t)
 	spec := SystemSpec{
 		Name:      "sidecar:shop/web",
