@@ -245,10 +245,8 @@ func isScriptUpload(name []byte) bool {
 	if i := bytes.LastIndexAny(n, "/\\"); i >= 0 {
 		n = n[i+1:]
 	}
-	for _, f := range serverConfigFiles {
-		if len(n) == len(f) && bytes.EqualFold(n, []byte(f)) {
-			return true
-		}
+	if equalFoldAny(n, serverConfigFiles[:]) {
+		return true
 	}
 	// A PHP session file (sess_<id>): uploading one forges a session.
 	if hasPrefixFold(n, "sess_") && len(n) >= 20 {
@@ -270,8 +268,15 @@ func isScriptUpload(name []byte) bool {
 
 // isUploadNameHeader: headers upload endpoints (XHR uploaders) carry the file name in.
 func isUploadNameHeader(name []byte) bool {
-	for _, h := range [...]string{"x-filename", "x_filename", "x.filename", "x-file-name"} {
-		if len(name) == len(h) && bytes.EqualFold(name, []byte(h)) {
+	return equalFoldAny(name, uploadNameHeaders[:])
+}
+
+var uploadNameHeaders = [...]string{"x-filename", "x_filename", "x.filename", "x-file-name"}
+
+// equalFoldAny says whether b is one of names, ignoring case.
+func equalFoldAny(b []byte, names []string) bool {
+	for _, n := range names {
+		if len(b) == len(n) && bytes.EqualFold(b, []byte(n)) {
 			return true
 		}
 	}
@@ -652,11 +657,8 @@ func danglingSQLCall(v []byte) int {
 	for k > 0 && (isIdentByte(t[k-1])) {
 		k--
 	}
-	name := t[k:]
-	for _, f := range sqlFunctions {
-		if len(name) == len(f) && bytes.EqualFold(name, []byte(f)) {
-			return k
-		}
+	if equalFoldAny(t[k:], sqlFunctions[:]) {
+		return k
 	}
 	return -1
 }
@@ -690,12 +692,8 @@ func selectCall(v []byte) int {
 		if bytes.EqualFold(w, []byte("null")) || bytes.EqualFold(w, []byte("pg_sleep")) || bytes.EqualFold(w, []byte("sleep")) {
 			return i
 		}
-		if k > 0 && k < len(r) && bytes.TrimLeft(r[k:], " ")[0] == '(' {
-			for _, f := range sqlFunctions {
-				if len(w) == len(f) && bytes.EqualFold(w, []byte(f)) {
-					return i
-				}
-			}
+		if k > 0 && k < len(r) && bytes.TrimLeft(r[k:], " ")[0] == '(' && equalFoldAny(w, sqlFunctions[:]) {
+			return i
 		}
 	}
 	return -1

@@ -336,14 +336,18 @@ func (h *HTTPDetectors) inspect(s *scratch, r *HTTPRequest) {
 		if m&mTraversal != 0 && rawPathTraversal(path) {
 			h.report(s, mTraversal, PathTraversal, "path", nil, path, "")
 		}
+		// Decoded once (into s.a or s.b, or path itself): restrictedPath, checkValue and
+		// findSQLFragment only read it, and nothing they call decodes (only fullDecode
+		// writes s.a and s.b; the detectors' own copies go to s.t).
+		dp := fullDecode(s, path, false)
 		if m&mTraversal != 0 {
-			if ev := restrictedPath(s, fullDecode(s, path, false)); ev != nil {
+			if ev := restrictedPath(s, dp); ev != nil {
 				h.report(s, mTraversal, PathTraversal, "path", nil, ev, "restricted file")
 			}
 		}
-		h.checkValue(s, m, "path", nil, fullDecode(s, path, false))
+		h.checkValue(s, m, "path", nil, dp)
 		if h.want(s, mSQLi) != 0 {
-			if ev, ok := findSQLFragment(fullDecode(s, path, false), true); ok {
+			if ev, ok := findSQLFragment(dp, true); ok {
 				h.report(s, mSQLi, SQLi, "path", nil, ev, "SQL function in the path")
 			}
 		}
@@ -374,15 +378,10 @@ func (h *HTTPDetectors) inspect(s *scratch, r *HTTPRequest) {
 	h.checkBody(s, r)
 }
 
-func isAppHeader(name []byte) bool {
-	for _, n := range [...]string{"user-agent", "referer", "x-forwarded-for", "x-forwarded-host", "x-real-ip",
-		"x-api-version", "origin", "true-client-ip", "client-ip", "x-client-ip"} {
-		if len(name) == len(n) && bytes.EqualFold(name, []byte(n)) {
-			return true
-		}
-	}
-	return false
-}
+func isAppHeader(name []byte) bool { return equalFoldAny(name, appHeaders[:]) }
+
+var appHeaders = [...]string{"user-agent", "referer", "x-forwarded-for", "x-forwarded-host", "x-real-ip",
+	"x-api-version", "origin", "true-client-ip", "client-ip", "x-client-ip"}
 
 // checkArg decodes and checks one name=value argument.
 func (h *HTTPDetectors) checkArg(s *scratch, checks detMask, kind string, name, value []byte, plus bool) {
