@@ -13,14 +13,14 @@ import (
 // exports to the same bytes and Parse of the output yields the same policy.
 func (s *Set) Export() ([]byte, error) {
 	var docs []any
-	add := func(kind string, keys []string, get func(i int) any) {
+	add := func(kind string, keys []string) {
 		idx := make([]int, len(keys))
 		for i := range idx {
 			idx[i] = i
 		}
 		sort.SliceStable(idx, func(a, b int) bool { return keys[idx[a]] < keys[idx[b]] })
 		for _, i := range idx {
-			docs = append(docs, get(i))
+			docs = append(docs, s.Document(kind, i))
 		}
 	}
 	keys := func(n int, key func(int) string) []string {
@@ -30,32 +30,11 @@ func (s *Set) Export() ([]byte, error) {
 		}
 		return out
 	}
-	tm := func(kind string) TypeMeta { return TypeMeta{APIVersion: APIVersion, Kind: kind} }
-	add(KindGroup, keys(len(s.Groups), func(i int) string { return s.Groups[i].Metadata.Key() }), func(i int) any {
-		g := s.Groups[i]
-		g.TypeMeta = tm(KindGroup)
-		return &g
-	})
-	add(KindNetworkRule, keys(len(s.NetworkRules), func(i int) string { return s.NetworkRules[i].Metadata.Key() }), func(i int) any {
-		r := s.NetworkRules[i]
-		r.TypeMeta = tm(KindNetworkRule)
-		return &r
-	})
-	add(KindProcessProfile, keys(len(s.ProcessProfiles), func(i int) string { return s.ProcessProfiles[i].Metadata.Key() }), func(i int) any {
-		r := s.ProcessProfiles[i]
-		r.TypeMeta = tm(KindProcessProfile)
-		return &r
-	})
-	add(KindFileRule, keys(len(s.FileRules), func(i int) string { return s.FileRules[i].Metadata.Key() }), func(i int) any {
-		r := s.FileRules[i]
-		r.TypeMeta = tm(KindFileRule)
-		return &r
-	})
-	add(KindResponseRule, keys(len(s.ResponseRules), func(i int) string { return s.ResponseRules[i].Metadata.Key() }), func(i int) any {
-		r := s.ResponseRules[i]
-		r.TypeMeta = tm(KindResponseRule)
-		return &r
-	})
+	add(KindGroup, keys(len(s.Groups), func(i int) string { return s.Groups[i].Metadata.Key() }))
+	add(KindNetworkRule, keys(len(s.NetworkRules), func(i int) string { return s.NetworkRules[i].Metadata.Key() }))
+	add(KindProcessProfile, keys(len(s.ProcessProfiles), func(i int) string { return s.ProcessProfiles[i].Metadata.Key() }))
+	add(KindFileRule, keys(len(s.FileRules), func(i int) string { return s.FileRules[i].Metadata.Key() }))
+	add(KindResponseRule, keys(len(s.ResponseRules), func(i int) string { return s.ResponseRules[i].Metadata.Key() }))
 	var buf bytes.Buffer
 	for i, d := range docs {
 		if i > 0 {
@@ -71,4 +50,34 @@ func (s *Set) Export() ([]byte, error) {
 		}
 	}
 	return buf.Bytes(), nil
+}
+
+// Document returns a copy of the i-th document of kind (an index into that kind's slice of
+// s) with its TypeMeta filled in, the value Export encodes; nil for an unknown kind. Other
+// encoders of the same documents (xdsgen's JSON) use it so the two cannot drift.
+func (s *Set) Document(kind string, i int) any {
+	tm := TypeMeta{APIVersion: APIVersion, Kind: kind}
+	switch kind {
+	case KindGroup:
+		d := s.Groups[i]
+		d.TypeMeta = tm
+		return &d
+	case KindNetworkRule:
+		d := s.NetworkRules[i]
+		d.TypeMeta = tm
+		return &d
+	case KindProcessProfile:
+		d := s.ProcessProfiles[i]
+		d.TypeMeta = tm
+		return &d
+	case KindFileRule:
+		d := s.FileRules[i]
+		d.TypeMeta = tm
+		return &d
+	case KindResponseRule:
+		d := s.ResponseRules[i]
+		d.TypeMeta = tm
+		return &d
+	}
+	return nil
 }

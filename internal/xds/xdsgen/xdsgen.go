@@ -222,45 +222,23 @@ func (g *Generator) policyFor(sh *shared, groups []string) ([]byte, error) {
 		sh.respJSON = make([][]byte, len(set.ResponseRules))
 	}
 	var buf []byte
-	add := func(cache [][]byte, i int, doc func() any) error {
-		if cache[i] == nil {
-			b, err := json.Marshal(doc())
-			if err != nil {
-				return err
+	for _, part := range [...]struct {
+		kind  string
+		idx   []int
+		cache [][]byte
+	}{{policy.KindGroup, groupIdx, sh.groupJSON}, {policy.KindNetworkRule, ruleIdx, sh.ruleJSON}, {policy.KindResponseRule, respIdx, sh.respJSON}} {
+		for _, i := range part.idx {
+			if part.cache[i] == nil {
+				b, err := json.Marshal(set.Document(part.kind, i))
+				if err != nil {
+					return nil, fmt.Errorf("encode policy for groups %s: %w", key, err)
+				}
+				part.cache[i] = b
 			}
-			cache[i] = b
-		}
-		if len(buf) > 0 {
-			buf = append(buf, "\n---\n"...)
-		}
-		buf = append(buf, cache[i]...)
-		return nil
-	}
-	for _, i := range groupIdx {
-		if err := add(sh.groupJSON, i, func() any {
-			d := set.Groups[i]
-			d.TypeMeta = policy.TypeMeta{APIVersion: policy.APIVersion, Kind: policy.KindGroup}
-			return &d
-		}); err != nil {
-			return nil, fmt.Errorf("encode policy for groups %s: %w", key, err)
-		}
-	}
-	for _, i := range ruleIdx {
-		if err := add(sh.ruleJSON, i, func() any {
-			d := set.NetworkRules[i]
-			d.TypeMeta = policy.TypeMeta{APIVersion: policy.APIVersion, Kind: policy.KindNetworkRule}
-			return &d
-		}); err != nil {
-			return nil, fmt.Errorf("encode policy for groups %s: %w", key, err)
-		}
-	}
-	for _, i := range respIdx {
-		if err := add(sh.respJSON, i, func() any {
-			d := set.ResponseRules[i]
-			d.TypeMeta = policy.TypeMeta{APIVersion: policy.APIVersion, Kind: policy.KindResponseRule}
-			return &d
-		}); err != nil {
-			return nil, fmt.Errorf("encode policy for groups %s: %w", key, err)
+			if len(buf) > 0 {
+				buf = append(buf, "\n---\n"...)
+			}
+			buf = append(buf, part.cache[i]...)
 		}
 	}
 	if len(buf) > 0 {
