@@ -56,28 +56,29 @@ func (s *Set) Export() ([]byte, error) {
 // s) with its TypeMeta filled in, the value Export encodes; nil for an unknown kind. Other
 // encoders of the same documents (xdsgen's JSON) use it so the two cannot drift.
 func (s *Set) Document(kind string, i int) any {
-	tm := TypeMeta{APIVersion: APIVersion, Kind: kind}
 	switch kind {
 	case KindGroup:
-		d := s.Groups[i]
-		d.TypeMeta = tm
-		return &d
+		return typed(s.Groups[i], kind)
 	case KindNetworkRule:
-		d := s.NetworkRules[i]
-		d.TypeMeta = tm
-		return &d
+		return typed(s.NetworkRules[i], kind)
 	case KindProcessProfile:
-		d := s.ProcessProfiles[i]
-		d.TypeMeta = tm
-		return &d
+		return typed(s.ProcessProfiles[i], kind)
 	case KindFileRule:
-		d := s.FileRules[i]
-		d.TypeMeta = tm
-		return &d
+		return typed(s.FileRules[i], kind)
 	case KindResponseRule:
-		d := s.ResponseRules[i]
-		d.TypeMeta = tm
-		return &d
+		return typed(s.ResponseRules[i], kind)
 	}
 	return nil
 }
+
+// typed returns a pointer to a copy of d with its (embedded) TypeMeta set to kind.
+func typed[T any, P interface {
+	*T
+	setType(kind string)
+}](d T, kind string) any {
+	p := P(&d)
+	p.setType(kind)
+	return p
+}
+
+func (m *TypeMeta) setType(kind string) { *m = TypeMeta{APIVersion: APIVersion, Kind: kind} }
