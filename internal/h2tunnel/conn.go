@@ -251,21 +251,25 @@ func (c *Conn) writeSetup(preface []byte) error {
 // answer: a non-200 comes back as *StatusError, a connection that takes no new streams as
 // ErrUnavailable.
 func (c *Conn) Open(ctx context.Context, authority string) (*Stream, error) {
+	// The ID is taken under the write lock: streams must reach the peer in ID order.
+	c.wmu.Lock()
 	c.mu.Lock()
 	if c.err != nil || c.goingAway || uint32(len(c.streams)) >= c.peerMaxStrm || c.nextID > maxWindow {
 		c.mu.Unlock()
+		c.wmu.Unlock()
 		return nil, ErrUnavailable
 	}
 	s := c.newStreamLocked(c.nextID)
 	c.nextID += 2
 	s.respc = make(chan struct{})
 	c.mu.Unlock()
-
-	err := c.writeHeaders(s.id, false, func(e *hpack.Encoder) {
+	err := c.writeHeadersLocked(s.id, false, func(e *hpack.Encoder) {
 		_ = e.WriteField(hpack.HeaderField{Name: ":method", Value: "CONNECT"})
 		_ = e.WriteField(hpack.HeaderField{Name: ":authority", Value: authority})
 	})
+	c.wmu.Unlock()
 	if err != nil {
+		err = fmt.Errorf("h2tunnel: write: %w", err)
 		c.closeWith(err)
 		return nil, err
 	}
@@ -422,15 +426,20 @@ func (c *Conn) writeFrame(write func(*http2.Framer) error) error {
 
 func (c *Conn) writeHeaders(id uint32, end bool, fields func(*hpack.Encoder)) error {
 	c.wmu.Lock()
-	c.hbuf.Reset()
-	fields(c.henc)
-	err := c.wfr.WriteHeaders(http2.HeadersFrameParam{StreamID: id, BlockFragment: c.hbuf.Bytes(), EndStream: end, EndHeaders: true})
+	err := c.writeHeadersLocked(id, end, fields)
 	c.wmu.Unlock()
 	if err != nil {
 		err = fmt.Errorf("h2tunnel: write: %w", err)
 		c.closeWith(err)
 	}
 	return err
+}
+
+// writeHeadersLocked sends one HEADERS frame; the caller holds wmu.
+func (c *Conn) writeHeadersLocked(id uint32, end bool, fields func(*hpack.Encoder)) error {
+	c.hbuf.Reset()
+	fields(c.henc)
+	return c.wfr.WriteHeaders(http2.HeadersFrameParam{StreamID: id, BlockFragment: c.hbuf.Bytes(), EndStream: end, EndHeaders: true})
 }
 
 // startHealth arms the keepalive and idle check. Real time, not an injected clock: it
@@ -633,7 +642,8 @@ func (c *Conn) onGoAway(f *http2.GoAwayFrame) {
 	c.goingAway = true
 	var refused []*Stream
 	for id, s := range c.streams {
-		if id > f.LastStreamID {
+		// LastStreamID counts the streams this side opened: a server opens none.
+		if !c.server && id > f.LastStreamID {
 			refused = append(refused, s)
 		}
 	}

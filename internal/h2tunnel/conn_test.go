@@ -356,3 +356,29 @@ func TestInteropWithNetHTTP2(t *testing.T) {
 		}
 	})
 }
+
+// Streams opened from many goroutines at once must reach the server in ID order (a server
+// that sees a lower ID after a higher one must end the connection).
+func TestConcurrentOpens(t *testing.T) {
+	p := newPair(t, Config{}, Config{}, echo)
+	var wg sync.WaitGroup
+	for i := range 64 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			s, err := p.client.Open(ctxT(t), ":1")
+			if err != nil {
+				t.Error(err)
+				return
+			}
+			defer s.Close()
+			msg := fmt.Sprintf("stream %d", i)
+			_, _ = s.Write([]byte(msg))
+			_ = s.CloseWrite()
+			if got, err := io.ReadAll(s); err != nil || string(got) != msg {
+				t.Errorf("got %q, %v", got, err)
+			}
+		}()
+	}
+	wg.Wait()
+}

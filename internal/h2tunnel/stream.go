@@ -32,7 +32,8 @@ type Stream struct {
 	unacked uint32
 	gotEnd  bool  // the peer finished (END_STREAM) or the stream was reset
 	rerr    error // what Read returns once buf is drained
-	closed  bool  // Close was called: received bytes are dropped
+	closed  bool  // Close was called
+	noRead  bool  // CloseRead or Close was called: received bytes are dropped
 	status  int   // client: the response status, once respc is closed
 	reason  string
 	respc   chan struct{}
@@ -136,15 +137,7 @@ func (s *Stream) Close() error {
 	}
 	s.closed = true
 	gotEnd := s.gotEnd
-	unread := 0
-	if s.buf != nil {
-		unread = len(*s.buf) - s.off
-		s.releaseLocked()
-	}
-	if s.rerr == nil || s.rerr == io.EOF {
-		s.rerr = errStreamClosed
-	}
-	s.cond.Broadcast()
+	unread := s.stopReadingLocked()
 	s.mu.Unlock()
 
 	c := s.c
@@ -167,8 +160,32 @@ func (s *Stream) Close() error {
 		_ = c.writeFrame(func(f *http2.Framer) error { return f.WriteData(s.id, true, nil) })
 	}
 	c.forget(s)
-	c.consumed(uint32(unread))
+	c.consumed(unread)
 	return nil
+}
+
+// CloseRead stops reading: a blocked Read returns, bytes still arriving are dropped. The
+// send side stays open.
+func (s *Stream) CloseRead() {
+	s.mu.Lock()
+	unread := s.stopReadingLocked()
+	s.mu.Unlock()
+	s.c.consumed(unread)
+}
+
+// stopReadingLocked drops the unread bytes and returns how many there were.
+func (s *Stream) stopReadingLocked() uint32 {
+	s.noRead = true
+	unread := 0
+	if s.buf != nil {
+		unread = len(*s.buf) - s.off
+		s.releaseLocked()
+	}
+	if s.rerr == nil || s.rerr == io.EOF {
+		s.rerr = errStreamClosed
+	}
+	s.cond.Broadcast()
+	return uint32(unread)
 }
 
 // Respond answers a client's CONNECT (server side): 200 starts the byte stream, anything
@@ -221,7 +238,7 @@ func (s *Stream) onData(data []byte, n uint32, end bool) error {
 	}
 	s.recvWin -= int64(n)
 	credit := n - uint32(len(data)) // padding is not data: return its window at once
-	if s.closed {
+	if s.noRead {
 		credit = n
 	} else if len(data) > 0 {
 		if s.buf == nil {

@@ -18,11 +18,9 @@ import (
 	"github.com/jonboulle/clockwork"
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 	"github.com/spiffe/go-spiffe/v2/svid/x509svid"
-	"golang.org/x/net/http2"
-)
 
-// headerReason carries why a CONNECT was refused, for the client's report and logs.
-const headerReason = "Meshguard-Reason"
+	"github.com/meshguard/meshguard/internal/h2tunnel"
+)
 
 // Mode is the inbound mTLS mode of a workload.
 type Mode int32
@@ -138,12 +136,14 @@ type InboundProxy struct {
 	cfg      InboundConfig
 	mode     atomic.Int32
 	bufs     *bufPool
-	h1       *http.Server
-	h2       *http2.Server
+	h2       h2tunnel.Config
 	tlsCfg   *tls.Config
 	own      map[uint16]bool // the sidecar's own ports: never delivered to
 	draining atomic.Bool
 	track    tracker
+
+	h2mu    sync.Mutex
+	h2conns map[*h2tunnel.Conn]struct{} // told to go away on drain
 
 	tlsConns, hsFail, streams, plain atomic.Uint64
 }
@@ -163,23 +163,19 @@ func NewInbound(cfg InboundConfig) (*InboundProxy, error) {
 			p.own[uint16(ta.Port)] = true
 		}
 	}
-	p.h2 = &http2.Server{
-		MaxConcurrentStreams:         cfg.MaxConcurrentStreams,
-		MaxUploadBufferPerStream:     1 << 20,
-		MaxUploadBufferPerConnection: 16 << 20,
-		// The peer's transport holds a scratch buffer of this size (up to 512 KiB) for each
-		// stream's whole life; our copies write at most copyBufSize at a time anyway.
-		MaxReadFrameSize: copyBufSize,
+	p.h2 = h2tunnel.Config{
+		MaxConcurrentStreams: cfg.MaxConcurrentStreams,
+		StreamWindow:         1 << 20,
+		ConnWindow:           16 << 20,
+		// Our copies write at most copyBufSize at a time anyway.
+		MaxFrameSize: copyBufSize,
 		// Dead peers (pod gone without FIN) are found by pings, idle tunnels are let go.
 		ReadIdleTimeout: 30 * time.Second,
 		PingTimeout:     15 * time.Second,
 		IdleTimeout:     10 * time.Minute,
+		Log:             cfg.Log,
 	}
-	// ConfigureServer only to get GOAWAY on h1.Shutdown for connections served by ServeConn.
-	p.h1 = &http.Server{ErrorLog: slog.NewLogLogger(cfg.Log.Handler(), slog.LevelDebug)}
-	if err := http2.ConfigureServer(p.h1, p.h2); err != nil {
-		return nil, fmt.Errorf("inbound: http2: %w", err)
-	}
+	p.h2conns = map[*h2tunnel.Conn]struct{}{}
 	return p, nil
 }
 
@@ -221,9 +217,11 @@ func (p *InboundProxy) Run(ctx context.Context) error {
 	for ; n > 0; n-- {
 		<-errc
 	}
-	sctx, cancel := context.WithCancel(context.Background())
-	cancel() // only the GOAWAY matters; the tracker does the waiting
-	_ = p.h1.Shutdown(sctx)
+	p.h2mu.Lock()
+	for hc := range p.h2conns {
+		hc.GoAway() // the tracker does the waiting
+	}
+	p.h2mu.Unlock()
 	p.track.drain(p.cfg.Clock, p.cfg.DrainTimeout)
 	return err
 }
@@ -264,8 +262,6 @@ func retryableAccept(err error) bool {
 	return false
 }
 
-type peerKey struct{}
-
 type peerInfo struct {
 	id   spiffeid.ID
 	addr netip.AddrPort
@@ -295,29 +291,40 @@ func (p *InboundProxy) serveTunnel(base context.Context, c net.Conn) {
 		return
 	}
 	info := peerInfo{id: id, addr: addrPort(c.RemoteAddr())}
-	p.h2.ServeConn(tc, &http2.ServeConnOpts{
-		Context:    context.WithValue(base, peerKey{}, info),
-		BaseConfig: p.h1,
-		Handler:    http.HandlerFunc(p.serveStream),
-	})
-}
-
-func refuse(w http.ResponseWriter, code int, reason string) {
-	w.Header().Set(headerReason, reason)
-	w.WriteHeader(code)
-}
-
-func (p *InboundProxy) serveStream(w http.ResponseWriter, r *http.Request) {
-	start := p.cfg.Clock.Now()
-	peer, _ := r.Context().Value(peerKey{}).(peerInfo)
-	rep := ConnReport{Direction: Inbound, Source: peer.id, Authenticated: true, SourceAddr: peer.addr, Start: start}
-	if r.Method != http.MethodConnect {
-		refuse(w, http.StatusMethodNotAllowed, "only CONNECT is served on the tunnel port")
+	_ = tc.SetReadDeadline(time.Now().Add(p.cfg.HandshakeTimeout)) // the HTTP/2 preface; sockets keep real time
+	hc, err := h2tunnel.Server(tc, p.h2)
+	_ = tc.SetReadDeadline(time.Time{})
+	if err != nil {
+		p.cfg.Log.Debug("tunnel: no HTTP/2 from peer", "remote", c.RemoteAddr().String(), "err", err)
+		c.Close()
 		return
 	}
-	port, err := authorityPort(r.Host)
+	p.h2mu.Lock()
+	p.h2conns[hc] = struct{}{}
+	p.h2mu.Unlock()
+	if p.draining.Load() {
+		hc.GoAway()
+	}
+	if err := hc.Serve(func(s *h2tunnel.Stream) { p.serveStream(base, info, s) }); err != nil {
+		p.cfg.Log.Debug("tunnel connection ended", "remote", c.RemoteAddr().String(), "err", err)
+	}
+	p.h2mu.Lock()
+	delete(p.h2conns, hc)
+	p.h2mu.Unlock()
+}
+
+func (p *InboundProxy) serveStream(ctx context.Context, peer peerInfo, s *h2tunnel.Stream) {
+	defer s.Close()
+	refuse := func(code int, reason string) { _ = s.Respond(code, reason) }
+	start := p.cfg.Clock.Now()
+	rep := ConnReport{Direction: Inbound, Source: peer.id, Authenticated: true, SourceAddr: peer.addr, Start: start}
+	if s.Method() != http.MethodConnect {
+		refuse(http.StatusMethodNotAllowed, "only CONNECT is served on the tunnel port")
+		return
+	}
+	port, err := authorityPort(s.Authority())
 	if err != nil {
-		refuse(w, http.StatusBadRequest, err.Error())
+		refuse(http.StatusBadRequest, err.Error())
 		return
 	}
 	rep.DestAddr = netip.AddrPortFrom(p.cfg.AppAddr, port)
@@ -331,58 +338,57 @@ func (p *InboundProxy) serveStream(w http.ResponseWriter, r *http.Request) {
 		p.report(rep)
 	}
 	if p.draining.Load() {
-		refuse(w, http.StatusServiceUnavailable, "sidecar is draining")
+		refuse(http.StatusServiceUnavailable, "sidecar is draining")
 		finish(ReasonDenied, errors.New("draining"))
 		return
 	}
 	if p.own[port] {
-		refuse(w, http.StatusForbidden, "port belongs to the sidecar")
+		refuse(http.StatusForbidden, "port belongs to the sidecar")
 		finish(ReasonDenied, fmt.Errorf("port %d belongs to the sidecar", port))
 		return
 	}
 	info := StreamInfo{Direction: Inbound, Source: peer.id, Authenticated: true, SourceAddr: peer.addr, Dest: rep.DestAddr, DestPort: port}
 	if p.cfg.Admit != nil {
-		if err := p.cfg.Admit(r.Context(), info); err != nil {
-			refuse(w, http.StatusForbidden, err.Error())
+		if err := p.cfg.Admit(ctx, info); err != nil {
+			refuse(http.StatusForbidden, err.Error())
 			finish(ReasonDenied, err)
 			return
 		}
 	}
-	app, err := p.dialApp(r.Context(), rep.DestAddr)
+	app, err := p.dialApp(ctx, rep.DestAddr)
 	if err != nil {
-		refuse(w, http.StatusBadGateway, "app unreachable")
+		refuse(http.StatusBadGateway, "app unreachable")
 		finish(ReasonDialFailed, err)
 		return
 	}
 	if !p.track.add(app) {
 		app.Close()
-		refuse(w, http.StatusServiceUnavailable, "sidecar is draining")
+		refuse(http.StatusServiceUnavailable, "sidecar is draining")
 		finish(ReasonDrained, nil)
 		return
 	}
 	defer p.track.done(app)
 	p.streams.Add(1)
-	w.WriteHeader(http.StatusOK)
-	if err := http.NewResponseController(w).Flush(); err != nil {
+	if err := s.Respond(http.StatusOK, ""); err != nil {
 		app.Close()
 		finish(ReasonReset, err)
 		return
 	}
-	obs := p.observer(r.Context(), info)
+	obs := p.observer(ctx, info)
 	fromClient, fromServer := observers(obs)
-	toClient := &lockedWriter{w: w} // the download and refusals of single requests share it
+	toClient := sendOnly{s} // the stream ends when this handler does, after any refusal
 	up := make(chan copyResult, 1)
 	go func() {
-		n, err := p.bufs.copyHalf(app, r.Body, fromClient, toClient)
+		n, err := p.bufs.copyHalf(app, s, fromClient, toClient)
 		if err != nil {
 			app.Close() // client reset or denied: end the download too
 		}
 		up <- copyResult{n, err}
 	}()
 	down, derr := p.bufs.copyHalf(toClient, app, fromServer, nil)
-	// The app finished sending: end the HTTP/2 stream now (a server cannot half-close a
-	// stream, and waiting for the client could wait forever on protocols where the server
-	// closes first). Closing the body and the app connection unblocks the upload copy.
+	// The app finished sending: end the stream now (waiting for the client could wait forever
+	// on protocols where the server closes first). Closing the read side and the app
+	// connection unblocks the upload copy.
 	var u copyResult
 	upFirst := false
 	select {
@@ -391,7 +397,7 @@ func (p *InboundProxy) serveStream(w http.ResponseWriter, r *http.Request) {
 	default:
 	}
 	app.Close()
-	r.Body.Close()
+	s.CloseRead()
 	if !upFirst {
 		u = <-up // its error is our own teardown, not a failure
 	}
@@ -403,11 +409,12 @@ func (p *InboundProxy) serveStream(w http.ResponseWriter, r *http.Request) {
 	if d, ok := denial(u.err); ok {
 		if reply := d.reply(); reply != nil {
 			_, _ = toClient.Write(reply)
-			toClient.Flush()
 		}
+		_ = s.CloseWrite()
 		finish(ReasonDenied, d)
 		return
 	}
+	_ = s.CloseWrite()
 	switch {
 	case p.track.cut.Load():
 		finish(ReasonDrained, nil)
@@ -427,25 +434,12 @@ type copyResult struct {
 	err error
 }
 
-// lockedWriter hides everything but Write and Flush, so copyHalf flushes each chunk to the
-// peer and does not try to half-close the response writer; the lock lets the upload copy
-// answer a refused request while the download copy writes.
-type lockedWriter struct {
-	mu sync.Mutex
-	w  http.ResponseWriter
-}
+// sendOnly hides the stream's CloseWrite from copyHalf: the handler ends the stream itself,
+// after writing a refusal if the upload was denied. Stream writes are serialised, so the
+// upload copy can answer a refused request while the download copy writes.
+type sendOnly struct{ s *h2tunnel.Stream }
 
-func (f *lockedWriter) Write(b []byte) (int, error) {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	return f.w.Write(b)
-}
-
-func (f *lockedWriter) Flush() {
-	f.mu.Lock()
-	f.w.(http.Flusher).Flush()
-	f.mu.Unlock()
-}
+func (w sendOnly) Write(b []byte) (int, error) { return w.s.Write(b) }
 
 func (p *InboundProxy) servePlain(base context.Context, c net.Conn) {
 	start := p.cfg.Clock.Now()

@@ -6,20 +6,16 @@ import (
 	"crypto/tls"
 	"errors"
 	"fmt"
-	"io"
 	"log/slog"
 	"net"
-	"net/http"
-	"net/url"
 	"sync"
 	"time"
 
 	"github.com/jonboulle/clockwork"
+	"github.com/meshguard/meshguard/internal/h2tunnel"
+	"github.com/meshguard/meshguard/internal/intercept"
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 	"github.com/spiffe/go-spiffe/v2/svid/x509svid"
-	"golang.org/x/net/http2"
-
-	"github.com/meshguard/meshguard/internal/intercept"
 )
 
 // Peer is a destination sidecar: where its tunnel port is and who it must prove to be.
@@ -68,9 +64,8 @@ func (c *TunnelClientConfig) validate() error {
 // rotates, the next stream gets a fresh connection with the new certificate and the old
 // connection is drained, so long-lived streams keep flowing.
 type TunnelClient struct {
-	cfg  TunnelClientConfig
-	t    *http2.Transport
-	bufs *bufPool // upload buffers of the streams
+	cfg TunnelClientConfig
+	h2  h2tunnel.Config
 
 	mu      sync.Mutex
 	conns   map[string]*peerConn
@@ -79,7 +74,7 @@ type TunnelClient struct {
 }
 
 type peerConn struct {
-	cc      *http2.ClientConn
+	cc      *h2tunnel.Conn
 	leaf    []byte    // DER of the SVID this side presented on it
 	expires time.Time // the earlier NotAfter of the two SVIDs it was authenticated with
 }
@@ -95,9 +90,11 @@ func NewTunnelClient(cfg TunnelClientConfig) (*TunnelClient, error) {
 		return nil, err
 	}
 	return &TunnelClient{
-		cfg:     cfg,
-		bufs:    newBufPool(),
-		t:       &http2.Transport{IdleConnTimeout: cfg.IdleTimeout, ReadIdleTimeout: 30 * time.Second, PingTimeout: 10 * time.Second},
+		cfg: cfg,
+		h2: h2tunnel.Config{
+			IdleTimeout: cfg.IdleTimeout, ReadIdleTimeout: 30 * time.Second, PingTimeout: 10 * time.Second,
+			MaxFrameSize: copyBufSize, Log: cfg.Log,
+		},
 		conns:   map[string]*peerConn{},
 		dialing: map[string]*dialCall{},
 	}, nil
@@ -106,41 +103,23 @@ func NewTunnelClient(cfg TunnelClientConfig) (*TunnelClient, error) {
 // Open starts a stream to authority (":8080" or "127.0.0.1:8080": the app port the peer
 // delivers to) through peer. ctx bounds the setup only; the stream lives until Close.
 func (c *TunnelClient) Open(ctx context.Context, peer Peer, authority string) (*TunnelStream, error) {
-	cc, err := c.conn(ctx, peer)
-	if err != nil {
-		return nil, err
-	}
-	pw := newStreamPipe(c.bufs)
-	sctx, cancel := context.WithCancel(context.Background())
-	req := (&http.Request{
-		Method: http.MethodConnect,
-		URL:    &url.URL{Host: authority},
-		Host:   authority,
-		Header: http.Header{},
-		Body:   pw,
-	}).WithContext(sctx)
-	// The request context lives as long as the stream; ctx only bounds the setup.
-	stop := context.AfterFunc(ctx, cancel)
-	resp, err := cc.RoundTrip(req)
-	if !stop() {
-		if err == nil {
-			resp.Body.Close()
+	for attempt := 1; ; attempt++ {
+		cc, err := c.conn(ctx, peer)
+		if err != nil {
+			return nil, err
 		}
-		pw.abort(ctx.Err())
-		return nil, fmt.Errorf("tunnel to %s (%s) for %s: %w", peer.Addr, peer.ID, authority, ctx.Err())
+		s, err := cc.Open(ctx, authority)
+		var se *h2tunnel.StatusError
+		switch {
+		case errors.Is(err, h2tunnel.ErrUnavailable) && attempt < 3:
+			continue // went away or filled up since conn checked: conn dials a successor
+		case errors.As(err, &se):
+			return nil, &RefusedError{Peer: peer, Authority: authority, Status: se.Status, Reason: se.Reason}
+		case err != nil:
+			return nil, fmt.Errorf("tunnel to %s (%s) for %s: %w", peer.Addr, peer.ID, authority, err)
+		}
+		return &TunnelStream{s}, nil
 	}
-	if err != nil {
-		cancel()
-		pw.closeWrite(io.EOF)
-		return nil, fmt.Errorf("tunnel to %s (%s) for %s: %w", peer.Addr, peer.ID, authority, err)
-	}
-	if resp.StatusCode != http.StatusOK {
-		cancel()
-		pw.closeWrite(io.EOF)
-		resp.Body.Close()
-		return nil, &RefusedError{Peer: peer, Authority: authority, Status: resp.StatusCode, Reason: resp.Header.Get(headerReason)}
-	}
-	return &TunnelStream{r: resp.Body, w: pw, cancel: cancel}, nil
 }
 
 // RefusedError is the peer sidecar declining a stream (policy denial, app unreachable, drain).
@@ -155,9 +134,9 @@ func (e *RefusedError) Error() string {
 	return fmt.Sprintf("tunnel to %s (%s) for %s refused: %d %s", e.Peer.Addr, e.Peer.ID, e.Authority, e.Status, e.Reason)
 }
 
-// conn returns a pooled connection with a stream reserved on it, dialling at most once per key
+// conn returns a pooled connection that takes new streams, dialling at most once per key
 // at a time (concurrent callers wait for the same handshake).
-func (c *TunnelClient) conn(ctx context.Context, peer Peer) (*http2.ClientConn, error) {
+func (c *TunnelClient) conn(ctx context.Context, peer Peer) (*h2tunnel.Conn, error) {
 	key := peer.Addr + " " + peer.ID.String()
 	for {
 		svid, err := c.cfg.Creds.SVID.GetX509SVID()
@@ -179,7 +158,7 @@ func (c *TunnelClient) conn(ctx context.Context, peer Peer) (*http2.ClientConn, 
 				// fresh credentials, the old one finishes its streams and closes.
 				delete(c.conns, key)
 				go c.retire(pc.cc)
-			} else if pc.cc.ReserveNewRequest() {
+			} else if pc.cc.Available() {
 				c.mu.Unlock()
 				return pc.cc, nil
 			} else {
@@ -243,7 +222,7 @@ func (c *TunnelClient) dial(peer Peer) (*peerConn, error) {
 		tc.Close()
 		return nil, fmt.Errorf("tunnel to %s: peer did not request a client certificate", peer.Addr)
 	}
-	cc, err := c.t.NewClientConn(tc)
+	cc, err := h2tunnel.Client(tc, c.h2)
 	if err != nil {
 		tc.Close()
 		return nil, fmt.Errorf("tunnel to %s: http2: %w", peer.Addr, err)
@@ -260,7 +239,7 @@ func (c *TunnelClient) dial(peer Peer) (*peerConn, error) {
 	return &peerConn{cc: cc, leaf: used.Certificates[0].Raw, expires: expires}, nil
 }
 
-func (c *TunnelClient) retire(cc *http2.ClientConn) {
+func (c *TunnelClient) retire(cc *h2tunnel.Conn) {
 	// Shutdown waits for the connection's streams to finish; they can be long-lived, and
 	// nothing waits on this goroutine but the connection itself.
 	_ = cc.Shutdown(context.Background())
@@ -284,30 +263,7 @@ func (c *TunnelClient) Close(ctx context.Context) error {
 	return errors.Join(errs...)
 }
 
-// TunnelStream is one proxied byte stream inside the tunnel. CloseWrite sends EOF to the far
-// app while still reading its answer.
-type TunnelStream struct {
-	r      io.ReadCloser
-	w      *streamPipe
-	cancel context.CancelFunc
-	once   sync.Once
-}
-
-func (s *TunnelStream) Read(p []byte) (int, error)  { return s.r.Read(p) }
-func (s *TunnelStream) Write(p []byte) (int, error) { return s.w.Write(p) }
-
-// CloseWrite ends the request body: the peer delivers EOF to the app.
-func (s *TunnelStream) CloseWrite() error {
-	s.w.closeWrite(io.EOF)
-	return nil
-}
-
-// Close tears the stream down in both directions (RST_STREAM if still open).
-func (s *TunnelStream) Close() error {
-	s.once.Do(func() {
-		s.w.abort(net.ErrClosed)
-		s.r.Close()
-		s.cancel()
-	})
-	return nil
-}
+// TunnelStream is one proxied byte stream inside the tunnel: Read, Write, CloseWrite (the
+// peer delivers EOF to the app while the answer still comes back) and Close (RST_STREAM if
+// still open).
+type TunnelStream struct{ *h2tunnel.Stream }
