@@ -56,17 +56,19 @@ func (s *Set) Export() ([]byte, error) {
 // s) with its TypeMeta filled in, the value Export encodes; nil for an unknown kind. Other
 // encoders of the same documents (xdsgen's JSON) use it so the two cannot drift.
 func (s *Set) Document(kind string, i int) any {
+	// The constants, not kind, go into the copies: kind then does not escape, and neither does
+	// what callers keep beside it (xdsgen's index slices).
 	switch kind {
 	case KindGroup:
-		return typed(s.Groups[i], kind)
+		return typed(s.Groups[i], KindGroup)
 	case KindNetworkRule:
-		return typed(s.NetworkRules[i], kind)
+		return typed(s.NetworkRules[i], KindNetworkRule)
 	case KindProcessProfile:
-		return typed(s.ProcessProfiles[i], kind)
+		return typed(s.ProcessProfiles[i], KindProcessProfile)
 	case KindFileRule:
-		return typed(s.FileRules[i], kind)
+		return typed(s.FileRules[i], KindFileRule)
 	case KindResponseRule:
-		return typed(s.ResponseRules[i], kind)
+		return typed(s.ResponseRules[i], KindResponseRule)
 	}
 	return nil
 }
