@@ -26,7 +26,7 @@ type Stream struct {
 
 	mu      sync.Mutex
 	cond    sync.Cond
-	buf     *[]byte // received, unread: (*buf)[off:]; from c.bufs while it fits
+	chunks  []*[]byte // received, unread: (*chunks[0])[off:], then the rest; from c.bufs
 	off     int
 	recvWin int64 // how much more the peer may send on this stream
 	unacked uint32
@@ -46,18 +46,22 @@ func (s *Stream) Authority() string { return s.authority }
 // Read returns received bytes, waiting for some; io.EOF once the peer finished sending.
 func (s *Stream) Read(p []byte) (int, error) {
 	s.mu.Lock()
-	for s.buf == nil && s.rerr == nil {
+	for len(s.chunks) == 0 && s.rerr == nil {
 		s.cond.Wait()
 	}
-	if s.buf == nil {
+	n := 0
+	for len(s.chunks) > 0 && n < len(p) {
+		first := s.chunks[0]
+		c := copy(p[n:], (*first)[s.off:])
+		n, s.off = n+c, s.off+c
+		if s.off == len(*first) {
+			s.popLocked()
+		}
+	}
+	if n == 0 {
 		err := s.rerr
 		s.mu.Unlock()
 		return 0, err
-	}
-	n := copy(p, (*s.buf)[s.off:])
-	s.off += n
-	if s.off == len(*s.buf) {
-		s.releaseLocked()
 	}
 	var inc uint32
 	if !s.gotEnd {
@@ -75,12 +79,27 @@ func (s *Stream) Read(p []byte) (int, error) {
 	return n, nil
 }
 
-func (s *Stream) releaseLocked() {
-	if cap(*s.buf) == bufSize {
-		*s.buf = (*s.buf)[:0]
-		s.c.bufs.Put(s.buf)
+// popLocked gives the first chunk back to the pool.
+func (s *Stream) popLocked() {
+	*s.chunks[0] = (*s.chunks[0])[:0]
+	s.c.bufs.Put(s.chunks[0])
+	// Shift rather than reslice, so the array is reused: there are at most a window's worth.
+	k := copy(s.chunks, s.chunks[1:])
+	s.chunks[k] = nil
+	s.chunks, s.off = s.chunks[:k], 0
+}
+
+// appendLocked queues received bytes in pooled chunks.
+func (s *Stream) appendLocked(data []byte) {
+	for len(data) > 0 {
+		if k := len(s.chunks); k == 0 || len(*s.chunks[k-1]) == bufSize {
+			s.chunks = append(s.chunks, s.c.bufs.Get().(*[]byte))
+		}
+		last := s.chunks[len(s.chunks)-1]
+		c := min(len(data), bufSize-len(*last))
+		*last = append(*last, data[:c]...)
+		data = data[c:]
 	}
-	s.buf, s.off = nil, 0
 }
 
 // Write sends p in DATA frames as the flow-control windows allow, waiting for window when
@@ -176,10 +195,10 @@ func (s *Stream) CloseRead() {
 // stopReadingLocked drops the unread bytes and returns how many there were.
 func (s *Stream) stopReadingLocked() uint32 {
 	s.noRead = true
-	unread := 0
-	if s.buf != nil {
-		unread = len(*s.buf) - s.off
-		s.releaseLocked()
+	unread := -s.off
+	for len(s.chunks) > 0 {
+		unread += len(*s.chunks[0])
+		s.popLocked()
 	}
 	if s.rerr == nil || s.rerr == io.EOF {
 		s.rerr = errStreamClosed
@@ -240,11 +259,8 @@ func (s *Stream) onData(data []byte, n uint32, end bool) error {
 	credit := n - uint32(len(data)) // padding is not data: return its window at once
 	if s.noRead {
 		credit = n
-	} else if len(data) > 0 {
-		if s.buf == nil {
-			s.buf = c.bufs.Get().(*[]byte)
-		}
-		*s.buf = append(*s.buf, data...)
+	} else {
+		s.appendLocked(data)
 	}
 	if end {
 		s.gotEnd = true
