@@ -124,6 +124,13 @@ pids_of() { # pids_of SETUP: "SIDE PID" lines, SIDE c (client side) or s (server
 	esac
 }
 HZ=$(getconf CLK_TCK)
+ctx_switches() { # ctx_switches PID...: voluntary + involuntary context switches of all their threads
+	local p t=0
+	for p in "$@"; do
+		t=$((t + $(cat /proc/"$p"/task/*/status 2>/dev/null | awk '/ctxt_switches:/ { t += $2 } END { print t + 0 }')))
+	done
+	echo $t
+}
 mem_kb() { # mem_kb FILE FIELD PID...: sum of FIELD (kB) from /proc/PID/FILE
 	local f=$1 k=$2 t=0 p
 	shift 2
@@ -161,10 +168,22 @@ for s in "${SETUPS[@]}"; do
 	pids_of "$s" >"$WORK/$s.pids"
 	P=($(cut -d' ' -f2 "$WORK/$s.pids"))
 	t0=$(cpu_ticks "${P[@]}")
+	x0=$(ctx_switches "${P[@]}")
 	s0=$(date +%s.%N)
+	PERF_PID=
+	if [ -n "${PERF_DIR:-}" ] && [ "$s" != direct ]; then # profile 10 s of the fixed-rate run
+		mkdir -p "$PERF_DIR"
+		perf record -q -F 499 -g -p "$(IFS=,; echo "${P[*]}")" -o "$PERF_DIR/$s.data" -- sleep 10 >/dev/null 2>&1 &
+		PERF_PID=$!
+	fi
 	load "${POD[$s]}" "$QPS" "$DUR" "${URL[$s]}" "$WORK/$s.json"
 	s1=$(date +%s.%N)
 	t1=$(cpu_ticks "${P[@]}")
+	x1=$(ctx_switches "${P[@]}")
+	if [ -n "$PERF_PID" ]; then wait "$PERF_PID" || true; fi
+	if [ "$s" != direct ]; then
+		echo "$s: $(jq -r --argjson x $((x1 - x0)) '$x / .DurationHistogram.Count * 10 | round / 10' "$WORK/$s.json") context switches of the proxies per request at $QPS qps"
+	fi
 	mem_sides "$s" status VmRSS >"$WORK/$s.rss"
 	mem_sides "$s" smaps_rollup Pss >"$WORK/$s.pss"
 	echo "$((t1 - t0)) $s0 $s1 ${#P[@]}" >"$WORK/$s.cpu"

@@ -285,7 +285,13 @@ func (c *Conn) Open(ctx context.Context, authority string) (*Stream, error) {
 	switch {
 	case status == 0:
 		s.Close()
-		if rerr == nil || rerr == io.EOF {
+		var se *StreamError
+		switch {
+		case errors.As(rerr, &se) && se.Code == http2.ErrCodeRefusedStream:
+			// The server went away or filled up before it saw the GOAWAY or SETTINGS that
+			// would have told us: nothing was done, another connection may take it.
+			return nil, fmt.Errorf("%w: %v", ErrUnavailable, rerr)
+		case rerr == nil || rerr == io.EOF:
 			rerr = errors.New("h2tunnel: stream ended without a response")
 		}
 		return nil, rerr

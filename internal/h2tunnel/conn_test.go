@@ -382,3 +382,34 @@ func TestConcurrentOpens(t *testing.T) {
 	}
 	wg.Wait()
 }
+
+// A stream the server refused unprocessed (REFUSED_STREAM) is ErrUnavailable: the caller
+// retries on another connection.
+func TestRefusedStreamIsUnavailable(t *testing.T) {
+	cn, sn := tcpPair(t)
+	go func() {
+		pre := make([]byte, len(http2.ClientPreface))
+		if _, err := io.ReadFull(sn, pre); err != nil {
+			return
+		}
+		fr := http2.NewFramer(sn, sn)
+		_ = fr.WriteSettings()
+		for {
+			f, err := fr.ReadFrame()
+			if err != nil {
+				return
+			}
+			if h, ok := f.(*http2.HeadersFrame); ok {
+				_ = fr.WriteRSTStream(h.StreamID, http2.ErrCodeRefusedStream)
+			}
+		}
+	}()
+	c, err := Client(cn, Config{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	if _, err := c.Open(ctxT(t), ":1"); !errors.Is(err, ErrUnavailable) {
+		t.Fatalf("Open = %v, want ErrUnavailable", err)
+	}
+}

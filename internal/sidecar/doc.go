@@ -1,7 +1,7 @@
 // Package sidecar is the data path of a pod's sidecar: the outbound proxy takes the app's
 // intercepted connections (intercept redirects them and gives the original destination),
 // resolves each destination to a peer sidecar and carries the stream to it inside mutual TLS
-// as an HTTP/2 CONNECT tunnel, many streams multiplexed over one pooled connection per peer,
+// as an HTTP/2 CONNECT tunnel (h2tunnel), many streams multiplexed over one pooled connection per peer,
 // after checking that the peer presents the SPIFFE ID the config expects. The inbound proxy
 // accepts those tunnels on one port, hands the authenticated source identity to the admission
 // hook (policy) and each stream's plaintext to the inspection hook (DPI, threats), and

@@ -273,7 +273,7 @@ func (p *InboundProxy) serveTunnel(base context.Context, c net.Conn) {
 		return
 	}
 	defer p.track.done(c)
-	tc := tls.Server(c, p.tlsCfg)
+	tc := tls.Server(rawIO(c), p.tlsCfg)
 	hctx, cancel := context.WithTimeout(base, p.cfg.HandshakeTimeout)
 	err := tc.HandshakeContext(hctx)
 	cancel()
@@ -445,6 +445,7 @@ func (p *InboundProxy) servePlain(base context.Context, c net.Conn) {
 	start := p.cfg.Clock.Now()
 	p.plain.Add(1)
 	tc := c.(*net.TCPConn)
+	c = rawIO(tc)
 	rep := ConnReport{Direction: Inbound, SourceAddr: addrPort(c.RemoteAddr()), Start: start}
 	finish := func(reason CloseReason, err error) {
 		rep.Reason = reason
@@ -525,7 +526,7 @@ func (bp *bufPool) pipe(a, b net.Conn, obs StreamObserver, aToB, bToA *int64) (C
 	if d, ok := denial(errUp); ok {
 		if reply := d.reply(); reply != nil {
 			_, _ = a.Write(reply)
-		} else if tc, ok := a.(*net.TCPConn); ok {
+		} else if tc, ok := a.(interface{ SetLinger(int) error }); ok {
 			_ = tc.SetLinger(0) // no native refusal: reset, like a closed port
 		}
 	}
@@ -559,7 +560,11 @@ func isDenied(err error) bool {
 func (p *InboundProxy) dialApp(ctx context.Context, to netip.AddrPort) (net.Conn, error) {
 	ctx, cancel := context.WithTimeout(ctx, p.cfg.DialTimeout)
 	defer cancel()
-	return p.cfg.Dial(ctx, "tcp", to.String())
+	c, err := p.cfg.Dial(ctx, "tcp", to.String())
+	if err != nil {
+		return nil, err
+	}
+	return rawIO(c), nil
 }
 
 func (p *InboundProxy) report(r ConnReport) {

@@ -146,6 +146,7 @@ func (p *OutboundProxy) serve(base context.Context, c net.Conn) {
 	}
 	defer p.track.done(c)
 	tc := c.(*net.TCPConn)
+	c = rawIO(tc)
 	dst, err := p.cfg.OriginalDst(tc)
 	if err != nil {
 		rst(tc)
@@ -224,6 +225,7 @@ func (p *OutboundProxy) serve(base context.Context, c net.Conn) {
 			finish(ReasonDialFailed, err)
 			return
 		}
+		out = rawIO(out)
 		p.track.add(out)
 		defer p.track.done(out)
 		obs := p.observer(base, rep)

@@ -209,7 +209,7 @@ func (c *TunnelClient) dial(peer Peer) (*peerConn, error) {
 		return nil, fmt.Errorf("tunnel to %s: %w", peer.Addr, err)
 	}
 	var used *x509svid.SVID
-	tc := tls.Client(raw, clientTLS(c.cfg.Creds, c.cfg.Clock, peer.ID, func(s *x509svid.SVID) { used = s }))
+	tc := tls.Client(rawIO(raw), clientTLS(c.cfg.Creds, c.cfg.Clock, peer.ID, func(s *x509svid.SVID) { used = s }))
 	if err := tc.HandshakeContext(ctx); err != nil {
 		raw.Close()
 		return nil, fmt.Errorf("tunnel to %s: tls handshake (expecting %s): %w", peer.Addr, peer.ID, err)
