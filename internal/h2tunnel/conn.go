@@ -431,14 +431,7 @@ func (c *Conn) writeFrame(write func(*http2.Framer) error) error {
 }
 
 func (c *Conn) writeHeaders(id uint32, end bool, fields func(*hpack.Encoder)) error {
-	c.wmu.Lock()
-	err := c.writeHeadersLocked(id, end, fields)
-	c.wmu.Unlock()
-	if err != nil {
-		err = fmt.Errorf("h2tunnel: write: %w", err)
-		c.closeWith(err)
-	}
-	return err
+	return c.writeFrame(func(*http2.Framer) error { return c.writeHeadersLocked(id, end, fields) })
 }
 
 // writeHeadersLocked sends one HEADERS frame; the caller holds wmu.
