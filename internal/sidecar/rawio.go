@@ -4,6 +4,7 @@ import (
 	"io"
 	"net"
 	"os"
+	"sync"
 	"syscall"
 	"unsafe"
 
@@ -21,6 +22,19 @@ import (
 type rawConn struct {
 	*net.TCPConn
 	rc syscall.RawConn
+
+	// The state of the call in progress lives here, not in closures, which would be
+	// allocated on every Read and Write; the mutexes keep concurrent callers apart.
+	rmu     sync.Mutex
+	rp      []byte
+	rn      int
+	rerrno  syscall.Errno
+	readFn  func(fd uintptr) bool
+	wmu     sync.Mutex
+	wp      []byte
+	wn      int
+	werrno  syscall.Errno
+	writeFn func(fd uintptr) bool
 }
 
 // rawIO wraps TCP connections in rawConn; anything else is returned as it is.
@@ -33,29 +47,22 @@ func rawIO(c net.Conn) net.Conn {
 	if err != nil {
 		return c
 	}
-	return &rawConn{TCPConn: tc, rc: rc}
+	r := &rawConn{TCPConn: tc, rc: rc}
+	r.readFn, r.writeFn = r.readSome, r.writeAll
+	return r
 }
 
 func (c *rawConn) Read(p []byte) (int, error) {
 	if len(p) == 0 {
 		return 0, nil
 	}
-	var n int
-	var errno syscall.Errno
+	c.rmu.Lock()
+	defer c.rmu.Unlock()
 	defer raceAcquireIO()
-	err := c.rc.Read(func(fd uintptr) bool {
-		for {
-			r, _, e := syscall.RawSyscall(syscall.SYS_READ, fd, uintptr(unsafe.Pointer(&p[0])), uintptr(len(p)))
-			switch e {
-			case syscall.EINTR:
-				continue
-			case syscall.EAGAIN:
-				return false // wait for the poller
-			}
-			n, errno = int(r), e
-			return true
-		}
-	})
+	c.rp, c.rn, c.rerrno = p, 0, 0
+	err := c.rc.Read(c.readFn)
+	n, errno := c.rn, c.rerrno
+	c.rp = nil
 	switch {
 	case err != nil:
 		return 0, c.opError("read", err)
@@ -67,27 +74,29 @@ func (c *rawConn) Read(p []byte) (int, error) {
 	return n, nil
 }
 
-func (c *rawConn) Write(p []byte) (int, error) {
-	n := 0
-	var errno syscall.Errno
-	raceReleaseIO()
-	err := c.rc.Write(func(fd uintptr) bool {
-		for n < len(p) {
-			// send with MSG_NOSIGNAL: a peer gone away is EPIPE, never a signal.
-			r, _, e := syscall.RawSyscall6(syscall.SYS_SENDTO, fd, uintptr(unsafe.Pointer(&p[n])), uintptr(len(p)-n), unix.MSG_NOSIGNAL, 0, 0)
-			switch e {
-			case 0:
-				n += int(r)
-			case syscall.EINTR:
-			case syscall.EAGAIN:
-				return false
-			default:
-				errno = e
-				return true
-			}
+// readSome is one attempt of Read, under the poller: false means wait for readiness.
+func (c *rawConn) readSome(fd uintptr) bool {
+	for {
+		r, _, e := syscall.RawSyscall(syscall.SYS_READ, fd, uintptr(unsafe.Pointer(&c.rp[0])), uintptr(len(c.rp)))
+		switch e {
+		case syscall.EINTR:
+			continue
+		case syscall.EAGAIN:
+			return false
 		}
+		c.rn, c.rerrno = int(r), e
 		return true
-	})
+	}
+}
+
+func (c *rawConn) Write(p []byte) (int, error) {
+	c.wmu.Lock()
+	defer c.wmu.Unlock()
+	raceReleaseIO()
+	c.wp, c.wn, c.werrno = p, 0, 0
+	err := c.rc.Write(c.writeFn)
+	n, errno := c.wn, c.werrno
+	c.wp = nil
 	switch {
 	case err != nil:
 		return n, c.opError("write", err)
@@ -95,6 +104,25 @@ func (c *rawConn) Write(p []byte) (int, error) {
 		return n, c.opError("write", os.NewSyscallError("write", errno))
 	}
 	return n, nil
+}
+
+// writeAll is one attempt of Write, under the poller: false means wait for room.
+func (c *rawConn) writeAll(fd uintptr) bool {
+	for c.wn < len(c.wp) {
+		// send with MSG_NOSIGNAL: a peer gone away is EPIPE, never a signal.
+		r, _, e := syscall.RawSyscall6(syscall.SYS_SENDTO, fd, uintptr(unsafe.Pointer(&c.wp[c.wn])), uintptr(len(c.wp)-c.wn), unix.MSG_NOSIGNAL, 0, 0)
+		switch e {
+		case 0:
+			c.wn += int(r)
+		case syscall.EINTR:
+		case syscall.EAGAIN:
+			return false
+		default:
+			c.werrno = e
+			return true
+		}
+	}
+	return true
 }
 
 // opError shapes errors like net.TCPConn's (errors.Is(err, net.ErrClosed) for a closed
