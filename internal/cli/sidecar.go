@@ -114,7 +114,7 @@ It logs "sidecar ready" once it has identity and config; SIGTERM drains and remo
 	f.DurationVar(&cfg.DrainTimeout, "drain-timeout", 0, "how long connections may finish after SIGTERM (default 10s)")
 	f.DurationVar(&cfg.ResolveTimeout, "ready-timeout", 0, "how long the app's connections wait for the sidecar to be ready (default 10s)")
 	f.BoolVar(&noIntercept, "no-intercept", false, "do not install interception rules (testing)")
-	f.IntVar(&procs, "procs", 1, "OS threads running Go code at once (GOMAXPROCS; the environment variable wins; 0: one per CPU): with one, a proxy that mostly waits does not pay for waking and spinning a second thread per request (bench/mesh.sh: 37 -> 29 % of a core per 1,000 qps)")
+	f.IntVar(&procs, "procs", 1, "OS threads running Go code at once (GOMAXPROCS; the environment variable wins; 0: one per CPU): with one, a proxy that mostly waits does not pay for waking and spinning a second thread per request (bench/mesh.sh: 21 % of a core per 1,000 qps with one, 24 % with two; one held 1,000 qps with both cores busy)")
 	f.IntVar(&gcPercent, "gc-percent", 25, "GOGC for the sidecar (the environment variable wins): its live heap is a few MiB, so collecting often costs little CPU and keeps its RSS under 30 MB (bench/RESULTS.md)")
 	f.Int64Var(&memLimit, "memory-limit", 0, "soft Go memory limit in bytes (GOMEMLIMIT; the environment variable wins; 0: none). Mind that it counts all of the runtime's memory: 24 MiB made the collector run nonstop (3x the CPU)")
 	f.BoolVar(&trimImage, "trim-image", true, "once ready, give back the pages of the meshguard executable the sidecar does not use (see sidecar.TrimImage)")
