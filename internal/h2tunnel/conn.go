@@ -123,12 +123,21 @@ type Conn struct {
 	wfr  *http2.Framer
 	henc *hpack.Encoder
 	hbuf bytes.Buffer
+	out  []byte // control frames being flushed, under wmu
+
+	// Control frames (acks, resets, window updates, GOAWAY) queue here and go out with the
+	// next write: the read loop must never wait for wmu, whose holder may be blocked on a
+	// peer that stops reading until we read (both sides sending bulk data).
+	cmu     sync.Mutex
+	pending bytes.Buffer
+	cfr     *http2.Framer
 
 	mu           sync.Mutex
 	fcond        sync.Cond // send windows grew, or the connection closed
 	streams      map[uint32]*Stream
 	nextID       uint32 // client: the next stream ID to open
 	lastID       uint32 // server: the highest stream ID seen
+	handlers     uint32 // server: handlers running
 	sendWin      int64  // connection-level send window
 	recvAvail    int64  // how much more the peer may send on the connection
 	peerInitWin  int64  // the peer's SETTINGS_INITIAL_WINDOW_SIZE
@@ -141,6 +150,7 @@ type Conn struct {
 	drained      chan struct{} // closed when goingAway and no streams are left
 	done         chan struct{} // closed when the connection is closed
 
+	tableLimit  atomic.Int64 // the peer's SETTINGS_HEADER_TABLE_SIZE not yet applied; -1: none
 	sawFrame    atomic.Bool
 	pingPending atomic.Bool
 	health      *time.Timer
@@ -148,7 +158,10 @@ type Conn struct {
 	bufs        sync.Pool // receive buffers of bufSize
 }
 
-const bufSize = 32 << 10
+const (
+	bufSize    = 32 << 10
+	maxPending = 1 << 20 // queued control frames beyond this: the peer is not reading
+)
 
 func newConn(nc net.Conn, cfg Config, server bool) (*Conn, error) {
 	if err := cfg.defaults(); err != nil {
@@ -169,8 +182,10 @@ func newConn(nc net.Conn, cfg Config, server bool) (*Conn, error) {
 		done:         make(chan struct{}),
 	}
 	c.fcond.L = &c.mu
+	c.tableLimit.Store(-1)
 	c.bufs.New = func() any { b := make([]byte, 0, bufSize); return &b }
 	c.henc = hpack.NewEncoder(&c.hbuf)
+	c.cfr = http2.NewFramer(&c.pending, nil)
 	c.rfr.ReadMetaHeaders = hpack.NewDecoder(4096, nil)
 	c.rfr.MaxHeaderListSize = 16 << 10
 	c.rfr.SetMaxReadFrameSize(cfg.MaxFrameSize)
@@ -256,18 +271,21 @@ func (c *Conn) Open(ctx context.Context, authority string) (*Stream, error) {
 	c.mu.Lock()
 	if c.err != nil || c.goingAway || uint32(len(c.streams)) >= c.peerMaxStrm || c.nextID > maxWindow {
 		c.mu.Unlock()
-		c.wmu.Unlock()
+		c.unlockW()
 		return nil, ErrUnavailable
 	}
 	s := c.newStreamLocked(c.nextID)
 	c.nextID += 2
 	s.respc = make(chan struct{})
 	c.mu.Unlock()
-	err := c.writeHeadersLocked(s.id, false, func(e *hpack.Encoder) {
-		_ = e.WriteField(hpack.HeaderField{Name: ":method", Value: "CONNECT"})
-		_ = e.WriteField(hpack.HeaderField{Name: ":authority", Value: authority})
-	})
-	c.wmu.Unlock()
+	err := c.flushLocked()
+	if err == nil {
+		err = c.writeHeadersLocked(s.id, false, func(e *hpack.Encoder) {
+			_ = e.WriteField(hpack.HeaderField{Name: ":method", Value: "CONNECT"})
+			_ = e.WriteField(hpack.HeaderField{Name: ":authority", Value: authority})
+		})
+	}
+	c.unlockW()
 	if err != nil {
 		err = fmt.Errorf("h2tunnel: write: %w", err)
 		c.closeWith(err)
@@ -321,7 +339,7 @@ func (c *Conn) GoAway() {
 	last := c.lastID
 	empty := len(c.streams) == 0
 	c.mu.Unlock()
-	c.writeFrame(func(f *http2.Framer) error { return f.WriteGoAway(last, http2.ErrCodeNo, nil) })
+	c.control(func(f *http2.Framer) error { return f.WriteGoAway(last, http2.ErrCodeNo, nil) })
 	if empty {
 		c.closeWith(errConnClosed)
 	}
@@ -421,8 +439,11 @@ func (c *Conn) forget(s *Stream) {
 // writeFrame sends one frame; a failed write ends the connection.
 func (c *Conn) writeFrame(write func(*http2.Framer) error) error {
 	c.wmu.Lock()
-	err := write(c.wfr)
-	c.wmu.Unlock()
+	err := c.flushLocked() // queued control frames first: a reset goes out before later data
+	if err == nil {
+		err = write(c.wfr)
+	}
+	c.unlockW()
 	if err != nil {
 		err = fmt.Errorf("h2tunnel: write: %w", err)
 		c.closeWith(err)
@@ -434,8 +455,60 @@ func (c *Conn) writeHeaders(id uint32, end bool, fields func(*hpack.Encoder)) er
 	return c.writeFrame(func(*http2.Framer) error { return c.writeHeadersLocked(id, end, fields) })
 }
 
+// control queues a control frame and sends it now if nobody else is writing; otherwise the
+// writer sends it when it is done. It never blocks on the connection.
+func (c *Conn) control(write func(*http2.Framer) error) {
+	c.cmu.Lock()
+	_ = write(c.cfr)
+	n := c.pending.Len()
+	c.cmu.Unlock()
+	if n > maxPending {
+		c.closeWith(errors.New("h2tunnel: peer stopped reading (control frames piled up)"))
+		return
+	}
+	if c.wmu.TryLock() {
+		c.unlockW()
+	}
+}
+
+// flushLocked writes the queued control frames; the caller holds wmu.
+func (c *Conn) flushLocked() error {
+	c.cmu.Lock()
+	if c.pending.Len() == 0 {
+		c.cmu.Unlock()
+		return nil
+	}
+	c.out = append(c.out[:0], c.pending.Bytes()...)
+	c.pending.Reset()
+	c.cmu.Unlock()
+	_, err := c.nc.Write(c.out)
+	return err
+}
+
+// unlockW releases wmu after flushing what was queued meanwhile; it keeps flushing while
+// frames arrive and no other writer takes over (which would flush them itself).
+func (c *Conn) unlockW() {
+	for {
+		err := c.flushLocked()
+		c.wmu.Unlock()
+		if err != nil {
+			c.closeWith(fmt.Errorf("h2tunnel: write: %w", err))
+			return
+		}
+		c.cmu.Lock()
+		more := c.pending.Len() > 0
+		c.cmu.Unlock()
+		if !more || !c.wmu.TryLock() {
+			return
+		}
+	}
+}
+
 // writeHeadersLocked sends one HEADERS frame; the caller holds wmu.
 func (c *Conn) writeHeadersLocked(id uint32, end bool, fields func(*hpack.Encoder)) error {
+	if v := c.tableLimit.Swap(-1); v >= 0 {
+		c.henc.SetMaxDynamicTableSizeLimit(uint32(v))
+	}
 	c.hbuf.Reset()
 	fields(c.henc)
 	return c.wfr.WriteHeaders(http2.HeadersFrameParam{StreamID: id, BlockFragment: c.hbuf.Bytes(), EndStream: end, EndHeaders: true})
@@ -461,12 +534,9 @@ func (c *Conn) checkHealth() {
 		return
 	default:
 		c.pingPending.Store(true)
-		// A write blocked on a peer that stopped reading holds the lock: skip the ping, the
-		// next check closes the connection if nothing arrived by then.
-		if c.wmu.TryLock() {
-			_ = c.wfr.WritePing(false, [8]byte{'m', 'g', 'p', 'i', 'n', 'g'})
-			c.wmu.Unlock()
-		}
+		// Queued behind a write blocked on a peer that stopped reading, it does not go out:
+		// the next check closes the connection if nothing arrived by then.
+		c.control(func(f *http2.Framer) error { return f.WritePing(false, [8]byte{'m', 'g', 'p', 'i', 'n', 'g'}) })
 		next = c.cfg.PingTimeout
 	}
 	c.mu.Lock()
@@ -487,17 +557,14 @@ func (c *Conn) connError(code http2.ErrCode, why string) error {
 	c.mu.Lock()
 	last := c.lastID
 	c.mu.Unlock()
-	if c.wmu.TryLock() {
-		_ = c.wfr.WriteGoAway(last, code, []byte(why))
-		c.wmu.Unlock()
-	}
+	c.control(func(f *http2.Framer) error { return f.WriteGoAway(last, code, []byte(why)) })
 	err := fmt.Errorf("h2tunnel: %s: %s", code, why)
 	c.closeWith(err)
 	return err
 }
 
 func (c *Conn) resetStream(id uint32, code http2.ErrCode) {
-	_ = c.writeFrame(func(f *http2.Framer) error { return f.WriteRSTStream(id, code) })
+	c.control(func(f *http2.Framer) error { return f.WriteRSTStream(id, code) })
 }
 
 // readLoop reads and dispatches frames until the connection ends.
@@ -559,7 +626,7 @@ func (c *Conn) dispatch(f http2.Frame) error {
 		return c.onWindowUpdate(f)
 	case *http2.PingFrame:
 		if !f.IsAck() {
-			return c.writeFrame(func(w *http2.Framer) error { return w.WritePing(true, f.Data) })
+			c.control(func(w *http2.Framer) error { return w.WritePing(true, f.Data) })
 		}
 		c.pingPending.Store(false)
 	case *http2.GoAwayFrame:
@@ -589,13 +656,15 @@ func (c *Conn) onSettings(f *http2.SettingsFrame) error {
 			for _, st := range c.streams {
 				st.sendWin += delta
 				if st.sendWin > maxWindow {
-					bad = errors.New("stream window overflow")
+					bad = http2.ConnectionError(http2.ErrCodeFlowControl)
 				}
 			}
 		case http2.SettingMaxFrameSize:
 			c.peerMaxFrame = s.Val
 		case http2.SettingMaxConcurrentStreams:
 			c.peerMaxStrm = s.Val
+		case http2.SettingHeaderTableSize:
+			c.tableLimit.Store(int64(s.Val)) // the encoder is the writers': applied on the next HEADERS
 		}
 		return nil
 	})
@@ -609,7 +678,8 @@ func (c *Conn) onSettings(f *http2.SettingsFrame) error {
 		}
 		return c.connError(code, bad.Error())
 	}
-	return c.writeFrame(func(w *http2.Framer) error { return w.WriteSettingsAck() })
+	c.control(func(w *http2.Framer) error { return w.WriteSettingsAck() })
+	return nil
 }
 
 func (c *Conn) onWindowUpdate(f *http2.WindowUpdateFrame) error {
@@ -680,18 +750,26 @@ func (c *Conn) onHeaders(f *http2.MetaHeadersFrame) error {
 		return c.connError(http2.ErrCodeProtocol, "bad stream ID")
 	}
 	c.lastID = id
-	if c.goingAway || c.err != nil || uint32(len(c.streams)) >= c.cfg.MaxConcurrentStreams {
+	// handlers, not streams: a stream the client reset at once is gone from c.streams while
+	// its handler may still be dialling the app (rapid reset).
+	if c.goingAway || c.err != nil || c.handlers >= c.cfg.MaxConcurrentStreams {
 		c.mu.Unlock()
 		c.resetStream(id, http2.ErrCodeRefusedStream)
 		return nil
 	}
 	s := c.newStreamLocked(id)
 	s.method, s.authority = f.PseudoValue("method"), f.PseudoValue("authority")
+	c.handlers++
 	c.mu.Unlock()
 	if f.StreamEnded() {
 		s.onEnd()
 	}
-	go c.handler(s)
+	go func() {
+		c.handler(s)
+		c.mu.Lock()
+		c.handlers--
+		c.mu.Unlock()
+	}()
 	return nil
 }
 
@@ -732,7 +810,7 @@ func (c *Conn) consumed(n uint32) {
 	c.unacked = 0
 	c.recvAvail += int64(inc)
 	c.mu.Unlock()
-	_ = c.writeFrame(func(f *http2.Framer) error { return f.WriteWindowUpdate(0, inc) })
+	c.control(func(f *http2.Framer) error { return f.WriteWindowUpdate(0, inc) })
 }
 
 // reserveSend waits until stream s may send, and takes up to want bytes of both windows.

@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"golang.org/x/net/http2"
+	"golang.org/x/net/http2/hpack"
 )
 
 func ctxT(t testing.TB) context.Context {
@@ -411,5 +412,132 @@ func TestRefusedStreamIsUnavailable(t *testing.T) {
 	defer c.Close()
 	if _, err := c.Open(ctxT(t), ":1"); !errors.Is(err, ErrUnavailable) {
 		t.Fatalf("Open = %v, want ErrUnavailable", err)
+	}
+}
+
+// A server that pads its DATA frames: the padding's stream window must come back too, or the
+// stream stalls once padding has used up the window.
+func TestPaddedDataKeepsStreamWindowOpen(t *testing.T) {
+	cn, sn := tcpPair(t)
+	const frames = 400 // 400 × 256 bytes, well past a 64 KiB stream window
+	done := make(chan error, 1)
+	go func() {
+		pre := make([]byte, len(http2.ClientPreface))
+		if _, err := io.ReadFull(sn, pre); err != nil {
+			done <- err
+			return
+		}
+		fr := http2.NewFramer(sn, sn)
+		_ = fr.WriteSettings()
+		win, sid := int64(defaultWindow), uint32(0)
+		for sid == 0 {
+			f, err := fr.ReadFrame()
+			if err != nil {
+				done <- err
+				return
+			}
+			switch f := f.(type) {
+			case *http2.SettingsFrame:
+				if v, ok := f.Value(http2.SettingInitialWindowSize); ok && !f.IsAck() {
+					win = int64(v)
+				}
+			case *http2.HeadersFrame:
+				sid = f.StreamID
+			}
+		}
+		credit := make(chan int64, 1000)
+		go func() {
+			for {
+				f, err := fr.ReadFrame()
+				if err != nil {
+					return
+				}
+				if w, ok := f.(*http2.WindowUpdateFrame); ok && w.StreamID == sid {
+					credit <- int64(w.Increment)
+				}
+			}
+		}()
+		var hb bytes.Buffer
+		_ = hpack.NewEncoder(&hb).WriteField(hpack.HeaderField{Name: ":status", Value: "200"})
+		_ = fr.WriteHeaders(http2.HeadersFrameParam{StreamID: sid, BlockFragment: hb.Bytes(), EndHeaders: true})
+		pad := make([]byte, 254)
+		for i := range frames {
+			for win < 256 {
+				select {
+				case inc := <-credit:
+					win += inc
+				case <-time.After(5 * time.Second):
+					done <- fmt.Errorf("stream window never reopened after frame %d", i)
+					return
+				}
+			}
+			win -= 256 // pad length byte + 1 data byte + 254 padding
+			if err := fr.WriteDataPadded(sid, i == frames-1, []byte{'x'}, pad); err != nil {
+				done <- err
+				return
+			}
+		}
+		done <- nil
+	}()
+	c, err := Client(cn, Config{StreamWindow: 65535})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	s, err := c.Open(ctxT(t), ":1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	go func() { _, _ = io.Copy(io.Discard, s) }()
+	if err := <-done; err != nil {
+		t.Fatalf("server: %v", err)
+	}
+}
+
+// Streams the client resets at once leave c.streams, but their handlers may still be busy:
+// the concurrency limit counts handlers, so resets cannot pile up work (rapid reset).
+func TestRapidResetBoundedByHandlers(t *testing.T) {
+	release := make(chan struct{})
+	var running, peak int32
+	var mu sync.Mutex
+	p := newPair(t, Config{}, Config{MaxConcurrentStreams: 2}, func(s *Stream) {
+		mu.Lock()
+		running++
+		peak = max(peak, running)
+		mu.Unlock()
+		<-release
+		mu.Lock()
+		running--
+		mu.Unlock()
+		echo(s)
+	})
+	for i := range 2 {
+		ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
+		if _, err := p.client.Open(ctx, ":1"); !errors.Is(err, context.DeadlineExceeded) {
+			t.Fatalf("open %d = %v, want the client giving up (the handler holds the answer)", i, err)
+		}
+		cancel()
+	}
+	if _, err := p.client.Open(ctxT(t), ":1"); !errors.Is(err, ErrUnavailable) {
+		t.Fatalf("third open while two handlers run = %v, want ErrUnavailable (REFUSED_STREAM)", err)
+	}
+	close(release)
+	for {
+		s, err := p.client.Open(ctxT(t), ":1")
+		if err == nil {
+			s.Close()
+			break
+		}
+		if !errors.Is(err, ErrUnavailable) {
+			t.Fatal(err)
+		}
+		select {
+		case <-ctxT(t).Done():
+			t.Fatal("handlers never freed their slots")
+		case <-time.After(5 * time.Millisecond):
+		}
+	}
+	if peak > 2 {
+		t.Fatalf("%d handlers ran at once, limit 2", peak)
 	}
 }

@@ -63,20 +63,33 @@ func (s *Stream) Read(p []byte) (int, error) {
 		s.mu.Unlock()
 		return 0, err
 	}
-	var inc uint32
-	if !s.gotEnd {
-		s.unacked += uint32(n)
-		if s.unacked >= s.c.cfg.StreamWindow/2 {
-			inc, s.unacked = s.unacked, 0
-			s.recvWin += int64(inc)
-		}
-	}
+	inc := s.creditLocked(uint32(n))
 	s.mu.Unlock()
-	if inc > 0 {
-		_ = s.c.writeFrame(func(f *http2.Framer) error { return f.WriteWindowUpdate(s.id, inc) })
-	}
+	s.sendCredit(inc)
 	s.c.consumed(uint32(n))
 	return n, nil
+}
+
+// creditLocked returns n consumed bytes to the stream's receive window and says how much to
+// announce now (WINDOW_UPDATEs go out in batches of half the window).
+func (s *Stream) creditLocked(n uint32) uint32 {
+	if s.gotEnd || n == 0 {
+		return 0
+	}
+	s.unacked += n
+	if s.unacked < s.c.cfg.StreamWindow/2 {
+		return 0
+	}
+	inc := s.unacked
+	s.unacked = 0
+	s.recvWin += int64(inc)
+	return inc
+}
+
+func (s *Stream) sendCredit(inc uint32) {
+	if inc > 0 {
+		s.c.control(func(f *http2.Framer) error { return f.WriteWindowUpdate(s.id, inc) })
+	}
 }
 
 // popLocked gives the first chunk back to the pool.
@@ -131,6 +144,12 @@ func (s *Stream) CloseWrite() error {
 	err := s.c.writeFrame(func(f *http2.Framer) error { return f.WriteData(s.id, true, nil) })
 	s.maybeForget()
 	return err
+}
+
+func (s *Stream) sendErr() error {
+	s.c.mu.Lock()
+	defer s.c.mu.Unlock()
+	return s.werr
 }
 
 // endSend marks the send side finished; false if it already was.
@@ -211,8 +230,8 @@ func (s *Stream) stopReadingLocked() uint32 {
 // else refuses it with reason.
 func (s *Stream) Respond(status int, reason string) error {
 	end := status != 200
-	if end && !s.endSend(io.ErrClosedPipe) {
-		return io.ErrClosedPipe
+	if end && !s.endSend(io.ErrClosedPipe) || !end && s.sendErr() != nil {
+		return io.ErrClosedPipe // reset by the client (it gave up waiting): nothing to answer
 	}
 	err := s.c.writeHeaders(s.id, end, func(e *hpack.Encoder) {
 		_ = e.WriteField(hpack.HeaderField{Name: ":status", Value: strconv.Itoa(status)})
@@ -246,6 +265,7 @@ func (s *Stream) onData(data []byte, n uint32, end bool) error {
 		s.mu.Unlock()
 		c.consumed(n)
 		c.resetStream(s.id, http2.ErrCodeStreamClosed)
+		s.fail(&StreamError{Code: http2.ErrCodeStreamClosed})
 		return nil
 	}
 	if int64(n) > s.recvWin {
@@ -258,7 +278,7 @@ func (s *Stream) onData(data []byte, n uint32, end bool) error {
 	s.recvWin -= int64(n)
 	credit := n - uint32(len(data)) // padding is not data: return its window at once
 	if s.noRead {
-		credit = n
+		credit = n // nobody reads: the bytes are dropped, the peer may send more
 	} else {
 		s.appendLocked(data)
 	}
@@ -268,13 +288,13 @@ func (s *Stream) onData(data []byte, n uint32, end bool) error {
 			s.rerr = io.EOF
 		}
 	}
+	inc := s.creditLocked(credit)
 	if len(data) > 0 || end {
-		s.cond.Signal()
+		s.cond.Broadcast()
 	}
 	s.mu.Unlock()
-	if credit > 0 {
-		c.consumed(credit)
-	}
+	s.sendCredit(inc)
+	c.consumed(credit)
 	if end {
 		s.maybeForget()
 	}
@@ -288,7 +308,7 @@ func (s *Stream) onEnd() {
 	if s.rerr == nil {
 		s.rerr = io.EOF
 	}
-	s.cond.Signal()
+	s.cond.Broadcast()
 	s.mu.Unlock()
 	s.maybeForget()
 }
