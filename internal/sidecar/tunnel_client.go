@@ -94,6 +94,9 @@ func NewTunnelClient(cfg TunnelClientConfig) (*TunnelClient, error) {
 		h2: h2tunnel.Config{
 			IdleTimeout: cfg.IdleTimeout, ReadIdleTimeout: 30 * time.Second, PingTimeout: 10 * time.Second,
 			MaxFrameSize: copyBufSize, Log: cfg.Log,
+			// Downloads buffer here when an app reads slowly: 1 MiB per stream, and a
+			// connection window far above that, so a few slow streams do not stall the others.
+			StreamWindow: 1 << 20, ConnWindow: 256 << 20,
 		},
 		conns:   map[string]*peerConn{},
 		dialing: map[string]*dialCall{},
