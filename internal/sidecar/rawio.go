@@ -63,15 +63,10 @@ func (c *rawConn) Read(p []byte) (int, error) {
 	err := c.rc.Read(c.readFn)
 	n, errno := c.rn, c.rerrno
 	c.rp = nil
-	switch {
-	case err != nil:
-		return 0, c.opError("read", err)
-	case errno != 0:
-		return 0, c.opError("read", os.NewSyscallError("read", errno))
-	case n == 0:
+	if err == nil && errno == 0 && n == 0 {
 		return 0, io.EOF
 	}
-	return n, nil
+	return c.result("read", n, err, errno)
 }
 
 // readSome is one attempt of Read, under the poller: false means wait for readiness.
@@ -97,13 +92,7 @@ func (c *rawConn) Write(p []byte) (int, error) {
 	err := c.rc.Write(c.writeFn)
 	n, errno := c.wn, c.werrno
 	c.wp = nil
-	switch {
-	case err != nil:
-		return n, c.opError("write", err)
-	case errno != 0:
-		return n, c.opError("write", os.NewSyscallError("write", errno))
-	}
-	return n, nil
+	return c.result("write", n, err, errno)
 }
 
 // writeAll is one attempt of Write, under the poller: false means wait for room.
@@ -123,6 +112,17 @@ func (c *rawConn) writeAll(fd uintptr) bool {
 		}
 	}
 	return true
+}
+
+// result is a raw call's outcome: the poller's error (closed, deadline) or the call's errno.
+func (c *rawConn) result(op string, n int, err error, errno syscall.Errno) (int, error) {
+	switch {
+	case err != nil:
+		return n, c.opError(op, err)
+	case errno != 0:
+		return n, c.opError(op, os.NewSyscallError(op, errno))
+	}
+	return n, nil
 }
 
 // opError shapes errors like net.TCPConn's (errors.Is(err, net.ErrClosed) for a closed
