@@ -79,6 +79,9 @@ func (c *rawConn) readSome(fd uintptr) bool {
 		case syscall.EAGAIN:
 			return false
 		}
+		if e != 0 {
+			r = 0 // the raw return value is -1 on error: never a count
+		}
 		c.rn, c.rerrno = int(r), e
 		return true
 	}

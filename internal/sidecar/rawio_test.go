@@ -68,6 +68,14 @@ func TestRawConn(t *testing.T) {
 		t.Fatalf("read on a closed connection: %v, want net.ErrClosed", err)
 	}
 
+	// A peer that reset: the read fails with a count of 0 (the raw call's -1 must not leak).
+	rc4, peer4 := rawPair(t)
+	_ = peer4.(*net.TCPConn).SetLinger(0)
+	peer4.Close()
+	if n, err := rc4.Read(buf); n != 0 || err == nil || err == io.EOF {
+		t.Fatalf("read from a reset peer: %d, %v; want 0 and a reset error", n, err)
+	}
+
 	// A peer that reset: the write fails (EPIPE or ECONNRESET), no SIGPIPE kills the test.
 	rc3, peer3 := rawPair(t)
 	_ = peer3.(*net.TCPConn).SetLinger(0)
