@@ -269,7 +269,7 @@ func (c *Conn) Open(ctx context.Context, authority string) (*Stream, error) {
 	// The ID is taken under the write lock: streams must reach the peer in ID order.
 	c.wmu.Lock()
 	c.mu.Lock()
-	if c.err != nil || c.goingAway || uint32(len(c.streams)) >= c.peerMaxStrm || c.nextID > maxWindow {
+	if !c.availableLocked() {
 		c.mu.Unlock()
 		c.unlockW()
 		return nil, ErrUnavailable
@@ -287,9 +287,7 @@ func (c *Conn) Open(ctx context.Context, authority string) (*Stream, error) {
 	}
 	c.unlockW()
 	if err != nil {
-		err = fmt.Errorf("h2tunnel: write: %w", err)
-		c.closeWith(err)
-		return nil, err
+		return nil, c.writeFailed(err)
 	}
 	select {
 	case <-s.respc:
@@ -324,6 +322,10 @@ func (c *Conn) Open(ctx context.Context, authority string) (*Stream, error) {
 func (c *Conn) Available() bool {
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	return c.availableLocked()
+}
+
+func (c *Conn) availableLocked() bool {
 	return c.err == nil && !c.goingAway && uint32(len(c.streams)) < c.peerMaxStrm && c.nextID <= maxWindow
 }
 
@@ -445,9 +447,15 @@ func (c *Conn) writeFrame(write func(*http2.Framer) error) error {
 	}
 	c.unlockW()
 	if err != nil {
-		err = fmt.Errorf("h2tunnel: write: %w", err)
-		c.closeWith(err)
+		return c.writeFailed(err)
 	}
+	return nil
+}
+
+// writeFailed ends the connection after a failed write and returns why.
+func (c *Conn) writeFailed(err error) error {
+	err = fmt.Errorf("h2tunnel: write: %w", err)
+	c.closeWith(err)
 	return err
 }
 
@@ -492,7 +500,7 @@ func (c *Conn) unlockW() {
 		err := c.flushLocked()
 		c.wmu.Unlock()
 		if err != nil {
-			c.closeWith(fmt.Errorf("h2tunnel: write: %w", err))
+			_ = c.writeFailed(err)
 			return
 		}
 		c.cmu.Lock()

@@ -31,7 +31,7 @@ type Stream struct {
 	recvWin int64 // how much more the peer may send on this stream
 	unacked uint32
 	gotEnd  bool  // the peer finished (END_STREAM) or the stream was reset
-	rerr    error // what Read returns once buf is drained
+	rerr    error // what Read returns once the chunks are drained
 	closed  bool  // Close was called
 	noRead  bool  // CloseRead or Close was called: received bytes are dropped
 	status  int   // client: the response status, once respc is closed

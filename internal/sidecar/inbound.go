@@ -406,16 +406,16 @@ func (p *InboundProxy) serveStream(ctx context.Context, peer peerInfo, s *h2tunn
 		obs.Close()
 		annotate(obs, &rep)
 	}
-	if d, ok := denial(u.err); ok {
+	d, denied := denial(u.err)
+	if denied {
 		if reply := d.reply(); reply != nil {
 			_, _ = toClient.Write(reply)
 		}
-		_ = s.CloseWrite()
-		finish(ReasonDenied, d)
-		return
 	}
-	_ = s.CloseWrite()
+	_ = s.CloseWrite() // after any refusal: the client reads it before the end
 	switch {
+	case denied:
+		finish(ReasonDenied, d)
 	case p.track.cut.Load():
 		finish(ReasonDrained, nil)
 	case isDenied(derr):

@@ -12,10 +12,11 @@ import (
 	"time"
 
 	"github.com/jonboulle/clockwork"
-	"github.com/meshguard/meshguard/internal/h2tunnel"
-	"github.com/meshguard/meshguard/internal/intercept"
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 	"github.com/spiffe/go-spiffe/v2/svid/x509svid"
+
+	"github.com/meshguard/meshguard/internal/h2tunnel"
+	"github.com/meshguard/meshguard/internal/intercept"
 )
 
 // Peer is a destination sidecar: where its tunnel port is and who it must prove to be.
