@@ -24,21 +24,10 @@ import (
 // sinkServer reads until EOF, then answers one byte and closes: the stream's end proves every
 // byte arrived.
 func sinkServer(b *testing.B) *net.TCPAddr {
-	ln := listenLocal(b)
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			go func() {
-				defer c.Close()
-				_, _ = io.Copy(io.Discard, c)
-				_, _ = c.Write([]byte{1})
-			}()
-		}
-	}()
-	return ln.Addr().(*net.TCPAddr)
+	return serveLocal(b, func(c net.Conn) {
+		_, _ = io.Copy(io.Discard, c)
+		_, _ = c.Write([]byte{1})
+	})
 }
 
 // benchPaths are the three ways a byte stream can reach the app in one run: direct TCP, the
@@ -154,31 +143,20 @@ func BenchmarkStreamRoundTrip(b *testing.B) {
 // httpApp answers every HTTP/1.1 request on a keep-alive connection with a 1 KB body, like
 // fortio's /echo?size=1024 in bench/mesh.sh.
 func httpApp(b *testing.B) *net.TCPAddr {
-	ln := listenLocal(b)
 	resp := []byte("HTTP/1.1 200 OK\r\nContent-Type: application/octet-stream\r\nContent-Length: 1024\r\n\r\n" + strings.Repeat("x", 1024))
-	go func() {
+	return serveLocal(b, func(c net.Conn) {
+		br := bufio.NewReader(c)
 		for {
-			c, err := ln.Accept()
+			req, err := http.ReadRequest(br)
 			if err != nil {
 				return
 			}
-			go func() {
-				defer c.Close()
-				br := bufio.NewReader(c)
-				for {
-					req, err := http.ReadRequest(br)
-					if err != nil {
-						return
-					}
-					_, _ = io.Copy(io.Discard, req.Body)
-					if _, err := c.Write(resp); err != nil {
-						return
-					}
-				}
-			}()
+			_, _ = io.Copy(io.Discard, req.Body)
+			if _, err := c.Write(resp); err != nil {
+				return
+			}
 		}
-	}()
-	return ln.Addr().(*net.TCPAddr)
+	})
 }
 
 // BenchmarkMeshHTTPPaced is bench/mesh.sh in one process: 32 keep-alive HTTP/1.1 connections

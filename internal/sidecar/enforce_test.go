@@ -2,7 +2,6 @@ package sidecar
 
 import (
 	"bufio"
-	"context"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -16,8 +15,6 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
-
-	"github.com/spiffe/go-spiffe/v2/spiffeid"
 
 	xdsv1 "github.com/meshguard/meshguard/api/xds/v1"
 	"github.com/meshguard/meshguard/internal/dpi"
@@ -129,8 +126,7 @@ func enforceViewOf(t testing.TB, pol string) (*atomic.Pointer[policyView], func(
 // policy decision) allocates nothing.
 func BenchmarkEnforcerRedisCommand(b *testing.B) {
 	insp := enforcingInspector(b, 6379, 8080)
-	o := insp(context.Background(), StreamInfo{Direction: Inbound, Authenticated: true,
-		Source: spiffeid.RequireFromString("spiffe://example.org/ns/shop/sa/web"), DestPort: 6379})
+	o := fromWeb(insp, 6379)
 	defer o.Close()
 	get := []byte("*2\r\n$3\r\nGET\r\n$1\r\nk\r\n")
 	if err := o.FromClient(get); err != nil {
@@ -344,8 +340,7 @@ func TestEnforcingMonitorPassesWithViolation(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	o := EnforcingInspector(eng, view, index)(context.Background(), StreamInfo{Direction: Inbound, Authenticated: true,
-		Source: spiffeid.RequireFromString("spiffe://example.org/ns/shop/sa/web"), DestPort: 6379})
+	o := fromWeb(EnforcingInspector(eng, view, index), 6379)
 	for _, c := range []string{"*1\r\n$4\r\nPING\r\n", "*1\r\n$8\r\nFLUSHALL\r\n"} {
 		if err := o.FromClient([]byte(c)); err != nil {
 			t.Fatalf("monitor mode refused %q: %v", c, err)
@@ -371,8 +366,7 @@ spec: {from: {group: web}, to: {group: redis}, ports: [tcp/5432], applications: 
 	if err != nil {
 		t.Fatal(err)
 	}
-	o := EnforcingInspector(eng, view, index)(context.Background(), StreamInfo{Direction: Inbound, Authenticated: true,
-		Source: spiffeid.RequireFromString("spiffe://example.org/ns/shop/sa/web"), DestPort: 5432})
+	o := fromWeb(EnforcingInspector(eng, view, index), 5432)
 	defer o.Close()
 	params := "user\x00web\x00database\x00shop\x00\x00"
 	startup := binary.BigEndian.AppendUint32(nil, uint32(8+len(params)))

@@ -105,17 +105,31 @@ func (h *healthSrv) Watch(_ *healthpb.HealthCheckRequest, s grpc.ServerStreaming
 // deny, and a client whose connections go through the tunnel, counting dials.
 func grpcThroughMesh(t *testing.T, deny ...string) (healthpb.HealthClient, *healthSrv, *atomic.Int32, *mesh) {
 	t.Helper()
-	ln := listenLocal(t)
-	gs := grpc.NewServer()
-	hs := &healthSrv{}
-	healthpb.RegisterHealthServer(gs, hs)
-	go func() { _ = gs.Serve(ln) }()
-	t.Cleanup(gs.Stop)
+	port, hs := healthServer(t)
 	m := newMesh(t, func(c *InboundConfig) {
 		c.Inspect = func(context.Context, StreamInfo) StreamObserver { return newH2DenyObserver(t, deny...) }
 	})
+	cc, dials := healthClient(t, m, port)
+	return healthpb.NewHealthClient(cc), hs, dials, m
+}
+
+// healthServer serves gRPC health on loopback for the test's life.
+func healthServer(t *testing.T) (port int, hs *healthSrv) {
+	t.Helper()
+	ln := listenLocal(t)
+	gs := grpc.NewServer()
+	hs = &healthSrv{}
+	healthpb.RegisterHealthServer(gs, hs)
+	go func() { _ = gs.Serve(ln) }()
+	t.Cleanup(gs.Stop)
+	return ln.Addr().(*net.TCPAddr).Port, hs
+}
+
+// healthClient is a gRPC client whose connections are tunnel streams of m to port, with the
+// count of its dials.
+func healthClient(t *testing.T, m *mesh, port int) (*grpc.ClientConn, *atomic.Int32) {
+	t.Helper()
 	var dials atomic.Int32
-	port := ln.Addr().(*net.TCPAddr).Port
 	cc, err := grpc.NewClient("passthrough:///health",
 		grpc.WithTransportCredentials(insecure.NewCredentials()),
 		grpc.WithContextDialer(func(ctx context.Context, _ string) (net.Conn, error) {
@@ -130,7 +144,7 @@ func grpcThroughMesh(t *testing.T, deny ...string) (healthpb.HealthClient, *heal
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { cc.Close() })
-	return healthpb.NewHealthClient(cc), hs, &dials, m
+	return cc, &dials
 }
 
 func callCtx(t *testing.T) context.Context {
@@ -241,13 +255,7 @@ func TestH2EnforcerRefusesGRPCMethod(t *testing.T) {
 	if _, ok := any(&enforcer{}).(h2Refuser); !ok {
 		t.Skip("enforce.go does not use the HTTP/2 layer yet (see grpcdeny.go)")
 	}
-	ln := listenLocal(t)
-	gs := grpc.NewServer()
-	hs := &healthSrv{}
-	healthpb.RegisterHealthServer(gs, hs)
-	go func() { _ = gs.Serve(ln) }()
-	t.Cleanup(gs.Stop)
-	port := ln.Addr().(*net.TCPAddr).Port
+	port, hs := healthServer(t)
 	view, index := enforceViewOf(t, fmt.Sprintf(`apiVersion: meshguard.io/v1alpha1
 kind: Group
 metadata: {name: redis, namespace: shop}
@@ -272,19 +280,7 @@ spec: {from: {group: web}, to: {group: redis}, ports: [tcp/%d], applications: [g
 		c.Admit = policyAdmitter(view, index)
 		c.Inspect = EnforcingInspector(eng, view, index)
 	})
-	var dials atomic.Int32
-	cc, err := grpc.NewClient("passthrough:///health", grpc.WithTransportCredentials(insecure.NewCredentials()),
-		grpc.WithContextDialer(func(ctx context.Context, _ string) (net.Conn, error) {
-			dials.Add(1)
-			s, err := m.client.Open(ctx, m.peer, fmt.Sprintf(":%d", port))
-			if err != nil {
-				return nil, err
-			}
-			return tunnelConn{s}, nil
-		}))
-	if err != nil {
-		t.Fatal(err)
-	}
+	cc, dials := healthClient(t, m, port)
 	hc := healthpb.NewHealthClient(cc)
 	ctx := callCtx(t)
 	for i := range 3 {

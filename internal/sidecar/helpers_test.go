@@ -154,8 +154,9 @@ func listenLocal(t testing.TB) net.Listener {
 	return ln
 }
 
-// echoServer echoes until the client half-closes, then closes. It stands in for the app.
-func echoServer(t testing.TB) *net.TCPAddr {
+// serveLocal accepts on a loopback port for the test's life, running handle on each
+// connection in a goroutine of its own and closing the connection after it: a stand-in app.
+func serveLocal(t testing.TB, handle func(net.Conn)) *net.TCPAddr {
 	t.Helper()
 	ln := listenLocal(t)
 	go func() {
@@ -166,11 +167,17 @@ func echoServer(t testing.TB) *net.TCPAddr {
 			}
 			go func() {
 				defer c.Close()
-				_, _ = io.Copy(c, c)
+				handle(c)
 			}()
 		}
 	}()
 	return ln.Addr().(*net.TCPAddr)
+}
+
+// echoServer echoes until the client half-closes, then closes. It stands in for the app.
+func echoServer(t testing.TB) *net.TCPAddr {
+	t.Helper()
+	return serveLocal(t, func(c net.Conn) { _, _ = io.Copy(c, c) })
 }
 
 func quietLog() *slog.Logger { return slog.New(slog.DiscardHandler) }
@@ -257,4 +264,10 @@ func (m *mesh) stop(t testing.TB) {
 	case <-time.After(10 * time.Second):
 		t.Error("inbound did not drain")
 	}
+}
+
+// fromWeb opens insp's observer for an authenticated inbound stream from shop/web to port.
+func fromWeb(insp Inspector, port uint16) StreamObserver {
+	return insp(context.Background(), StreamInfo{Direction: Inbound, Authenticated: true,
+		Source: spiffeid.RequireFromString("spiffe://example.org/ns/shop/sa/web"), DestPort: port})
 }

@@ -104,21 +104,10 @@ func TestInspectionOnTunnelStreams(t *testing.T) {
 
 func TestInspectionOnPlaintextAndOutbound(t *testing.T) {
 	// An app that leaks a secret in its greeting.
-	ln := listenLocal(t)
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			go func() {
-				defer c.Close()
-				_, _ = c.Write([]byte("banner SECRET"))
-				_, _ = io.Copy(io.Discard, c)
-			}()
-		}
-	}()
-	appPort := uint16(ln.Addr().(*net.TCPAddr).Port)
+	appPort := uint16(serveLocal(t, func(c net.Conn) {
+		_, _ = c.Write([]byte("banner SECRET"))
+		_, _ = io.Copy(io.Discard, c)
+	}).Port)
 	m := newMesh(t, func(c *InboundConfig) {
 		c.Mode = Permissive
 		c.OriginalDst = func(*net.TCPConn) (netip.AddrPort, error) {

