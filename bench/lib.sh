@@ -1,9 +1,28 @@
-# Shared by the lab benchmarks (bench/mesh.sh, bench/threats.sh); source after setting MG (the
-# meshguard binary), then call bench_lab_begin NAME LOCK_WAIT_SECONDS. It takes the lab lock the
+# Shared by the lab benchmarks (bench/mesh.sh, bench/threats.sh), sourced from the repository
+# root: call bench_tools NAME first (root check, packages, FORTIO and MG, the meshguard
+# binary), then bench_lab_begin NAME LOCK_WAIT_SECONDS. It takes the lab lock the
 # e2e tests take (held until the script exits), waits (bounded) for a lab someone else brought
 # up, makes WORK (0700) with HOME inside it (lab up copies the lab's admin config there), and
-# on exit brings the lab down when LAB_UP=1 and removes WORK. Then wait_ok, pod_field and
-# cpu_ticks help measure the lab's pods.
+# on exit brings the lab down when LAB_UP=1 and removes WORK. Then wait_ok, pod_field,
+# cpu_ticks and ctx_switches help measure the lab's pods.
+
+bench_tools() {
+	if [ "$(id -u)" != 0 ]; then
+		echo "$1: the lab needs root (network namespaces, nftables)" >&2
+		exit 1
+	fi
+	source scripts/lib.sh
+	ensure_apt
+	ensure_go_tool fortio fortio.org/fortio@v1.68.2
+	FORTIO=$(command -v fortio)
+	# MESHGUARD_BIN: benchmark this binary instead of building the working tree.
+	if [ -n "${MESHGUARD_BIN:-}" ]; then
+		MG=$(realpath "$MESHGUARD_BIN")
+	else
+		build_meshguard
+		MG="$ROOT/bin/meshguard"
+	fi
+}
 
 lab_daemon_alive() {
 	local pid
@@ -67,6 +86,14 @@ cpu_ticks() { # cpu_ticks PID...: sum of utime+stime (clock ticks) over the pids
 	local t=0 p
 	for p in "$@"; do
 		t=$((t + $(awk '{ sub(/^.*\) /, ""); print $12 + $13 }' /proc/"$p"/stat)))
+	done
+	echo $t
+}
+
+ctx_switches() { # ctx_switches PID...: voluntary + involuntary context switches of all their threads
+	local p t=0
+	for p in "$@"; do
+		t=$((t + $(cat /proc/"$p"/task/*/status 2>/dev/null | awk '/ctxt_switches:/ { t += $2 } END { print t + 0 }')))
 	done
 	echo $t
 }

@@ -21,24 +21,8 @@ case "${1:-}" in
 "") ;;
 *) echo "usage: bench/mesh.sh [--smoke]" >&2; exit 2 ;;
 esac
-if [ "$(id -u)" != 0 ]; then
-	echo "bench/mesh.sh: the lab needs root (network namespaces, nftables)" >&2
-	exit 1
-fi
-
-source scripts/lib.sh
-ensure_apt
-ensure_go_tool fortio fortio.org/fortio@v1.68.2
-FORTIO=$(command -v fortio)
-# MESHGUARD_BIN: benchmark this binary instead of building the working tree.
-if [ -n "${MESHGUARD_BIN:-}" ]; then
-	MG=$(realpath "$MESHGUARD_BIN")
-else
-	build_meshguard
-	MG="$ROOT/bin/meshguard"
-fi
-
 source bench/lib.sh
+bench_tools bench/mesh.sh
 bench_lab_begin bench/mesh.sh 600
 
 # mTLS material for the nginx pair: ECDSA P-256 CA, server and client certificates.
@@ -124,13 +108,6 @@ pids_of() { # pids_of SETUP: "SIDE PID" lines, SIDE c (client side) or s (server
 	esac
 }
 HZ=$(getconf CLK_TCK)
-ctx_switches() { # ctx_switches PID...: voluntary + involuntary context switches of all their threads
-	local p t=0
-	for p in "$@"; do
-		t=$((t + $(cat /proc/"$p"/task/*/status 2>/dev/null | awk '/ctxt_switches:/ { t += $2 } END { print t + 0 }')))
-	done
-	echo $t
-}
 mem_kb() { # mem_kb FILE FIELD PID...: sum of FIELD (kB) from /proc/PID/FILE
 	local f=$1 k=$2 t=0 p
 	shift 2

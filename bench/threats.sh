@@ -24,27 +24,12 @@ case "${1:-}" in
 "") ;;
 *) echo "usage: bench/threats.sh [--smoke]" >&2; exit 2 ;;
 esac
-if [ "$(id -u)" != 0 ]; then
-	echo "bench/threats.sh: the lab needs root (network namespaces, nftables)" >&2
-	exit 1
-fi
-
-source scripts/lib.sh
-ensure_apt
-ensure_go_tool fortio fortio.org/fortio@v1.68.2
-FORTIO=$(command -v fortio)
-if [ -n "${MESHGUARD_BIN:-}" ]; then
-	MG=$(realpath "$MESHGUARD_BIN")
-else
-	build_meshguard
-	MG="$ROOT/bin/meshguard"
-fi
+source bench/lib.sh
+bench_tools bench/threats.sh
 "$MG" sidecar --help 2>/dev/null | grep -q -- --threat-detection || {
 	echo "bench/threats.sh: $MG has no 'sidecar --threat-detection' flag (build the working tree)" >&2
 	exit 1
 }
-
-source bench/lib.sh
 bench_lab_begin bench/threats.sh 900
 
 # The request bodies: a 1 KB sign-up/contact form and a 100 KB page of an orders API, both
