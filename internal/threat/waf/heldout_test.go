@@ -11,8 +11,6 @@ import (
 	"strings"
 	"testing"
 
-	"sigs.k8s.io/yaml"
-
 	"github.com/meshguard/meshguard/internal/threat"
 )
 
@@ -79,69 +77,37 @@ func TestCRSHeldOut(t *testing.T) {
 	if testing.Short() {
 		t.Skip("reads the CRS module's test suite")
 	}
-	dir := crsDir(t)
-	pl1 := pl1Rules(t, dir)
 	h, err := threat.NewHTTP(threat.HTTPConfig{})
 	if err != nil {
 		t.Fatal(err)
 	}
-	families := []string{"930", "932", "933", "934", "941", "942", "944"}
 	type tally struct{ attacks, detected, negatives, fps int }
 	per := map[string]*tally{}
-	for _, fam := range families {
+	for _, fam := range []string{"930", "932", "933", "934", "941", "942", "944"} {
 		per[fam] = &tally{}
-		files, _ := filepath.Glob(filepath.Join(dir, "tests", "REQUEST-"+fam+"-*", "*.yaml"))
-		for _, f := range files {
-			b, err := os.ReadFile(f)
-			if err != nil {
-				t.Fatal(err)
+	}
+	for _, c := range crsSuite(t) {
+		tl := per[c.family]
+		if tl == nil {
+			continue
+		}
+		r, err := threat.ParseHTTPRequest([]byte(c.raw))
+		if err != nil {
+			continue
+		}
+		found := h.Inspect(&r, nil)
+		if c.attack {
+			tl.attacks++
+			if len(found) > 0 {
+				tl.detected++
+			} else {
+				t.Logf("missed %s: %.160q", c.name, c.raw)
 			}
-			var ff ftwFile
-			if err := yaml.Unmarshal(b, &ff); err != nil {
-				continue
-			}
-			for _, tc := range ff.Tests {
-				for _, st := range tc.Stages {
-					in := st.Input
-					if in.Encoded != "" || in.URI == "" {
-						continue
-					}
-					attack := false
-					for _, id := range st.Output.Log.Expect {
-						if pl1[id] && strings.HasPrefix(strconv.Itoa(id), fam) {
-							attack = true
-						}
-					}
-					// Only the tests that say they guard against a false positive are benign;
-					// other no_expect_ids tests are attacks another rule catches.
-					d := strings.ToLower(tc.Desc)
-					negative := len(st.Output.Log.Expect) == 0 && len(st.Output.Log.NoExpect) > 0 &&
-						(strings.Contains(d, "false positive") || strings.Contains(d, "fp") || strings.Contains(d, "benign") || strings.Contains(d, "legit"))
-					if !attack && !negative {
-						continue
-					}
-					raw := ftwRaw(in.Method, in.URI, in.Version, in.Headers, in.Data)
-					r, err := threat.ParseHTTPRequest([]byte(raw))
-					if err != nil {
-						continue
-					}
-					found := h.Inspect(&r, nil)
-					tl := per[fam]
-					if attack {
-						tl.attacks++
-						if len(found) > 0 {
-							tl.detected++
-						} else {
-							t.Logf("missed %s #%v: %.160q", filepath.Base(f), tc.TestID, in.URI+" "+in.Data)
-						}
-					} else {
-						tl.negatives++
-						if len(found) > 0 {
-							tl.fps++
-							t.Logf("false positive %s #%v: %v", filepath.Base(f), tc.TestID, found[0])
-						}
-					}
-				}
+		} else {
+			tl.negatives++
+			if len(found) > 0 {
+				tl.fps++
+				t.Logf("false positive %s: %v", c.name, found[0])
 			}
 		}
 	}
